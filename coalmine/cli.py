@@ -1,0 +1,48 @@
+"""The `coalmine` command: thin; it parses, calls the library or the API, and prints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from coalmine.config import ConfigError, load_config
+
+app = typer.Typer(
+    help="Coalmine: shadow tests, canary releases and automatic promotion or rollback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Coalmine: shadow tests, canary releases and automatic promotion or rollback."""
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="YAML configuration file")) -> None:
+    """Check a configuration file; print every error with its field path and reason."""
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        err_console.print(f"[red]invalid[/red] {exc.source}: {len(exc.errors)} error(s)")
+        for path, reason in exc.errors:
+            err_console.print(f"  [bold]{path}[/bold]: {reason}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"[green]valid[/green] {config}: {loaded.summary()}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

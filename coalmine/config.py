@@ -1,0 +1,266 @@
+"""The one declaration of every setting: pydantic models, loaded from YAML.
+
+Users write YAML; the control API and the SDK use the same models. Every model forbids
+unknown fields so a typo is an error with its path, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ApiConfig",
+    "CoalmineConfig",
+    "ConfigError",
+    "GatewayConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "RoutingConfig",
+    "ShadowConfig",
+    "SliceField",
+    "StickyKey",
+    "StoreConfig",
+    "VersionConfig",
+    "format_errors",
+    "load_config",
+    "parse_config",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VersionConfig(Strict):
+    """One deployed version of a model: a name and the base URL of its server."""
+
+    name: Name
+    url: AnyHttpUrl
+
+    @property
+    def base_url(self) -> str:
+        return str(self.url).rstrip("/")
+
+
+class StickyKey(Strict):
+    """Where the sticky-assignment key comes from; exactly one source."""
+
+    header: str | None = None
+    cookie: str | None = None
+    json_field: str | None = Field(
+        default=None, description="dotted path into the JSON body, e.g. instances.0.user_id"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StickyKey:
+        given = [s for s in (self.header, self.cookie, self.json_field) if s]
+        if len(given) != 1:
+            raise ValueError("set exactly one of header, cookie or json_field")
+        return self
+
+
+class SliceField(Strict):
+    """A slice attribute recorded with every logged call, from a header or a JSON field."""
+
+    name: Name
+    header: str | None = None
+    json_field: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SliceField:
+        if bool(self.header) == bool(self.json_field):
+            raise ValueError("set exactly one of header or json_field")
+        return self
+
+
+def _percent_in_basis_points(value: float) -> float:
+    basis_points = value * 100
+    if abs(basis_points - round(basis_points)) > 1e-6:
+        raise ValueError("must be a multiple of 0.01 (weights move in steps of 0.01%)")
+    return value
+
+
+class RoutingConfig(Strict):
+    """The initial traffic split of a model; the live split is in the store."""
+
+    stable: Name
+    canary: Name | None = None
+    canary_weight: Percent = 0.0
+    shadow: Name | None = None
+    mirror_share: Percent = 100.0
+    sticky: StickyKey | None = StickyKey(header="X-User-Id")
+    salt: str | None = Field(default=None, description="hash salt; defaults to the model name")
+
+    _check_weight = field_validator("canary_weight", "mirror_share")(_percent_in_basis_points)
+
+    @model_validator(mode="after")
+    def _roles_are_distinct(self) -> RoutingConfig:
+        if self.canary is not None and self.canary == self.stable:
+            raise ValueError("canary must differ from stable")
+        if self.shadow is not None and self.shadow == self.stable:
+            raise ValueError("shadow must differ from stable")
+        if self.canary is None and self.canary_weight > 0:
+            raise ValueError("canary_weight > 0 needs a canary version")
+        return self
+
+
+class ModelConfig(Strict):
+    name: Name
+    task: Literal["classification", "regression"] = "classification"
+    versions: list[VersionConfig] = Field(min_length=1)
+    routing: RoutingConfig
+    slices: list[SliceField] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _routing_names_known_versions(self) -> ModelConfig:
+        names = [v.name for v in self.versions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate version names in {names}")
+        for role in ("stable", "canary", "shadow"):
+            version = getattr(self.routing, role)
+            if version is not None and version not in names:
+                raise ValueError(f"routing.{role} {version!r} is not one of the versions {names}")
+        return self
+
+    def version(self, name: str) -> VersionConfig:
+        for v in self.versions:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+
+class ShadowConfig(Strict):
+    """The mirror: a bounded queue with its own workers, so the shadow never slows production."""
+
+    queue_size: int = Field(default=2048, ge=1)
+    workers: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class GatewayConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    processes: int = Field(default=1, ge=0, description="0 = one per CPU core (SO_REUSEPORT)")
+    max_body_bytes: int = Field(default=1 << 20, ge=1)
+    upstream_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_client: Literal["aiohttp", "httptools"] = "aiohttp"
+    canary_failover: bool = True
+    routing_poll_s: float = Field(default=0.5, gt=0, le=1.0)
+    shadow: ShadowConfig = ShadowConfig()
+
+
+class LoggingConfig(Strict):
+    """What the prediction log keeps and how it is written."""
+
+    inputs: Literal["full", "redacted", "hashed", "none"] = "full"
+    redact_fields: list[str] = Field(default_factory=list)
+    max_input_bytes: int = Field(default=4096, ge=0)
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=0.25, gt=0)
+    buffer_size: int = Field(default=100_000, ge=1)
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///coalmine.db"
+
+    @field_validator("url")
+    @classmethod
+    def _looks_like_sqlalchemy_url(cls, value: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9+]*://", value):
+            raise ValueError("must be an SQLAlchemy URL such as sqlite:///coalmine.db")
+        return value
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8900, ge=0, le=65535)
+    token: str | None = Field(default=None, description="bearer token; defaults to $COALMINE_TOKEN")
+
+    def resolved_token(self) -> str | None:
+        return self.token or os.environ.get("COALMINE_TOKEN")
+
+
+class CoalmineConfig(Strict):
+    gateway: GatewayConfig = GatewayConfig()
+    logging: LoggingConfig = LoggingConfig()
+    store: StoreConfig = StoreConfig()
+    api: ApiConfig = ApiConfig()
+    models: list[ModelConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> CoalmineConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate model names in {names}")
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def summary(self) -> str:
+        versions = sum(len(m.versions) for m in self.models)
+        return (
+            f"{len(self.models)} model(s), {versions} version(s); gateway "
+            f"{self.gateway.host}:{self.gateway.port}; store {self.store.url}"
+        )
+
+
+class ConfigError(Exception):
+    """An invalid configuration; `errors` holds (field path, reason) pairs."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in errors)
+        super().__init__(f"{source}: {len(errors)} error(s)\n{lines}")
+
+
+def format_errors(error: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        out.append((path, item["msg"]))
+    return out
+
+
+def parse_config(data: Any, source: str = "<config>") -> CoalmineConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("(top level)", "expected a mapping")])
+    try:
+        return CoalmineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc)) from None
+
+
+def load_config(path: str | Path) -> CoalmineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [("(yaml)", str(exc))]) from None
+    return parse_config(data, str(path))

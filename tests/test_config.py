@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from coalmine.cli import app
+from coalmine.config import ConfigError, load_config, parse_config
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "gateway.yaml"
+
+
+def example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert config.model("iris").routing.canary_weight == 10
+    assert config.model("iris").version("v2").base_url == "http://127.0.0.1:9002"
+
+
+def test_errors_name_the_field_path_and_reason() -> None:
+    data = example()
+    data["gateway"]["port"] = 70000
+    data["models"][0]["routing"]["canary_weight"] = 10.005
+    data["models"][0]["routing"]["stable"] = "v9"
+    data["models"][0]["versions"][1]["url"] = "not a url"
+    data["logging"]["inputs"] = "everything"
+    data["gateway"]["typo_field"] = 1
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    paths = dict(caught.value.errors)
+    assert "gateway.port" in paths
+    assert "0.01" in paths["models.0.routing.canary_weight"]
+    assert "gateway.typo_field" in paths
+    assert "logging.inputs" in paths
+    assert "models.0.versions.1.url" in paths
+
+
+def test_unknown_routing_version_is_reported() -> None:
+    data = example()
+    data["models"][0]["routing"]["stable"] = "v9"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert any("v9" in reason for _, reason in caught.value.errors)
+
+
+def test_sticky_needs_exactly_one_source() -> None:
+    data = example()
+    data["models"][0]["routing"]["sticky"] = {"header": "X-User-Id", "cookie": "uid"}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert caught.value.errors[0][0].startswith("models.0.routing.sticky")
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["validate", str(EXAMPLE)])
+    assert ok.exit_code == 0, ok.output
+    assert "valid" in ok.output and "1 model(s)" in ok.output
+
+    data = example()
+    data["gateway"]["port"] = -1
+    data["models"][0]["routing"]["mirror_share"] = 101
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "gateway.port" in result.output
+    assert "models.0.routing.mirror_share" in result.output
+
+
+def test_validate_reports_yaml_syntax_and_missing_file(tmp_path: Path) -> None:
+    runner = CliRunner()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [\n")
+    assert runner.invoke(app, ["validate", str(broken)]).exit_code == 1
+    assert runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")]).exit_code == 1
