@@ -164,6 +164,9 @@ class GatewayConfig(Strict):
     upstream_client: Literal["aiohttp", "httptools"] = "aiohttp"
     canary_failover: bool = True
     routing_poll_s: float = Field(default=0.5, gt=0, le=1.0)
+    fast_guard_failures: int = Field(
+        default=5, ge=0, description="consecutive canary failures that route away; 0 = off"
+    )
     shadow: ShadowConfig = ShadowConfig()
 
 

@@ -81,4 +81,19 @@ routes = Table(
     Column("rollout_id", Integer),
     Column("revision", Integer, nullable=False, default=1),
     Column("updated_at", Float, nullable=False),
+    Column("guard_failures", Integer, nullable=False, default=0),  # 0 = gateway default
+)
+
+# Each time the gateway's fast guard routed away from a failing canary; the controller
+# reads these and rolls the rollout back.
+guard_trips = Table(
+    "guard_trips",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("rollout_id", Integer),
+    Column("ts", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_guard_trips_model_id", "model", "id"),
 )
