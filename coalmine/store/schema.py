@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -96,4 +97,56 @@ guard_trips = Table(
     Column("ts", Float, nullable=False),
     Column("reason", Text, nullable=False),
     Index("ix_guard_trips_model_id", "model", "id"),
+)
+
+# A rollout of one candidate version of one model. `version` is bumped by every transition
+# (compare-and-swap), so a transition is applied exactly once however many controllers run.
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("active_model", String(64), unique=True),  # = model while active, else NULL
+    Column("candidate", String(64), nullable=False),
+    Column("candidate_url", String(512), nullable=False),
+    Column("baseline", String(64)),
+    Column("baseline_url", String(512)),
+    Column("previous_stable", String(64), nullable=False),  # what `rollback MODEL` restores
+    Column("spec", Text, nullable=False),  # JSON of the RolloutSpec
+    Column("phase", String(16), nullable=False),
+    Column("step_index", Integer, nullable=False, default=0),
+    Column("canary_weight_bp", Integer, nullable=False, default=0),
+    Column("mirror_bp", Integer, nullable=False, default=0),
+    Column("paused_phase", String(16)),  # the phase a paused rollout resumes into
+    Column("approved_step", Integer, nullable=False, default=-1),
+    Column("started_at", Float, nullable=False),
+    Column("step_started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("outcome", String(16)),  # promoted | rolled_back | aborted
+    Column("reason", Text),
+    Column("last_judgement", Text),  # JSON of the latest judgement
+    Column("guard_seen_id", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=1),
+    Index("ix_rollouts_model_id", "model", "id"),
+)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("rollout_id", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),  # the rollout version this transition produced
+    Column("ts", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("from_phase", String(16), nullable=False),
+    Column("to_phase", String(16), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("canary_weight_bp", Integer, nullable=False),
+    Column("mirror_bp", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", String(16)),  # pass | not_fail: what a promotion rested on
+    Column("judgement", Text),  # JSON of the judgement that caused it
+    UniqueConstraint("rollout_id", "seq", name="uq_rollout_events_seq"),
+    Index("ix_rollout_events_rollout_id", "rollout_id", "id"),
 )
