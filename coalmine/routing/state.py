@@ -21,6 +21,7 @@ class RouteState:
     rollout_id: int | None = None
     revision: int = 1
     urls: dict[str, str] = field(default_factory=dict)  # version -> base URL
+    guard_failures: int = 0  # fast-guard threshold for this model; 0 = gateway default
 
     def __post_init__(self) -> None:
         for name in ("canary_weight_bp", "mirror_bp"):

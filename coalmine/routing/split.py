@@ -1,0 +1,59 @@
+"""Weighted, sticky traffic split and mirror sampling: pure functions, no I/O.
+
+A request's key (user id, session, ...) is hashed with a per-rollout salt into one of
+10,000 buckets. The canary owns the buckets *below* its weight, so raising the weight only
+adds buckets to the canary: a user once on the canary stays there, and users only ever move
+from stable to canary, never back, while a rollout ramps up. A new salt (a new rollout)
+reshuffles who is first.
+"""
+
+from __future__ import annotations
+
+import random
+from hashlib import blake2b
+from typing import Literal
+
+from coalmine.routing.state import BASIS_POINTS
+
+__all__ = ["BUCKETS", "Role", "assign", "bucket_of", "mirror_sampled", "random_bucket", "route"]
+
+BUCKETS = BASIS_POINTS  # one bucket per basis point: weights move in steps of 0.01%
+
+Role = Literal["stable", "canary"]
+
+
+def bucket_of(key: str, salt: str) -> int:
+    """The stable bucket (0..9999) of `key` under `salt`; the same on every process and host."""
+    # blake2b, not hash(): Python's str hash is randomised per process, and every gateway
+    # process (and every restart) must agree on a user's bucket.
+    digest = blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def random_bucket(rng: random.Random) -> int:
+    """A bucket for a request without a key: uniform, so the split still holds on average."""
+    return rng.randrange(BUCKETS)
+
+
+def assign(bucket: int, canary_weight_bp: int) -> Role:
+    """The role that serves `bucket` when the canary has `canary_weight_bp` basis points."""
+    return "canary" if bucket < canary_weight_bp else "stable"
+
+
+def route(key: str | None, salt: str, canary_weight_bp: int, rng: random.Random) -> Role:
+    """`assign` for a request: sticky when it has a key, random per request when not."""
+    if canary_weight_bp <= 0:
+        return "stable"
+    if canary_weight_bp >= BUCKETS:
+        return "canary"
+    bucket = bucket_of(key, salt) if key is not None else random_bucket(rng)
+    return assign(bucket, canary_weight_bp)
+
+
+def mirror_sampled(rng: random.Random, mirror_bp: int) -> bool:
+    """Whether to copy this request to the shadow, for a mirror share of `mirror_bp`."""
+    if mirror_bp >= BUCKETS:
+        return True
+    if mirror_bp <= 0:
+        return False
+    return rng.randrange(BUCKETS) < mirror_bp
