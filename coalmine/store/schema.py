@@ -150,3 +150,19 @@ rollout_events = Table(
     UniqueConstraint("rollout_id", "seq", name="uq_rollout_events_seq"),
     Index("ix_rollout_events_rollout_id", "rollout_id", "id"),
 )
+
+# Every evaluation's judgement of a rollout (not only those that caused a transition), so
+# the dashboard and the report can draw each criterion's estimate and bounds over time.
+judgement_snapshots = Table(
+    "judgement_snapshots",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("rollout_id", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("canary_weight_bp", Integer, nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("judgement", Text, nullable=False),  # JSON of Judgement.to_dict()
+    Index("ix_judgement_snapshots_rollout_id", "rollout_id", "id"),
+)
