@@ -1,0 +1,165 @@
+"""What of a request the prediction log keeps: the input policy and slice attributes.
+
+Pure functions, no I/O: the gateway calls them on the request path, so they must be cheap.
+
+Input modes (`LoggingConfig.inputs`):
+- full: the JSON text of the body (compact), or the raw body decoded as UTF-8;
+- redacted: like full, with every object key named in `redact_fields` (at any depth,
+  case-insensitively) replaced by "[redacted]". A body that is not JSON cannot be redacted,
+  so it is logged as its hash instead: the policy fails closed;
+- hashed: the SHA-256 hex digest of the canonical body (sorted keys, compact), so equal
+  inputs can be matched without storing them;
+- none: nothing.
+Text longer than `max_input_bytes` (UTF-8) is cut there and ends with TRUNCATION_MARKER;
+0 means no cap. A digest is never cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from coalmine.config import LoggingConfig, SliceField
+
+__all__ = [
+    "REDACTED",
+    "TRUNCATION_MARKER",
+    "InputPolicy",
+    "canonical_json",
+    "extract_slices",
+    "json_path",
+    "shape_input",
+]
+
+REDACTED = "[redacted]"
+TRUNCATION_MARKER = "…[truncated]"
+_NOT_JSON = object()
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
+def _redact(value: Any, names: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if str(k).lower() in names else _redact(v, names) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(v, names) for v in value]
+    return value
+
+
+def _digest(body: Any) -> str:
+    data = body if isinstance(body, bytes) else canonical_json(body).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def truncate(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes (plus the marker); 0 = no cap."""
+    if max_bytes <= 0 or len(text) <= max_bytes // 4:  # fast path: 4 bytes max per char
+        return text
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode(errors="ignore") + TRUNCATION_MARKER
+
+
+class InputPolicy:
+    """Shapes a request body for the log according to a LoggingConfig."""
+
+    def __init__(self, config: LoggingConfig) -> None:
+        self.mode = config.inputs
+        self.max_bytes = config.max_input_bytes
+        self.redact_names = frozenset(name.lower() for name in config.redact_fields)
+
+    def shape_input(self, body: Any) -> str | None:
+        """The text to log for `body`: parsed JSON (any JSON value) or raw `bytes`."""
+        if self.mode == "none":
+            return None
+        if isinstance(body, bytes | bytearray):
+            raw = bytes(body)
+            parsed = _parse(raw) if self.mode != "full" else _NOT_JSON
+            if self.mode == "hashed":
+                return _digest(raw if parsed is _NOT_JSON else parsed)
+            if self.mode == "redacted":
+                if parsed is _NOT_JSON:
+                    return _digest(raw)
+                return truncate(_compact_json(_redact(parsed, self.redact_names)), self.max_bytes)
+            return truncate(raw.decode(errors="replace"), self.max_bytes)
+        if self.mode == "hashed":
+            return _digest(body)
+        if self.mode == "redacted":
+            body = _redact(body, self.redact_names)
+        return truncate(_compact_json(body), self.max_bytes)
+
+
+def shape_input(body: Any, config: LoggingConfig) -> str | None:
+    """One-off form of `InputPolicy(config).shape_input(body)`."""
+    return InputPolicy(config).shape_input(body)
+
+
+@lru_cache(maxsize=1024)
+def _split_path(dotted: str) -> tuple[str, ...]:
+    return tuple(dotted.split("."))
+
+
+def json_path(obj: Any, dotted: str) -> Any:
+    """The value at a dotted path such as `instances.0.device`; None when absent.
+
+    A segment indexes a list when it is a non-negative integer, else it is an object key.
+    """
+    for part in _split_path(dotted):
+        if isinstance(obj, dict):
+            obj = obj.get(part)
+        elif isinstance(obj, list) and part.isdigit():
+            index = int(part)
+            obj = obj[index] if index < len(obj) else None
+        else:
+            return None
+        if obj is None:
+            return None
+    return obj
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()  # plain dicts are case-sensitive; HTTP header names are not
+    return next((v for k, v in headers.items() if k.lower() == lower), None)
+
+
+def _scalar(value: Any) -> Any:
+    # slices are grouping keys: keep scalars, flatten anything nested to its JSON text
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return canonical_json(value)
+
+
+def extract_slices(
+    slice_fields: Iterable[SliceField], headers: Mapping[str, str], parsed_json: Any
+) -> dict[str, Any]:
+    """Slice attribute name -> value (None when the header or JSON field is absent)."""
+    out: dict[str, Any] = {}
+    for field in slice_fields:
+        if field.header:
+            out[field.name] = _header(headers, field.header)
+        elif field.json_field:
+            out[field.name] = _scalar(json_path(parsed_json, field.json_field))
+    return out

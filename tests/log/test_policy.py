@@ -1,0 +1,99 @@
+"""Input logging policy and slice extraction (pure functions, literal inputs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from coalmine.config import LoggingConfig, SliceField
+from coalmine.log.policy import (
+    REDACTED,
+    TRUNCATION_MARKER,
+    InputPolicy,
+    canonical_json,
+    extract_slices,
+    json_path,
+    shape_input,
+)
+
+BODY = {"instances": [{"email": "a@b.c", "x": [1, 2]}], "Email": "top", "meta": {"ssn": "1"}}
+
+
+def policy(**kwargs: object) -> InputPolicy:
+    return InputPolicy(LoggingConfig.model_validate(kwargs))
+
+
+def test_full_keeps_the_json_body_and_raw_bytes() -> None:
+    assert json.loads(policy(inputs="full").shape_input(BODY) or "") == BODY
+    assert policy(inputs="full").shape_input(b"not json \xff") == "not json \ufffd"
+
+
+def test_redacted_replaces_named_fields_at_any_depth_case_insensitively() -> None:
+    p = policy(inputs="redacted", redact_fields=["email", "ssn"])
+    for body in (BODY, json.dumps(BODY).encode()):
+        shaped = json.loads(p.shape_input(body) or "")
+        assert shaped == {
+            "instances": [{"email": REDACTED, "x": [1, 2]}],
+            "Email": REDACTED,
+            "meta": {"ssn": REDACTED},
+        }
+    assert BODY["meta"] == {"ssn": "1"}  # the caller's object is not modified
+
+
+def test_redacted_fails_closed_on_a_body_that_is_not_json() -> None:
+    raw = b"email=a@b.c"
+    assert policy(inputs="redacted", redact_fields=["email"]).shape_input(raw) == (
+        hashlib.sha256(raw).hexdigest()
+    )
+
+
+def test_hashed_is_the_digest_of_the_canonical_body() -> None:
+    p = policy(inputs="hashed")
+    expected = hashlib.sha256(canonical_json(BODY).encode()).hexdigest()
+    reordered = json.dumps(dict(reversed(list(BODY.items())))).encode()
+    assert p.shape_input(BODY) == expected
+    assert p.shape_input(reordered) == expected  # key order and spacing do not matter
+    assert p.shape_input(b"\x00raw") == hashlib.sha256(b"\x00raw").hexdigest()
+
+
+def test_none_logs_nothing() -> None:
+    assert policy(inputs="none").shape_input(BODY) is None
+    assert shape_input(b"{}", LoggingConfig(inputs="none")) is None
+
+
+@pytest.mark.parametrize("body", [{"text": "é" * 100}, ("é" * 100).encode()])
+def test_long_input_is_cut_to_the_cap_with_a_marker(body: object) -> None:
+    shaped = policy(inputs="full", max_input_bytes=51).shape_input(body) or ""
+    assert shaped.endswith(TRUNCATION_MARKER)
+    assert len(shaped.removesuffix(TRUNCATION_MARKER).encode()) <= 51  # no split character
+    assert policy(inputs="full", max_input_bytes=0).shape_input(body) is not None
+    assert TRUNCATION_MARKER not in (policy(max_input_bytes=0).shape_input(body) or "")
+
+
+def test_json_path_reads_keys_and_list_indices() -> None:
+    assert json_path(BODY, "instances.0.email") == "a@b.c"
+    assert json_path(BODY, "instances.0.x.1") == 2
+    assert json_path(BODY, "instances.1.email") is None
+    assert json_path(BODY, "instances.first") is None
+    assert json_path(BODY, "meta.ssn.deeper") is None
+    assert json_path(None, "a") is None
+    assert json_path({"0": "key"}, "0") == "key"
+
+
+def test_extract_slices_from_headers_and_json() -> None:
+    fields = [
+        SliceField(name="country", header="X-Country"),
+        SliceField(name="device", json_field="instances.0.device"),
+        SliceField(name="x", json_field="instances.0.x"),
+        SliceField(name="missing", header="X-None"),
+    ]
+    body = {"instances": [{"device": "ios", "x": [1, 2]}]}
+    assert extract_slices(fields, {"x-country": "NL"}, body) == {
+        "country": "NL",
+        "device": "ios",
+        "x": "[1,2]",
+        "missing": None,
+    }
+    assert extract_slices(fields[1:2], {}, None) == {"device": None}
