@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from coalmine.config import ConfigError, load_config
+from coalmine.modelserver.command import serve_model_command
 
 app = typer.Typer(
     help="Coalmine: shadow tests, canary releases and automatic promotion or rollback.",
@@ -35,6 +36,9 @@ def validate(config: Path = typer.Argument(..., help="YAML configuration file"))
             err_console.print(f"  [bold]{path}[/bold]: {reason}", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"[green]valid[/green] {config}: {loaded.summary()}", highlight=False)
+
+
+app.command("serve-model")(serve_model_command)
 
 
 def main() -> None:

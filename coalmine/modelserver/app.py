@@ -1,0 +1,138 @@
+"""The aiohttp application of `coalmine serve-model`: routes, error shaping, fault injection.
+
+Inference runs inline on the event loop: scikit-learn predictions on a handful of rows take
+well under a millisecond, less than a hop to a thread pool would cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from coalmine.modelserver.model import InputError, LoadedModel
+from coalmine.modelserver.protocols import predict_plain, predict_v1, predict_v2
+
+__all__ = ["Faults", "build_app"]
+
+MODEL_KEY = web.AppKey("model", LoadedModel)
+
+
+@dataclass
+class Faults:
+    """Injected misbehaviour, for tests and the demo's bad candidates."""
+
+    delay_ms: float = 0.0
+    error_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0:
+            raise ValueError("delay_ms must be >= 0")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError("error_rate must be between 0 and 1")
+        self._rng = random.Random(self.seed)
+
+    def should_fail(self) -> bool:
+        return self.error_rate > 0 and self._rng.random() < self.error_rate
+
+
+FAULTS_KEY = web.AppKey("faults", Faults)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+Handler = Callable[[LoadedModel, Any], dict[str, Any]]
+
+
+def _inference(protocol: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        model = request.app[MODEL_KEY]
+        if request.match_info["name"] != model.name:
+            return _error(404, f"model {request.match_info['name']!r} not found")
+        faults = request.app[FAULTS_KEY]
+        if faults.delay_ms:
+            await asyncio.sleep(faults.delay_ms / 1000)
+        if faults.should_fail():
+            return _error(500, "injected error (--error-rate)")
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"invalid JSON body: {exc}")
+        try:
+            return web.json_response(protocol(model, body))
+        except InputError as exc:
+            return _error(400, str(exc))
+        except (ValueError, TypeError) as exc:  # the estimator itself refused the input
+            return _error(400, f"model rejected the input: {exc}")
+
+    return handle
+
+
+def _for_model(
+    respond: Callable[[LoadedModel], dict[str, Any]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        model = request.app[MODEL_KEY]
+        if request.match_info["name"] != model.name:
+            return _error(404, f"model {request.match_info['name']!r} not found")
+        return web.json_response(respond(model))
+
+    return handle
+
+
+def _v1_metadata(model: LoadedModel) -> dict[str, Any]:
+    return {"ready": True, **model.metadata()}
+
+
+def _v2_metadata(model: LoadedModel) -> dict[str, Any]:
+    outputs: list[dict[str, Any]] = [{"name": "predict", "datatype": "BYTES", "shape": [-1]}]
+    if model.has_proba:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, -1]})
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "sklearn",
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, model.n_features or -1]}],
+        "outputs": outputs,
+        "parameters": model.metadata(),
+    }
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "ready": True})
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _error(404, f"no route {request.method} {request.path}")
+
+
+def build_app(model: LoadedModel, faults: Faults | None = None) -> web.Application:
+    app = web.Application(client_max_size=16 << 20)
+    app[MODEL_KEY] = model
+    app[FAULTS_KEY] = faults or Faults()
+    app.router.add_post("/v1/models/{name}:predict", _inference(predict_v1))
+    app.router.add_post("/v2/models/{name}/infer", _inference(predict_v2))
+    app.router.add_post("/models/{name}/predict", _inference(predict_plain))
+    app.router.add_get("/v1/models/{name}", _for_model(_v1_metadata))
+    app.router.add_get("/v2/models/{name}", _for_model(_v2_metadata))
+    app.router.add_get(
+        "/v2/models/{name}/ready", _for_model(lambda m: {"name": m.name, "ready": True})
+    )
+    app.router.add_get("/v1/models", _list)
+    app.router.add_get("/v2/health/ready", _ok)
+    app.router.add_get("/v2/health/live", _ok)
+    app.router.add_get("/healthz", _ok)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+async def _list(request: web.Request) -> web.Response:
+    return web.json_response({"models": [request.app[MODEL_KEY].name]})
