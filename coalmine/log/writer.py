@@ -1,0 +1,169 @@
+"""The prediction log writer: a bounded buffer the event loop never waits on.
+
+`submit()` appends to an in-memory buffer and returns at once; a background task writes
+batches to the store in a worker thread (`asyncio.to_thread`), every `flush_interval_s` or as
+soon as `batch_size` rows are waiting. A full buffer drops the record and counts it.
+`close()` writes everything still buffered: the gateway calls it on SIGTERM/SIGINT, which is
+what makes a graceful stop lose nothing. A failed write is retried with backoff; a batch the
+database rejects for its content (not a lost connection) is written row by row so one bad
+row cannot block the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+
+from coalmine.config import LoggingConfig
+from coalmine.log import metrics
+from coalmine.log.record import PredictionRecord
+from coalmine.store.predictions import insert_batch
+
+__all__ = ["BatchWriter"]
+
+log = logging.getLogger(__name__)
+
+Inserter = Callable[[Engine, Sequence[PredictionRecord]], int]
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+def _transient(error: BaseException) -> bool:
+    """True when retrying the same batch can succeed (the database, not the data, failed)."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error,
+        sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError,
+    )
+
+
+class BatchWriter:
+    """A `PredictionSink` writing to `engine` in batches. Use from one event loop."""
+
+    def __init__(
+        self, engine: Engine, config: LoggingConfig, *, inserter: Inserter = insert_batch
+    ) -> None:
+        self.engine = engine
+        self.batch_size = config.batch_size
+        self.buffer_size = config.buffer_size
+        self.flush_interval_s = config.flush_interval_s
+        self._insert = inserter
+        self._buffer: collections.deque[PredictionRecord] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._deadline = float("inf")  # set by close(): when to give up on a dead database
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        metrics.track_buffer(self)
+
+    def buffered(self) -> int:
+        """Rows accepted but not yet written (the buffer-depth gauge)."""
+        return len(self._buffer)
+
+    def submit(self, record: PredictionRecord) -> bool:
+        """Queue one record; False when it was dropped. Never blocks, never raises."""
+        try:
+            if self._closed or len(self._buffer) >= self.buffer_size:
+                self._drop(1)
+                return False
+            self._buffer.append(record)
+            if len(self._buffer) >= self.batch_size and self._wake is not None:
+                self._wake.set()
+            return True
+        except Exception:  # the production path must never fail because of the log
+            log.exception("prediction log submit failed")
+            return False
+
+    async def start(self) -> None:
+        """Start the background flush task on the running loop (idempotent)."""
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._run(), name="coalmine-log-writer")
+
+    async def flush(self) -> None:
+        """Write every row buffered now (tests, and callers that need the rows visible)."""
+        await self._drain()
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stop accepting records and write everything still buffered.
+
+        Retries a failing database until `timeout_s`; rows still unwritten then are dropped,
+        counted and logged as an error rather than hanging the shutdown forever.
+        """
+        self._closed = True
+        self._deadline = time.monotonic() + timeout_s
+        if self._task is not None and self._wake is not None:
+            self._wake.set()
+            await self._task
+        await self._drain()  # never started, or rows the task did not reach
+        if self._buffer:
+            lost = len(self._buffer)
+            self._buffer.clear()
+            self._drop(lost)
+            log.error("prediction log closed with %d rows unwritten (store unavailable)", lost)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):  # the interval passed: flush anyway
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
+            self._wake.clear()
+            try:
+                await self._drain()
+            except Exception:  # never let the loop die; the next tick tries again
+                log.exception("prediction log flush failed")
+
+    async def _drain(self) -> None:
+        while self._buffer and time.monotonic() < self._deadline:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            await self._write(batch)
+
+    async def _write(self, batch: list[PredictionRecord]) -> None:
+        """Write one batch, retrying transient failures until written or past the deadline."""
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                self._count_written(await asyncio.to_thread(self._insert, self.engine, batch))
+                return
+            except Exception as error:
+                self.write_errors += 1
+                metrics.WRITE_ERRORS.inc()
+                if not _transient(error):
+                    log.warning("prediction log batch rejected (%s); writing row by row", error)
+                    await self._write_each(batch)
+                    return
+                if time.monotonic() + delay >= self._deadline:
+                    self._drop(len(batch))
+                    log.error("prediction log dropped %d rows: %s", len(batch), error)
+                    return
+                log.warning("prediction log write failed (%s); retrying in %.2fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _write_each(self, batch: list[PredictionRecord]) -> None:
+        for record in batch:
+            try:
+                self._count_written(await asyncio.to_thread(self._insert, self.engine, [record]))
+            except Exception as error:
+                self.write_errors += 1
+                metrics.WRITE_ERRORS.inc()
+                self._drop(1)
+                log.error("prediction log dropped a row it cannot store: %s", error)
+
+    def _count_written(self, n: int) -> None:
+        self.written += n
+        metrics.WRITTEN.inc(n)
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        metrics.DROPPED.inc(n)
