@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from coalmine.config import ConfigError, load_config
+from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ def validate(config: Path = typer.Argument(..., help="YAML configuration file"))
 
 
 app.command("serve-model")(serve_model_command)
+app.command("gateway")(gateway_command)
 
 
 def main() -> None:

@@ -1,0 +1,385 @@
+"""The gateway's aiohttp application: the data plane, and nothing that controls it.
+
+Per inference request: resolve the model's compiled route, derive the sticky key, pick
+stable or canary, queue a mirror copy for the shadow, forward, and hand one log record per
+upstream call to the prediction log's buffer. Nothing on this path touches the database or
+blocks: route changes arrive through the table's poller thread, and records are written in
+batches by the log writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+
+from coalmine.config import CoalmineConfig
+from coalmine.gateway.guard import FastGuard
+from coalmine.gateway.metrics import FAILOVERS, GUARD_TRIPS, REJECTED
+from coalmine.gateway.mirror import ShadowJob, ShadowMirror
+from coalmine.gateway.protocols import PROTOCOLS, Protocol, parse_prediction
+from coalmine.gateway.table import CompiledRoute, RouteTable
+from coalmine.gateway.upstream.base import HOP_BY_HOP, UpstreamClient, UpstreamError
+from coalmine.gateway.upstream.registry import make_client
+from coalmine.log.policy import InputPolicy, extract_slices, json_path
+from coalmine.log.record import PredictionRecord
+from coalmine.log.writer import BatchWriter
+from coalmine.routing.split import mirror_sampled
+from coalmine.routing.split import route as pick_role
+from coalmine.store.routes import RouteRepository
+
+__all__ = ["Gateway", "build_app"]
+
+log = logging.getLogger(__name__)
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
+_NO_SLICES: dict[str, Any] = {}
+_NOT_PARSED = object()
+_JSON = "application/json"
+
+
+def _error(status: int, message: str, request_id: str | None = None) -> web.Response:
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _error_class(status: int) -> str | None:
+    if status >= 500:
+        return "http_5xx"
+    if status >= 400:
+        return "http_4xx"
+    return None
+
+
+class Gateway:
+    """The request path and its parts: route table, upstream client, mirror, log sink."""
+
+    def __init__(
+        self,
+        config: CoalmineConfig,
+        engine: Engine,
+        *,
+        client: UpstreamClient | None = None,
+        writer: BatchWriter | None = None,
+    ) -> None:
+        gateway = config.gateway
+        self.config = config
+        self.engine = engine
+        self.repository = RouteRepository(engine)
+        self.guard = FastGuard(gateway.fast_guard_failures)
+        self.table = RouteTable(self.repository, config, self.guard)
+        self.client = client if client is not None else make_client(gateway.upstream_client)
+        self.writer = writer if writer is not None else BatchWriter(engine, config.logging)
+        self.mirror = ShadowMirror(
+            self.client,
+            self.writer,
+            queue_size=gateway.shadow.queue_size,
+            workers=gateway.shadow.workers,
+            timeout_s=gateway.shadow.timeout_s,
+        )
+        self.policy = InputPolicy(config.logging)
+        self.timeout = gateway.upstream_timeout_s
+        self.failover = gateway.canary_failover
+        self.max_body = gateway.max_body_bytes
+        self.rng = random.Random()
+        self.ready = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.writer.start()
+        await asyncio.to_thread(self.table.refresh)
+        self.table.start()
+        self.mirror.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        """After the server stopped accepting and in-flight requests finished: flush it all."""
+        self.ready = False
+        self.table.stop()
+        await self.mirror.close()
+        if self._background:  # guard trips being recorded
+            await asyncio.wait(self._background, timeout=5)
+        await self.client.close()
+        await self.writer.close()
+
+    # request path ----------------------------------------------------------------------
+    def handler(self, protocol: Protocol) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                return await self.forward(request, protocol)
+            except Exception:
+                # nothing a request does may take the gateway down: answer and carry on
+                log.exception("unhandled error serving %s", request.path)
+                REJECTED.labels("internal").inc()
+                return _error(500, "internal gateway error")
+
+        return handle
+
+    def _sticky_key(self, route: CompiledRoute, request: web.Request, parsed: Any) -> str | None:
+        if route.sticky_header is not None:
+            return request.headers.get(route.sticky_header)
+        if route.sticky_cookie is not None:
+            return request.cookies.get(route.sticky_cookie)
+        if route.sticky_json is not None:
+            value = json_path(parsed, route.sticky_json)
+            return None if value is None else str(value)
+        return None
+
+    async def forward(self, request: web.Request, protocol: Protocol) -> web.StreamResponse:
+        name = request.match_info["name"]
+        headers = request.headers
+        request_id = headers.get("X-Request-ID") or uuid.uuid4().hex
+        route = self.table.routes.get(name)
+        if route is None:
+            REJECTED.labels("unknown_model").inc()
+            return _error(404, f"unknown model {name!r}", request_id)
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            REJECTED.labels("too_large").inc()
+            return _error(413, f"body over {self.max_body} bytes", request_id)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            REJECTED.labels("too_large").inc()
+            return _error(413, f"body over {self.max_body} bytes", request_id)
+
+        parsed: Any = _NOT_PARSED
+        if route.needs_json:
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                parsed = None  # no key and no JSON slices; the model judges the body itself
+        key = self._sticky_key(route, request, parsed)
+        slices = (
+            extract_slices(route.slice_fields, headers, None if parsed is _NOT_PARSED else parsed)
+            if route.slice_fields
+            else _NO_SLICES
+        )
+        shaped = self.policy.shape_input(
+            body if parsed is _NOT_PARSED or parsed is None else parsed
+        )
+        forward_headers = [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP]
+        if "X-Request-ID" not in headers:
+            forward_headers.append(("X-Request-ID", request_id))
+        path = request.raw_path
+
+        if route.mirror_bp and mirror_sampled(self.rng, route.mirror_bp):
+            assert route.shadow_url is not None
+            self.mirror.offer(
+                ShadowJob(
+                    route,
+                    protocol,
+                    route.shadow_url + path,
+                    body,
+                    [*forward_headers, ("X-Shadow", "1")],
+                    request_id,
+                    shaped,
+                    slices,
+                )
+            )
+
+        role = (
+            pick_role(key, route.salt, route.weight_bp, self.rng) if route.weight_bp else "stable"
+        )
+        if role == "canary":
+            assert route.canary_url is not None and route.canary is not None
+            version, url, metrics = route.canary, route.canary_url, route.canary_metrics
+        else:
+            version, url, metrics = route.stable, route.stable_url, route.stable_metrics
+        while True:
+            ts = time.time()
+            start = time.perf_counter()
+            try:
+                response = await self.client.post(url + path, body, forward_headers, self.timeout)
+            except UpstreamError as exc:
+                elapsed = time.perf_counter() - start
+                error_class: str | None = exc.error_class
+                assert metrics is not None
+                metrics.observe(elapsed, error_class)
+                self._log(
+                    route,
+                    request_id,
+                    version,
+                    role,
+                    ts,
+                    elapsed,
+                    0,
+                    error_class,
+                    None,
+                    shaped,
+                    slices,
+                )
+                if role == "canary":
+                    self._canary_outcome(route, failed=True)
+                    if self.failover:
+                        FAILOVERS.labels(route.model).inc()
+                        role, version, url, metrics = (
+                            "stable",
+                            route.stable,
+                            route.stable_url,
+                            route.stable_metrics,
+                        )
+                        continue
+                status = 504 if error_class == "timeout" else 502
+                return web.json_response(
+                    {"error": f"upstream {version} {error_class}: {exc}"},
+                    status=status,
+                    headers={"X-Request-ID": request_id, "X-Model-Version": version},
+                )
+            elapsed = time.perf_counter() - start
+            status = response.status
+            error_class = _error_class(status) if status >= 400 else None
+            assert metrics is not None
+            metrics.observe(elapsed, error_class)
+            self._log(
+                route,
+                request_id,
+                version,
+                role,
+                ts,
+                elapsed,
+                status,
+                error_class,
+                parse_prediction(protocol, response.body, status),
+                shaped,
+                slices,
+            )
+            if role == "canary":
+                self._canary_outcome(route, failed=status >= 500)
+            out_headers = {"X-Request-ID": request_id, "X-Model-Version": version}
+            if response.content_type:
+                out_headers["Content-Type"] = response.content_type
+            return web.Response(body=response.body, status=status, headers=out_headers)
+
+    def _log(
+        self,
+        route: CompiledRoute,
+        request_id: str,
+        version: str,
+        role: str,
+        ts: float,
+        elapsed: float,
+        status: int,
+        error_class: str | None,
+        prediction: Any,
+        shaped: str | None,
+        slices: dict[str, Any],
+    ) -> None:
+        self.writer.submit(
+            PredictionRecord(
+                request_id,
+                route.model,
+                version,
+                role,
+                ts,
+                elapsed * 1000.0,
+                status,
+                error_class,
+                prediction,
+                shaped,
+                slices,
+                route.weight_bp,
+                route.rollout_id,
+            )
+        )
+
+    def _canary_outcome(self, route: CompiledRoute, *, failed: bool) -> None:
+        state = route.state
+        if not self.guard.record(state, failed):
+            return
+        # tripped: no more canary traffic from this process, starting with the next request
+        assert state.canary is not None
+        threshold = self.guard.threshold(state)
+        log.warning(
+            "fast guard: %s canary %s failed %d times in a row; routing away",
+            state.model,
+            state.canary,
+            threshold,
+        )
+        GUARD_TRIPS.labels(state.model, state.canary).inc()
+        self.table.trip(state.model)
+        reason = f"{threshold} consecutive canary failures (connection, timeout or 5xx)"
+        task = asyncio.create_task(
+            asyncio.to_thread(
+                self.repository.record_guard_trip,
+                state.model,
+                state.canary,
+                state.rollout_id,
+                reason,
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._trip_recorded)
+
+    def _trip_recorded(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not record a fast-guard trip: %s", task.exception())
+
+    # operational endpoints -------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.ready and self.table.loaded
+        return web.json_response(
+            {"ready": ready, "models": sorted(self.table.routes)}, status=200 if ready else 503
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+
+def _mount_feedback(app: web.Application, engine: Engine) -> None:
+    # TODO(integration): import at module level once coalmine.log.feedback_http lands
+    try:
+        from coalmine.log.feedback_http import FeedbackStore, make_feedback_handler
+    except ImportError:
+        log.error("coalmine.log.feedback_http missing: POST /v1/feedback is not mounted")
+        return
+    app.router.add_post("/v1/feedback", make_feedback_handler(FeedbackStore(engine)))
+
+
+def build_app(
+    config: CoalmineConfig,
+    engine: Engine,
+    *,
+    client: UpstreamClient | None = None,
+    writer: BatchWriter | None = None,
+) -> web.Application:
+    """The gateway as an aiohttp app; starting it loads routes and starts the log writer.
+
+    Routes are NOT seeded here: the caller seeds once (`RouteRepository.seed_from_config`),
+    so several gateway processes do not race on it.
+    """
+    gateway = Gateway(config, engine, client=client, writer=writer)
+    # aiohttp enforces the limit on bodies without Content-Length (chunked) as they stream
+    app = web.Application(client_max_size=config.gateway.max_body_bytes)
+    app[GATEWAY_KEY] = gateway
+    for protocol in PROTOCOLS:
+        app.router.add_post(protocol.route, gateway.handler(protocol))
+    app.router.add_get("/healthz", gateway.healthz)
+    app.router.add_get("/readyz", gateway.readyz)
+    app.router.add_get("/metrics", gateway.metrics)
+    _mount_feedback(app, engine)
+
+    async def on_startup(_: web.Application) -> None:
+        await gateway.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await gateway.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

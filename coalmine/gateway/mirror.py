@@ -1,0 +1,155 @@
+"""The shadow mirror: copies of production requests sent to the shadow, off the request path.
+
+A bounded queue with its own worker tasks and its own timeout. The request path only does a
+`put_nowait`; a full queue drops the copy and counts it, so a slow, failing or unreachable
+shadow can never add latency to, or change the status of, a production response. The
+shadow's answer is parsed and logged (role "shadow"), never returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
+from coalmine.gateway.protocols import Protocol, parse_prediction
+from coalmine.gateway.upstream.base import Headers, UpstreamClient, UpstreamError
+from coalmine.log.record import PredictionRecord, PredictionSink
+
+__all__ = ["ShadowJob", "ShadowMirror"]
+
+log = logging.getLogger(__name__)
+
+
+class ShadowJob:
+    """One mirror copy: everything the worker needs to call the shadow and log its answer."""
+
+    __slots__ = ("body", "headers", "input", "protocol", "request_id", "route", "slices", "url")
+
+    def __init__(
+        self,
+        route: Any,  # CompiledRoute, at the time of the production request
+        protocol: Protocol,
+        url: str,
+        body: bytes,
+        headers: Headers,
+        request_id: str,
+        input: str | None,
+        slices: dict[str, Any],
+    ) -> None:
+        self.route = route
+        self.protocol = protocol
+        self.url = url
+        self.body = body
+        self.headers = headers
+        self.request_id = request_id
+        self.input = input
+        self.slices = slices
+
+
+class ShadowMirror:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        sink: PredictionSink,
+        *,
+        queue_size: int,
+        workers: int,
+        timeout_s: float,
+    ) -> None:
+        self._client = client
+        self._sink = sink
+        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(queue_size)
+        self._workers = workers
+        self._timeout = timeout_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._drops: dict[str, Any] = {}
+        self.dropped = 0
+
+    def offer(self, job: ShadowJob) -> bool:
+        """Queue a copy without waiting; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            model = job.route.model
+            child = self._drops.get(model)
+            if child is None:
+                child = self._drops[model] = SHADOW_DROPS.labels(model)
+            child.inc()
+            return False
+        return True
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        SHADOW_QUEUE.set_function(self._queue.qsize)
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"coalmine-shadow-{i}")
+            for i in range(self._workers)
+        ]
+
+    async def close(self, drain_s: float = 2.0) -> None:
+        """Let queued copies go out for up to `drain_s` seconds, then stop the workers."""
+        if not self._tasks:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_s):
+                await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _work(self) -> None:
+        queue = self._queue
+        while True:
+            job = await queue.get()
+            try:
+                await self._call(job)
+            except Exception:
+                log.exception("shadow call for %s failed unexpectedly", job.request_id)
+            finally:
+                queue.task_done()
+
+    async def _call(self, job: ShadowJob) -> None:
+        route = job.route
+        ts = time.time()
+        start = time.perf_counter()
+        status = 0
+        error_class: str | None = None
+        prediction = None
+        try:
+            response = await self._client.post(job.url, job.body, job.headers, self._timeout)
+        except UpstreamError as exc:
+            error_class = exc.error_class
+        else:
+            status = response.status
+            if status >= 500:
+                error_class = "http_5xx"
+            elif status >= 400:
+                error_class = "http_4xx"
+            prediction = parse_prediction(job.protocol, response.body, status)
+        elapsed = time.perf_counter() - start
+        route.shadow_metrics.observe(elapsed, error_class)
+        self._sink.submit(
+            PredictionRecord(
+                job.request_id,
+                route.model,
+                route.shadow,
+                "shadow",
+                ts,
+                elapsed * 1000.0,
+                status,
+                error_class,
+                prediction,
+                job.input,
+                job.slices,
+                route.weight_bp,
+                route.rollout_id,
+            )
+        )

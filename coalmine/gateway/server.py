@@ -1,0 +1,149 @@
+"""Running the gateway: uvloop, one process per core sharing the port, graceful stop.
+
+`run_gateway` seeds the store's routes from the config once (in the parent), then serves in
+this process or in `gateway.processes` child processes that all bind the same port with
+SO_REUSEPORT, so the kernel spreads connections across them. On SIGTERM or SIGINT each
+process stops accepting, lets in-flight requests finish, drains the mirror and flushes the
+prediction log before exiting: a graceful stop loses no log rows.
+
+`serve` is the in-process form for a caller that owns the event loop (`coalmine serve`
+runs gateway, API and controller together).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+import uvloop
+from aiohttp import web
+
+from coalmine.config import CoalmineConfig
+from coalmine.gateway.app import build_app
+from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
+
+__all__ = ["run_gateway", "seed_routes", "serve", "start_site"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 30.0  # how long in-flight requests may take to finish on a stop
+
+
+def seed_routes(config: CoalmineConfig) -> None:
+    """Store every configured version and the route of every model the store lacks."""
+    engine = open_engine(config.store.url)
+    try:
+        RouteRepository(engine).seed_from_config(config)
+    finally:
+        engine.dispose()
+
+
+async def start_site(
+    config: CoalmineConfig, *, port: int | None = None
+) -> tuple[web.AppRunner, int]:
+    """Build the app, start it listening (SO_REUSEPORT) and return its runner and port."""
+    engine = open_engine(config.store.url)
+    app = build_app(config, engine)
+    app.on_cleanup.append(lambda _: _dispose(engine))
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        config.gateway.host,
+        config.gateway.port if port is None else port,
+        reuse_port=True,
+        backlog=4096,
+    )
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else config.gateway.port
+    return runner, bound
+
+
+async def _dispose(engine: object) -> None:
+    await asyncio.to_thread(engine.dispose)  # type: ignore[attr-defined]
+
+
+async def serve(
+    config: CoalmineConfig,
+    *,
+    port: int | None = None,
+    on_listening: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set (default: SIGTERM/SIGINT), then shut down gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner, bound = await start_site(config, port=port)
+    if on_listening is not None:
+        on_listening(bound)
+    try:
+        await stop.wait()
+    finally:
+        # stops accepting, waits for in-flight handlers, then on_cleanup flushes the log
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _announce(bound: int, host: str) -> None:
+    print(f"coalmine gateway listening on http://{host}:{bound} (pid {os.getpid()})", flush=True)
+
+
+def _child(config: CoalmineConfig, port: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvloop.run(serve(config, port=port, on_listening=lambda b: _announce(b, config.gateway.host)))
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) so port 0 resolves to one port every child can share."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def run_gateway(config: CoalmineConfig) -> int:
+    """Seed routes, serve until SIGTERM/SIGINT; returns an exit status."""
+    seed_routes(config)
+    processes = config.gateway.processes or os.cpu_count() or 1
+    if processes == 1:
+        _child(config, config.gateway.port)
+        return 0
+    reserved = _reserve_port(config.gateway.host, config.gateway.port)
+    port = reserved.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child, args=(config, port), name=f"coalmine-gateway-{i}")
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    reserved.close()
+    failed = [c.exitcode for c in children if c.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        print(f"gateway processes exited with {failed}", file=sys.stderr)
+        return 1
+    return 0

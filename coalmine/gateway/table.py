@@ -1,0 +1,158 @@
+"""The live route table: the store's routes, compiled for the request path and kept fresh.
+
+A thread polls `RouteRepository.load_all()` every `gateway.routing_poll_s` and swaps in a
+new dict of compiled routes, so weight, mirror and version changes apply within a second
+without a restart. Compiling moves every per-route decision (URLs, sticky source, slice
+fields, metric children, guard state) out of the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from coalmine.config import CoalmineConfig, SliceField, StickyKey
+from coalmine.gateway.guard import FastGuard
+from coalmine.gateway.metrics import RoleMetrics, role_metrics
+from coalmine.routing.state import RouteState
+from coalmine.store.routes import RouteRepository
+
+__all__ = ["CompiledRoute", "RouteTable"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STICKY = StickyKey(header="X-User-Id")
+
+
+class CompiledRoute:
+    """One model's route as the request path uses it."""
+
+    __slots__ = (
+        "canary",
+        "canary_metrics",
+        "canary_url",
+        "mirror_bp",
+        "model",
+        "needs_json",
+        "rollout_id",
+        "salt",
+        "shadow",
+        "shadow_metrics",
+        "shadow_url",
+        "slice_fields",
+        "stable",
+        "stable_metrics",
+        "stable_url",
+        "state",
+        "sticky_cookie",
+        "sticky_header",
+        "sticky_json",
+        "weight_bp",
+    )
+
+    def __init__(
+        self,
+        state: RouteState,
+        sticky: StickyKey | None,
+        slice_fields: tuple[SliceField, ...],
+        tripped: bool,
+    ) -> None:
+        self.state = state
+        self.model = state.model
+        self.salt = state.salt
+        self.rollout_id = state.rollout_id
+        urls = state.urls
+        self.stable = state.stable
+        self.stable_url = urls[state.stable].rstrip("/")
+        self.stable_metrics = role_metrics(state.model, state.stable, "stable")
+        self.canary = state.canary
+        self.canary_url: str | None = None
+        self.canary_metrics: RoleMetrics | None = None
+        self.weight_bp = 0
+        if state.canary is not None and state.canary in urls and not tripped:
+            self.canary_url = urls[state.canary].rstrip("/")
+            self.canary_metrics = role_metrics(state.model, state.canary, "canary")
+            self.weight_bp = state.canary_weight_bp
+        self.shadow = state.shadow
+        self.shadow_url: str | None = None
+        self.shadow_metrics: RoleMetrics | None = None
+        self.mirror_bp = 0
+        if state.shadow is not None and state.shadow in urls and state.mirror_bp > 0:
+            self.shadow_url = urls[state.shadow].rstrip("/")
+            self.shadow_metrics = role_metrics(state.model, state.shadow, "shadow")
+            self.mirror_bp = state.mirror_bp
+        self.sticky_header = sticky.header if sticky else None
+        self.sticky_cookie = sticky.cookie if sticky else None
+        self.sticky_json = sticky.json_field if sticky else None
+        self.slice_fields = slice_fields
+        self.needs_json = bool(self.sticky_json) or any(f.json_field for f in slice_fields)
+
+
+class RouteTable:
+    def __init__(
+        self, repository: RouteRepository, config: CoalmineConfig, guard: FastGuard
+    ) -> None:
+        self.repository = repository
+        self.guard = guard
+        self.poll_s = config.gateway.routing_poll_s
+        self._models = {m.name: m for m in config.models}
+        self.routes: dict[str, CompiledRoute] = {}
+        self.loaded = False
+        self._lock = threading.Lock()  # compile+swap from the poller vs. a trip on the loop
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _compile(self, state: RouteState) -> CompiledRoute | None:
+        if state.stable not in state.urls:
+            log.error(
+                "route of %s names stable %r with no URL; not served", state.model, state.stable
+            )
+            return None
+        model = self._models.get(state.model)
+        # a model registered through the API but absent from this config keeps the defaults
+        sticky = model.routing.sticky if model else DEFAULT_STICKY
+        slices = tuple(model.slices) if model else ()
+        return CompiledRoute(state, sticky, slices, self.guard.is_tripped(state))
+
+    def refresh(self) -> None:
+        """Load every route from the store and swap in the compiled table."""
+        states = self.repository.load_all()
+        with self._lock:
+            # compiling is cheap (a few routes, twice a second): always rebuild, so a guard
+            # trip's lifecycle sees every new view of the store
+            new: dict[str, CompiledRoute] = {}
+            for name, state in states.items():
+                compiled = self._compile(state)
+                if compiled is not None:
+                    new[name] = compiled
+            self.routes = new
+            self.loaded = True
+
+    def trip(self, model: str) -> None:
+        """Take the canary of `model` out of this process's table now (the guard has tripped)."""
+        with self._lock:
+            old = self.routes.get(model)
+            if old is None:
+                return
+            compiled = self._compile(old.state)
+            if compiled is not None:
+                self.routes = {**self.routes, model: compiled}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:
+                # a locked or briefly unreachable store must not stop routing: keep the last
+                # table and try again at the next poll
+                log.exception("route refresh failed; keeping the previous table")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="coalmine-routes", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,0 +1,68 @@
+"""The upstream client on aiohttp's ClientSession: one session, pooled keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from coalmine.gateway.upstream.base import (
+    Headers,
+    UpstreamClient,
+    UpstreamConnectionError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+
+__all__ = ["AiohttpClient"]
+
+
+class AiohttpClient(UpstreamClient):
+    def __init__(self, *, limit: int = 1024) -> None:
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily so it binds to the running loop (the gateway's, not an import-time one).
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not carry cookies across users
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    async def post(
+        self, url: str, body: bytes, headers: Headers, timeout: float
+    ) -> UpstreamResponse:
+        session = self._get_session()
+        try:
+            async with session.post(
+                url, data=body, headers=list(headers), timeout=self._timeout(timeout)
+            ) as response:
+                data = await response.read()
+                return UpstreamResponse(
+                    response.status, data, response.headers.get("Content-Type", "")
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"no response from {url} within {timeout}s") from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise UpstreamConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+            # let the connector's transports finish closing before the loop goes away
+            await asyncio.sleep(0)

@@ -1,0 +1,84 @@
+"""The upstream client interface: how the gateway POSTs a request to a model server.
+
+The client dominates a Python gateway's cost, so it sits behind this small interface and
+can be swapped (`gateway.upstream_client`): aiohttp's ClientSession, or a thinner
+keep-alive client on httptools.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "HOP_BY_HOP",
+    "UpstreamClient",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+]
+
+# Headers that describe one connection, not the request (RFC 9110 section 7.6.1), plus
+# those the client sets itself. Accept-Encoding is dropped so the upstream answers in
+# identity encoding: the gateway must be able to read the prediction it logs.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",
+        "expect",
+    }
+)
+
+Headers = Iterable[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    body: bytes
+    content_type: str
+
+
+class UpstreamError(Exception):
+    """No usable response arrived; `error_class` is what the prediction log records."""
+
+    error_class = "connection"
+
+
+class UpstreamTimeout(UpstreamError):
+    error_class = "timeout"
+
+
+class UpstreamConnectionError(UpstreamError):
+    error_class = "connection"
+
+
+class UpstreamClient(ABC):
+    """POSTs bodies to model servers over pooled keep-alive connections."""
+
+    @abstractmethod
+    async def post(
+        self, url: str, body: bytes, headers: Headers, timeout: float
+    ) -> UpstreamResponse:
+        """POST `body` to the absolute `url`; any HTTP status is a response, not an error.
+
+        `headers` are end-to-end headers to forward (hop-by-hop ones already removed).
+        Raises UpstreamTimeout when no complete response arrives within `timeout` seconds and
+        UpstreamConnectionError when the connection fails or the response is malformed.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every pooled connection; idempotent."""

@@ -1,0 +1,231 @@
+"""A thin keep-alive HTTP/1.1 client on asyncio protocols and the httptools parser.
+
+It does only what the gateway needs (POST a body, read status, content type and body) and
+so costs a fraction of a general client per request: no middleware, no cookie or redirect
+handling, request heads assembled from precomputed bytes. Connections are pooled per host
+and reused while the upstream keeps them alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from urllib.parse import urlsplit
+
+import httptools
+
+from coalmine.gateway.upstream.base import (
+    Headers,
+    UpstreamClient,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+
+__all__ = ["HttptoolsClient"]
+
+_Target = tuple[tuple[str, int], bytes]  # (host, port), b"POST /path HTTP/1.1\r\nHost: ..\r\n"
+
+
+class _StaleConnection(UpstreamConnectionError):
+    """The connection closed before any byte of the response: safe to retry on a new one."""
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection; carries one request at a time."""
+
+    __slots__ = (
+        "_body",
+        "_chunked_or_sized",
+        "_content_type",
+        "_got_bytes",
+        "_headers_done",
+        "_loop",
+        "_parser",
+        "_timer",
+        "_waiter",
+        "closed",
+        "keep_alive",
+        "transport",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._body: list[bytes] = []
+        self._content_type = b""
+        self._got_bytes = False
+        self._headers_done = False
+        self._chunked_or_sized = False
+        self.closed = False
+        self.keep_alive = True
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamConnectionError(f"malformed upstream response: {exc}"))
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._headers_done and not self._chunked_or_sized:
+            # a response delimited by the connection closing is complete now
+            self.on_message_complete()
+        elif self._got_bytes:
+            self._fail(UpstreamConnectionError("upstream closed the connection mid-response"))
+        else:
+            self._fail(_StaleConnection("upstream closed the connection"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"content-type":
+            self._content_type = value
+        elif lower in (b"content-length", b"transfer-encoding"):
+            self._chunked_or_sized = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self.keep_alive = self._parser.should_keep_alive()
+        chunks = self._body
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        waiter.set_result(
+            UpstreamResponse(
+                self._parser.get_status_code(), body, self._content_type.decode("latin-1")
+            )
+        )
+
+    # the client's side
+    def send(self, head: bytes, body: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
+        self._waiter = waiter = self._loop.create_future()
+        self._body = []
+        self._content_type = b""
+        self._got_bytes = self._headers_done = self._chunked_or_sized = False
+        self._timer = self._loop.call_later(timeout, self._on_timeout, timeout)
+        assert self.transport is not None
+        self.transport.write(head + body if len(body) < 16384 else head)
+        if len(body) >= 16384:
+            self.transport.write(body)
+        return waiter
+
+    def _on_timeout(self, timeout: float) -> None:
+        self._fail(UpstreamTimeout(f"no complete response within {timeout}s"))
+        self.abort()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HttptoolsClient(UpstreamClient):
+    def __init__(self, *, max_idle_per_host: int = 512, connect_timeout: float = 5.0) -> None:
+        self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+        self._targets: dict[str, _Target] = {}
+        self._max_idle = max_idle_per_host
+        self._connect_timeout = connect_timeout
+        self._closed = False
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname:
+                raise UpstreamConnectionError(f"{url}: only http:// upstreams are supported")
+            port = parts.port or 80
+            path = parts.path or "/"
+            if parts.query:
+                path += "?" + parts.query
+            host_header = parts.netloc
+            head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+            target = ((parts.hostname, port), head)
+            if len(self._targets) < 4096:  # paths come from the route table: a small set
+                self._targets[url] = target
+        return target
+
+    async def _connect(self, key: tuple[str, int], timeout: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(min(timeout, self._connect_timeout)):
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(loop), key[0], key[1]
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"connect to {key[0]}:{key[1]} timed out") from exc
+        except OSError as exc:
+            raise UpstreamConnectionError(f"connect to {key[0]}:{key[1]}: {exc}") from exc
+        return protocol
+
+    async def post(
+        self, url: str, body: bytes, headers: Headers, timeout: float
+    ) -> UpstreamResponse:
+        if self._closed:
+            raise UpstreamConnectionError("client is closed")
+        key, head_start = self._target(url)
+        extra = "".join([f"{k}: {v}\r\n" for k, v in headers])
+        head = b"%s%sContent-Length: %d\r\n\r\n" % (head_start, extra.encode("latin-1"), len(body))
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = deque()
+        while True:
+            conn: _Connection | None = None
+            while idle:
+                candidate = idle.pop()
+                if not candidate.closed:
+                    conn = candidate
+                    break
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(key, timeout)
+            try:
+                response = await conn.send(head, body, timeout)
+            except _StaleConnection:
+                # the upstream closed an idle keep-alive connection: it never saw the request
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                conn.abort()  # cancelled or failed mid-request: the connection is unusable
+                raise
+            if conn.keep_alive and not conn.closed and len(idle) < self._max_idle:
+                idle.append(conn)
+            else:
+                conn.abort()
+            return response
+
+    async def close(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().abort()
+        self._idle.clear()

@@ -1,0 +1,160 @@
+"""Forwarding: three protocols, headers, bad input, the log rows of plain calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.gateway.conftest import BODY, StartGateway, Upstream, make_config
+
+PATHS = {
+    "v1": "/v1/models/m:predict",
+    "v2": "/v2/models/m/infer",
+    "plain": "/models/m/predict",
+}
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "httptools"])
+@pytest.mark.parametrize("protocol", ["v1", "v2", "plain"])
+async def test_protocols_forward_unchanged_and_log_the_prediction(
+    tmp_path: Path,
+    upstreams: dict[str, Upstream],
+    start_gateway: StartGateway,
+    protocol: str,
+    client: str,
+) -> None:
+    config = make_config(tmp_path, {"v1": upstreams["v1"].url}, gateway={"upstream_client": client})
+    gw = await start_gateway(config)
+    status, headers, _ = await gw.post(PATHS[protocol], headers={"X-Request-ID": "req-42"})
+    assert status == 200
+    assert headers["X-Request-ID"] == "req-42"
+    assert headers["X-Model-Version"] == "v1"
+    assert headers["Content-Type"].startswith("application/json")
+    seen = upstreams["v1"].seen[-1]
+    assert seen["path"] == PATHS[protocol].split(":")[0] + (":predict" if protocol == "v1" else "")
+    assert json.loads(seen["body"]) == BODY
+    assert seen["headers"]["X-Request-ID"] == "req-42"
+    await gw.stop()
+    (row,) = gw.rows()
+    assert (row.request_id, row.model, row.version, row.role) == ("req-42", "m", "v1", "stable")
+    assert row.status == 200 and row.error_class is None
+    expected = ["label-v1"] if protocol != "plain" else "label-v1"
+    assert json.loads(row.prediction) == expected
+    assert json.loads(row.input) == BODY
+
+
+async def test_a_new_request_id_when_the_client_sends_none(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    ids = set()
+    for _ in range(3):
+        status, headers, _ = await gw.post(PATHS["v1"])
+        assert status == 200
+        ids.add(headers["X-Request-ID"])
+        assert upstreams["v1"].seen[-1]["headers"]["X-Request-ID"] == headers["X-Request-ID"]
+    assert len(ids) == 3 and all(len(i) == 32 for i in ids)
+
+
+async def test_unknown_model_is_404_json(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    status, headers, body = await gw.post("/v1/models/nope:predict")
+    assert status == 404
+    assert "nope" in json.loads(body)["error"]
+    assert "X-Request-ID" in headers
+    assert upstreams["v1"].seen == []
+
+
+async def test_body_over_the_limit_is_413_and_not_forwarded(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    config = make_config(tmp_path, {"v1": upstreams["v1"].url}, gateway={"max_body_bytes": 1000})
+    gw = await start_gateway(config)
+    big = {"instances": [[0.5] * 1000]}
+    status, _, body = await gw.post(PATHS["v1"], big)
+    assert status == 413
+    assert "error" in json.loads(body)
+
+    # a chunked body (no Content-Length) is cut off as it streams
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield b"x" * 500
+
+    async with gw.session.post(gw.url + PATHS["v1"], data=chunks()) as resp:
+        assert resp.status == 413
+    assert upstreams["v1"].seen == []
+    status, _, _ = await gw.post(PATHS["v1"])  # and the gateway still serves
+    assert status == 200
+
+
+async def test_the_models_own_4xx_passes_through(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    status, headers, body = await gw.post(PATHS["v1"], {"wrong": 1})
+    assert status == 422
+    assert json.loads(body) == {"error": "missing instances"}
+    assert headers["X-Model-Version"] == "v1"
+    await gw.stop()
+    (row,) = gw.rows()
+    assert (row.status, row.error_class, row.prediction) == (422, "http_4xx", None)
+
+
+async def test_malformed_json_with_a_json_sticky_key_is_forwarded_not_a_crash(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v2": upstreams["v2"].url},
+        routing={"canary": "v2", "canary_weight": 50,
+                 "sticky": {"json_field": "instances.0.user_id"}},
+        slices=[{"name": "device", "json_field": "instances.0.device"},
+                {"name": "region", "header": "X-Region"}],
+    )  # fmt: skip
+    gw = await start_gateway(config)
+    for _ in range(5):
+        status, _, _ = await gw.post(PATHS["v1"], b"{not json", {"X-Region": "eu"})
+        assert status == 400  # the model's verdict, passed through
+    status, _, _ = await gw.post(PATHS["v1"], BODY, {"X-Region": "eu"})
+    assert status == 200
+    await gw.stop()
+    rows = gw.rows()
+    assert len(rows) == 6
+    assert json.loads(rows[0].slices) == {"device": None, "region": "eu"}
+    assert json.loads(rows[-1].slices) == {"device": "ios", "region": "eu"}
+
+
+async def test_upstream_down_is_502_json_and_logged(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    from tests.gateway.conftest import free_port
+
+    gw = await start_gateway(make_config(tmp_path, {"v1": f"http://127.0.0.1:{free_port()}"}))
+    status, headers, body = await gw.post(PATHS["v1"])
+    assert status == 502
+    assert "connection" in json.loads(body)["error"]
+    assert headers["X-Model-Version"] == "v1"
+    await gw.stop()
+    (row,) = gw.rows()
+    assert (row.status, row.error_class) == (0, "connection")
+
+
+async def test_health_readiness_and_metrics(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    await gw.post(PATHS["v1"])
+    async with gw.session.get(gw.url + "/healthz") as resp:
+        assert resp.status == 200
+    async with gw.session.get(gw.url + "/readyz") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["models"] == ["m"]
+    async with gw.session.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'coalmine_gateway_requests_total{model="m",role="stable",version="v1"}' in text
+    assert "coalmine_gateway_latency_seconds_bucket" in text
+    assert "coalmine_gateway_shadow_queue_depth" in text
