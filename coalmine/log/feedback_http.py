@@ -1,0 +1,84 @@
+"""`POST /v1/feedback`: the aiohttp handler that hands feedback to a FeedbackStore.
+
+Body: one item `{"request_id", "label"?, "outcomes"?}`, a list of items, or
+`{"items": [...]}`. The status says whether the request as a whole was understood; the body
+says what happened to each item (207-style, with status 200):
+
+    {"accepted": 2, "errors": [{"index": 2, "request_id": "r9", "error": "unknown request_id",
+     "status": "error"}], "results": [...one per item, in order...]}
+
+Malformed JSON or an unexpected shape is a 400, too many items a 413, a store that cannot
+be reached a 503; nothing is stored in those cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from coalmine.store.feedback import FeedbackStore
+
+__all__ = ["MAX_ITEMS", "feedback_items", "make_feedback_handler"]
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS = 10_000  # per request: a bigger batch is one transaction too many to hold open
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class BadFeedback(ValueError):
+    """A feedback request that cannot be read as items."""
+
+
+def feedback_items(body: Any) -> list[Any]:
+    """The list of items in a parsed request body, or BadFeedback saying why not."""
+    if isinstance(body, dict):
+        items = body["items"] if set(body) == {"items"} else [body]
+    else:
+        items = body
+    if not isinstance(items, list):
+        raise BadFeedback('expected an object, a list of objects, or {"items": [...]}')
+    if not items:
+        raise BadFeedback("no feedback items")
+    return items
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_feedback_handler(store: FeedbackStore) -> Handler:
+    """The `POST /v1/feedback` handler for `store`; database work runs in a thread."""
+
+    async def handle_feedback(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"malformed JSON: {exc}")
+        try:
+            items = feedback_items(body)
+        except BadFeedback as exc:
+            return _error(400, str(exc))
+        if len(items) > MAX_ITEMS:
+            return _error(413, f"{len(items)} items; at most {MAX_ITEMS} per request")
+        try:
+            results = await asyncio.to_thread(store.add, items)
+        except Exception:
+            log.exception("feedback store failed")
+            return _error(503, "feedback store unavailable; nothing was stored, retry later")
+        out = [r.as_dict() for r in results]
+        return web.json_response(
+            {
+                "accepted": sum(r.ok for r in results),
+                "errors": [o for o, r in zip(out, results, strict=True) if not r.ok],
+                "results": out,
+            }
+        )
+
+    return handle_feedback
