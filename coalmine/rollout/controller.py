@@ -1,0 +1,237 @@
+"""The rollout controller: the I/O loop around the pure state machine.
+
+Every tick (default 0.25 s) it loads the active rollouts and, for each one: reads fast-guard
+trips (-> GuardTrip), asks the Judge for evidence when the rollout's evaluation interval has
+passed (-> Tick), calls `machine.step`, and applies the transition in ONE transaction
+(state + event + route, compare-and-swap on the rollout's version). Then it queues the
+webhooks. All state is in the store, so a controller killed at any moment resumes where the
+store says it was: step timers are persisted timestamps, and a transition either committed
+entirely or not at all.
+
+Operators' commands (pause, promote, ...) go through `command()`, the same apply path, so
+they race safely with the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Engine
+
+from coalmine.rollout import machine
+from coalmine.rollout.judge import Judge
+from coalmine.rollout.machine import Event, Phase, Tick, Transition
+from coalmine.rollout.store import RolloutConflict, RolloutRecord, RolloutRepository
+from coalmine.rollout.webhooks import WebhookNotifier
+
+__all__ = ["Controller", "transition_payload"]
+
+log = logging.getLogger(__name__)
+
+ROLLOUTS = Counter("coalmine_rollouts_total", "Rollouts ended, by outcome", ["outcome"])
+TRANSITIONS = Counter(
+    "coalmine_rollout_transitions_total", "Rollout transitions applied", ["model", "kind"]
+)
+PHASE = Gauge(
+    "coalmine_rollout_phase", "1 for the current phase of the model's rollout", ["model", "phase"]
+)
+WEIGHT = Gauge("coalmine_rollout_canary_weight_percent", "Canary weight per model", ["model"])
+MIRROR = Gauge("coalmine_rollout_mirror_percent", "Shadow mirror share per model", ["model"])
+STEP_SECONDS = Histogram(
+    "coalmine_rollout_step_seconds",
+    "Time spent in a phase or canary step before leaving it",
+    ["phase"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf")),
+)
+EVALUATION_ERRORS = Counter(
+    "coalmine_rollout_evaluation_errors_total", "Judgements that raised", ["model"]
+)
+
+# phases in which the candidate is judged
+_JUDGED = (Phase.SHADOW, Phase.CANARY)
+
+
+def transition_payload(
+    before: RolloutRecord, after: RolloutRecord, t: Transition
+) -> dict[str, Any]:
+    """The webhook body for one transition."""
+    s = after.state
+    return {
+        "kind": t.kind,
+        "rollout_id": s.id,
+        "model": s.model,
+        "candidate": s.candidate,
+        "from_phase": before.state.phase.value,
+        "to_phase": s.phase.value,
+        "step_index": s.step_index,
+        "canary_weight": s.canary_weight_bp / 100,
+        "mirror_share": s.mirror_bp / 100,
+        "reason": t.reason,
+        "evidence": t.evidence,
+        "outcome": s.outcome,
+        "alert": "alert" in t.effects,
+        "seq": after.version,
+        "ts": after.updated_at,
+        "judgement": t.judgement,
+    }
+
+
+class Controller:
+    """Drives every active rollout in the store; run one per store (or more: CAS keeps it safe)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        judge: Judge,
+        *,
+        notifier: WebhookNotifier | None = None,
+        tick_s: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.repo = RolloutRepository(engine)
+        self.judge = judge
+        self.notifier = notifier or WebhookNotifier()
+        self.tick_s = tick_s
+        self.clock = clock
+        self._last_eval: dict[int, float] = {}
+        self._stopping = asyncio.Event()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick until `stop()`; a failing tick is logged and the loop goes on."""
+        self.notifier.start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("controller tick failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.tick_s)
+        finally:
+            await self.notifier.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def tick(self) -> list[Transition]:
+        """One pass over the active rollouts; returns the transitions applied."""
+        applied: list[Transition] = []
+        records = await asyncio.to_thread(self.repo.active)
+        for record in records:
+            try:
+                applied.extend(await self._drive(record))
+            except Exception:
+                log.exception("rollout %s: tick failed", record.id)
+        return applied
+
+    async def _drive(self, record: RolloutRecord) -> list[Transition]:
+        applied: list[Transition] = []
+        trips = await asyncio.to_thread(self.repo.trips_after, record)
+        if trips:
+            last = trips[-1]
+            event: Event = machine.GuardTrip(f"{last.reason} (canary {last.version})")
+            result = await self._apply(record, event, guard_seen_id=int(last.id))
+            if result is not None:
+                applied.append(result[1])
+                record = result[0]
+            else:
+                return applied
+        tick = await self._tick_event(record)
+        if tick is None:
+            return applied
+        result = await self._apply(record, tick)
+        if result is not None:
+            applied.append(result[1])
+        return applied
+
+    async def _tick_event(self, record: RolloutRecord) -> Tick | None:
+        s = record.state
+        if s.phase not in _JUDGED:
+            return Tick() if s.phase != Phase.PAUSED else None
+        now = self.clock()
+        if now - self._last_eval.get(s.id, 0.0) < s.spec.interval:
+            return None
+        self._last_eval[s.id] = now
+        try:
+            evidence = await asyncio.to_thread(self.judge.evaluate, record, now)
+        except Exception as exc:
+            EVALUATION_ERRORS.labels(s.model).inc()
+            log.warning("rollout %s: evaluation failed: %s", s.id, exc)
+            return None
+        if evidence.judgement is not None:
+            verdict = str(evidence.judgement.get("verdict", "inconclusive"))
+            await asyncio.to_thread(self.repo.record_judgement, record, verdict, evidence.judgement)
+        return Tick(evidence)
+
+    async def _apply(
+        self, record: RolloutRecord, event: Event, *, guard_seen_id: int | None = None
+    ) -> tuple[RolloutRecord, Transition] | None:
+        now = self.clock()
+        t = machine.step(record.state, event, now)
+        if not t.changed:
+            return None
+        after = await asyncio.to_thread(
+            self.repo.apply, record, t, now=now, guard_seen_id=guard_seen_id
+        )
+        if after is None:
+            log.info("rollout %s: transition %s lost a race; re-read next tick", record.id, t.kind)
+            return None
+        self._observe(record, after, t, now)
+        return after, t
+
+    def _observe(
+        self, before: RolloutRecord, after: RolloutRecord, t: Transition, now: float
+    ) -> None:
+        s = after.state
+        log.info(
+            "rollout %s %s: %s -> %s: %s",
+            s.id,
+            s.model,
+            before.state.phase.value,
+            s.phase.value,
+            t.reason,
+        )
+        TRANSITIONS.labels(s.model, t.kind).inc()
+        if (before.state.phase, before.state.step_index) != (s.phase, s.step_index):
+            STEP_SECONDS.labels(before.state.phase.value).observe(
+                max(0.0, now - before.state.step_started_at)
+            )
+        for phase in Phase:
+            PHASE.labels(s.model, phase.value).set(1 if phase == s.phase else 0)
+        WEIGHT.labels(s.model).set(s.canary_weight_bp / 100)
+        MIRROR.labels(s.model).set(s.mirror_bp / 100)
+        if s.terminal:
+            ROLLOUTS.labels(s.outcome or s.phase.value).inc()
+            self.judge.forget(s.id)
+            self._last_eval.pop(s.id, None)
+        payload = transition_payload(before, after, t)
+        for hook in s.spec.webhooks:
+            self.notifier.notify(str(hook.url), hook.secret, payload)
+
+    # -- operators' commands ----------------------------------------------------------------
+
+    async def command(self, rollout_id: int, event: Event) -> RolloutRecord:
+        """Apply a manual event (pause, resume, promote, abort, approve) to one rollout.
+
+        Retries a few times when the loop changed the rollout in between; raises
+        InvalidTransition when the event makes no sense in the rollout's phase.
+        """
+        for _ in range(5):
+            record = await asyncio.to_thread(self.repo.get, rollout_id)
+            now = self.clock()
+            t = machine.step(record.state, event, now)
+            if not t.changed:
+                return record
+            after = await asyncio.to_thread(self.repo.apply, record, t, now=now)
+            if after is not None:
+                self._observe(record, after, t, now)
+                return after
+        raise RolloutConflict(f"rollout {rollout_id} kept changing; try again")

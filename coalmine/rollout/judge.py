@@ -1,0 +1,145 @@
+"""How the controller asks "is the candidate good enough so far?": the Judge interface.
+
+`Judge.evaluate(record, now)` returns `Evidence` (machine.py): which criteria FAIL, which
+`must: pass` criteria are not yet PASS, and how many candidate samples the step has. The
+one production implementation, `EngineJudge`, runs the analysis engine's incremental
+`Evaluator` (one per rollout and mode, kept across ticks so each evaluation reads only new
+log rows). Tests may hand the controller another Judge; the shipped code uses this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from coalmine.rollout.machine import Evidence, Phase
+from coalmine.rollout.spec import CriterionSpec, RolloutSpec
+from coalmine.rollout.store import RolloutRecord, RolloutRepository
+
+__all__ = ["EngineJudge", "Judge", "build_criteria", "default_must"]
+
+log = logging.getLogger(__name__)
+
+# In shadow both versions answer the same requests, so paired comparisons (agreement,
+# labelled quality) are decided cheaply: those must PASS. Everything else, and everything in
+# canary (unpaired, low traffic at first), is a guard rail: it must not FAIL.
+_SHADOW_PASS_FAMILIES = frozenset({"agreement", "quality"})
+
+
+class Judge(Protocol):
+    def evaluate(self, record: RolloutRecord, now: float) -> Evidence:
+        """Evidence for the rollout's current phase (shadow or canary). May block (DB)."""
+        ...
+
+    def forget(self, rollout_id: int) -> None:
+        """Drop any state kept for a rollout that ended."""
+        ...
+
+
+def default_must(metric_family: str, mode: str) -> str:
+    if mode == "shadow" and metric_family in _SHADOW_PASS_FAMILIES:
+        return "pass"
+    return "not_fail"
+
+
+def _mode(record: RolloutRecord) -> str:
+    s = record.state
+    phase = s.paused_phase if s.phase == Phase.PAUSED else s.phase
+    return "shadow" if phase == Phase.SHADOW else "canary"
+
+
+def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -> list[Any]:
+    """The analysis engine's Criterion objects for `mode`, with `must` filled in.
+
+    Raises coalmine.config.ConfigError (field path + reason) for an invalid criterion, so a
+    bad spec is refused when the rollout starts, not at its first evaluation.
+    """
+    from coalmine.analysis.criteria import Criterion, default_criteria
+    from coalmine.config import ConfigError
+
+    given: list[CriterionSpec] | None = (
+        spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
+    )
+    if given is None:
+        base = [c for c in default_criteria(task, mode) if mode in c.spec.modes]
+    else:
+        base = []
+        errors: list[tuple[str, str]] = []
+        for i, c in enumerate(given):
+            try:
+                base.append(Criterion.model_validate(c.model_dump(exclude_none=True)))
+            except ValueError as exc:
+                errors.append((f"{mode}.criteria.{i}", str(exc).splitlines()[-1].strip()))
+        if errors:
+            raise ConfigError("<spec>", errors)
+    return [
+        c
+        if c.must is not None
+        else c.model_copy(update={"must": default_must(c.spec.family, mode)})
+        for c in base
+    ]
+
+
+class EngineJudge:
+    """The analysis engine's judgement, reduced to Evidence for the state machine."""
+
+    def __init__(self, engine: Engine, task_of: dict[str, str] | None = None) -> None:
+        self.engine = engine
+        self.repo = RolloutRepository(engine)
+        self.task_of = task_of or {}
+        self._evaluators: dict[tuple[int, str], tuple[Any, list[Any]]] = {}
+
+    def forget(self, rollout_id: int) -> None:
+        for key in [k for k in self._evaluators if k[0] == rollout_id]:
+            del self._evaluators[key]
+
+    def _evaluator(self, record: RolloutRecord, mode: str) -> tuple[Any, list[Any]]:
+        from coalmine.analysis.engine import Evaluator
+
+        key = (record.id, mode)
+        if key not in self._evaluators:
+            s = record.state
+            criteria = build_criteria(s.spec, mode, self.task_of.get(s.model, "classification"))
+            evaluator = Evaluator(
+                self.engine,
+                model=s.model,
+                candidate=s.candidate,
+                baseline=s.previous_stable,
+                criteria=criteria,
+                mode=mode,
+                alpha=s.spec.alpha,
+                rollout_id=s.id,
+                since_ts=s.started_at,
+            )
+            self._evaluators[key] = (evaluator, criteria)
+        return self._evaluators[key]
+
+    def evaluate(self, record: RolloutRecord, now: float) -> Evidence:
+        mode = _mode(record)
+        evaluator, criteria = self._evaluator(record, mode)
+        judgement = evaluator.evaluate()
+        must = {c.name: c.must for c in criteria}
+        failing: list[str] = []
+        unproven: list[str] = []
+        for r in judgement.results:
+            verdict = str(getattr(r.verdict, "value", r.verdict)).lower()
+            where = f" [slice {r.slice}]" if r.slice else ""
+            if verdict == "fail":
+                failing.append(f"{r.sentence}{where}")
+            elif not r.slice and must.get(r.name) == "pass" and verdict != "pass":
+                unproven.append(f"{r.name}: {r.sentence}")
+        samples = self.repo.candidate_samples(record.state, record.state.step_started_at)
+        data = judgement.to_dict()
+        data["mode"] = mode
+        data["must"] = must
+        return Evidence(
+            failing=tuple(failing),
+            unproven=tuple(unproven),
+            samples=samples,
+            must_pass=sum(1 for m in must.values() if m == "pass"),
+            must_not_fail=sum(1 for m in must.values() if m == "not_fail"),
+            summary=judgement.summary(),
+            judgement=data,
+        )
