@@ -23,7 +23,7 @@ from aiohttp import web
 
 from coalmine.store.feedback import FeedbackStore
 
-__all__ = ["MAX_ITEMS", "feedback_items", "make_feedback_handler"]
+__all__ = ["MAX_ITEMS", "FeedbackStore", "feedback_items", "make_feedback_handler"]
 
 log = logging.getLogger(__name__)
 

@@ -80,6 +80,13 @@ def truncate(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode(errors="ignore") + TRUNCATION_MARKER
 
 
+def _truncate_bytes(raw: bytes, max_bytes: int) -> str:
+    # cut before decoding: a large body is never decoded whole just to be thrown away
+    if max_bytes <= 0 or len(raw) <= max_bytes:
+        return raw.decode(errors="replace")
+    return raw[:max_bytes].decode(errors="ignore") + TRUNCATION_MARKER
+
+
 class InputPolicy:
     """Shapes a request body for the log according to a LoggingConfig."""
 
@@ -101,7 +108,7 @@ class InputPolicy:
                 if parsed is _NOT_JSON:
                     return _digest(raw)
                 return truncate(_compact_json(_redact(parsed, self.redact_names)), self.max_bytes)
-            return truncate(raw.decode(errors="replace"), self.max_bytes)
+            return _truncate_bytes(raw, self.max_bytes)
         if self.mode == "hashed":
             return _digest(body)
         if self.mode == "redacted":

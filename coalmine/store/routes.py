@@ -26,6 +26,7 @@ __all__ = [
     "RouteRepository",
     "get_route_in",
     "set_route_in",
+    "upsert_version_in",
 ]
 
 # The columns a caller may change; model, salt, revision and updated_at are managed here.
