@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from coalmine.store.engine import open_engine
 
@@ -36,11 +36,13 @@ def _run(args: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A real PostgreSQL server for the session; yields the URL of its migrated template DB.
+    """A real PostgreSQL 15 server for the session; yields the URL of a migrated database.
 
-    It listens only on a Unix socket in a private directory (no port to collide on), with
-    fsync off: the tests check behaviour, not durability. Skipped only if the binaries are
-    missing (`.ci/run` installs them).
+    That database (`coalmine`) is shared by the session: tests wanting an empty store use
+    `store_url`/`store_engine`, which copy a private migrated template per test. The server
+    listens only on a Unix socket in a private directory (no port to collide on), with fsync
+    off: tests check behaviour, not durability. Skipped only if the binaries are missing
+    (`.ci/run` installs them).
     """
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"PostgreSQL binaries not found under {PG_BIN}")
@@ -52,11 +54,12 @@ def postgres_server() -> Iterator[str]:
           "-E", "UTF8", "--no-sync"])  # fmt: skip
     options = f"-k {root} -c listen_addresses='' -F -c max_connections=300"
     _run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"])
-    base = f"postgresql+psycopg://postgres@/{{db}}?host={root}"
+    admin = f"postgresql+psycopg://postgres@/postgres?host={root}"
     try:
-        _create_database(base.format(db="postgres"), PG_TEMPLATE)
-        open_engine(base.format(db=PG_TEMPLATE)).dispose()  # migrate once, copy per test
-        yield base.format(db=PG_TEMPLATE)
+        _create_database(admin, PG_TEMPLATE)
+        open_engine(_database(admin, PG_TEMPLATE)).dispose()  # migrate once, copy per test
+        _create_database(admin, "coalmine", PG_TEMPLATE)
+        yield _database(admin, "coalmine")
     finally:
         subprocess.run(
             _as_postgres_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
@@ -64,6 +67,11 @@ def postgres_server() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _database(url: str, name: str) -> str:
+    """`url` pointing at database `name` on the same server."""
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> None:
@@ -76,11 +84,11 @@ def _create_database(admin_url: str, name: str, template: str | None = None) -> 
         engine.dispose()
 
 
-def fresh_postgres_database(template_url: str) -> str:
-    """A new, already migrated database on the session server; returns its URL."""
+def fresh_postgres_database(server_url: str) -> str:
+    """A new, already migrated database on the server of `server_url`; returns its URL."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    _create_database(template_url.replace(f"/{PG_TEMPLATE}?", "/postgres?"), name, PG_TEMPLATE)
-    return template_url.replace(f"/{PG_TEMPLATE}?", f"/{name}?")
+    _create_database(_database(server_url, "postgres"), name, PG_TEMPLATE)
+    return _database(server_url, name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
