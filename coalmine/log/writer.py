@@ -157,6 +157,9 @@ class BatchWriter:
             except Exception as error:
                 self.write_errors += 1
                 metrics.WRITE_ERRORS.inc()
+                if _transient(error):  # the database went away mid-way: retry this row
+                    await self._write([record])
+                    continue
                 self._drop(1)
                 log.error("prediction log dropped a row it cannot store: %s", error)
 
