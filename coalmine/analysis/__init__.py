@@ -1,0 +1,49 @@
+"""Anytime-valid judgement of a candidate model against production, overall and per slice.
+
+Usable without the gateway: feed batches of outcomes per arm, ask for the judgement. The
+answer stays correct however often you ask (confidence sequences, not repeated t-tests).
+
+>>> from coalmine.analysis import Analysis, Criterion
+>>> a = Analysis(
+...     criteria=[
+...         Criterion(metric="accuracy", margin=0.01),      # cand ≥ prod − 1 point
+...         Criterion(metric="error_rate", margin=0.005),   # cand ≤ prod + 0.5 points
+...         Criterion(metric="latency_p95", max_ratio=1.2),
+...     ],
+...     task="classification",
+...     max_slices=0,                                        # no per-slice judgement here
+... )
+>>> a.add_batch("candidate", predictions=[1, 0, 1, 1], labels=[1, 0, 0, 1],
+...             latency_ms=[12.0, 15.5, 11.2, 13.0], errors=[None, None, None, None])
+>>> a.add_batch("baseline", predictions=[1, 0, 0, 1], labels=[1, 0, 0, 1],
+...             latency_ms=[10.0, 14.0, 12.5, 11.0], errors=[None, None, None, None])
+>>> j = a.judge()
+>>> j.verdict.value                                          # far too few samples to decide
+'INCONCLUSIVE'
+>>> print(j.summary())  # doctest: +ELLIPSIS
+INCONCLUSIVE: 4 candidate and 4 baseline calls judged
+  INCONCLUSIVE canary accuracy 0.750 vs 1.000 ...
+
+Shadow (both versions answered the same requests) is fed with `add_pairs(candidate=...,
+baseline=..., labels=...)`; every request then counts for both. `coalmine analyze` runs the
+same over an exported prediction log, and `coalmine.analysis.engine.Evaluator` over the live
+log for the rollout controller.
+"""
+
+from coalmine.analysis.analysis import Analysis
+from coalmine.analysis.criteria import CriteriaFile, Criterion, default_criteria, load_criteria
+from coalmine.analysis.judge import judge
+from coalmine.analysis.result import CriterionResult, Judgement
+from coalmine.analysis.sequential import Verdict
+
+__all__ = [
+    "Analysis",
+    "CriteriaFile",
+    "Criterion",
+    "CriterionResult",
+    "Judgement",
+    "Verdict",
+    "default_criteria",
+    "judge",
+    "load_criteria",
+]

@@ -1,0 +1,173 @@
+"""Criteria: what "the candidate is at least as good as production" means, as config.
+
+One `Criterion` per comparison; the rollout spec (YAML), the control API and the SDK all use
+these models. Thresholds are in the metric's own units:
+
+- `margin` — non-inferiority ε (higher-is-better metrics: m_cand ≥ m_prod − ε) or δ
+  (lower-is-better: e_cand ≤ e_prod + δ). Proportions are fractions: 0.01 = 1 point.
+- `max_ratio` — lower-is-better metrics: m_cand ≤ max_ratio × m_prod (latency, loss, CPU).
+- `max` / `min` — absolute limits on the candidate's own value (or, for drift and
+  agreement, on the comparison itself: PSI ≤ max, agreement ≥ min).
+- `critical` — the controller acts on a FAIL at once. With `error_classes` (error_rate
+  only) any single candidate call whose error class (or `http_<status>`) is listed fails
+  the criterion immediately; no statistics are needed for "it crashed".
+- `must` — how the controller reads the result: "pass" (must PASS to promote) or
+  "not_fail" (INCONCLUSIVE is acceptable); None means the phase's default.
+
+Metrics with no threshold given get the registry default (e.g. accuracy margin 1 point,
+latency max_ratio 1.2); the defaults are written into the model so a dump shows them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from coalmine.analysis import registry
+from coalmine.config import ConfigError, format_errors
+
+__all__ = ["CriteriaFile", "Criterion", "load_criteria", "parse_criteria"]
+
+THRESHOLDS = ("margin", "max_ratio", "max", "min")
+
+
+class Criterion(BaseModel):
+    """One comparison of candidate and production, judged overall and per slice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field(description="a registry name, outcome:<name> or user:<module>:<fn>")
+    name: str = Field(default="", description="defaults to the metric name")
+    margin: float | None = Field(default=None, ge=0, description="non-inferiority ε / δ")
+    max_ratio: float | None = Field(default=None, gt=0)
+    max: float | None = None
+    min: float | None = None
+    direction: Literal["higher", "lower"] | None = Field(
+        default=None, description="outcome:/user: metrics only; default higher is better"
+    )
+    critical: bool = False
+    error_classes: list[str] = Field(default_factory=list)
+    must: Literal["pass", "not_fail"] | None = None
+    per_slice: bool = Field(default=True, description="also judge every slice value")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        try:
+            registry.spec(value)
+        except registry.UnknownMetric as exc:
+            raise ValueError(str(exc)) from None
+        if value.startswith("user:"):
+            try:
+                registry.load_user_metric(value)
+            except registry.UnknownMetric as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("metric"), str):
+            return data
+        try:
+            spec = registry.spec(data["metric"])
+        except registry.UnknownMetric:
+            return data  # the field validator reports it with its path
+        data = dict(data)
+        if not data.get("name"):
+            data["name"] = data["metric"]
+        if data.get("error_classes"):
+            data.setdefault("critical", True)
+        given = [k for k in THRESHOLDS if data.get(k) is not None]
+        if not given and not data.get("error_classes"):
+            data.update(spec.defaults)
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Criterion:
+        spec = registry.spec(self.metric)
+        given = [k for k in THRESHOLDS if getattr(self, k) is not None]
+        not_allowed = [k for k in given if k not in spec.allows]
+        if not_allowed:
+            raise ValueError(
+                f"{self.metric} does not take {', '.join(not_allowed)}; "
+                f"use {' or '.join(sorted(spec.allows))}"
+            )
+        if not given and not self.error_classes:
+            raise ValueError(f"{self.metric} needs a threshold: one of {sorted(spec.allows)}")
+        if self.margin is not None and self.max_ratio is not None:
+            raise ValueError("set margin or max_ratio, not both")
+        if self.max_ratio is not None and spec.higher_is_better and spec.family != "user":
+            raise ValueError(f"max_ratio applies to lower-is-better metrics, not {self.metric}")
+        if self.error_classes and self.metric != "error_rate":
+            raise ValueError("error_classes applies to metric error_rate only")
+        if self.error_classes and not self.critical:
+            raise ValueError("error_classes means any occurrence fails: set critical: true")
+        if self.direction is not None and spec.family not in ("outcome", "user"):
+            raise ValueError("direction applies to outcome:<name> and user: metrics only")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+    @property
+    def spec(self) -> registry.MetricSpec:
+        return registry.spec(self.metric)
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.direction is not None:
+            return self.direction == "higher"
+        return self.spec.higher_is_better
+
+
+class CriteriaFile(BaseModel):
+    """A criteria file: `criteria: [...]` (and optionally `alpha`), or a bare list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    criteria: list[Criterion] = Field(min_length=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CriteriaFile:
+        names = [c.name for c in self.criteria]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate criterion names {duplicates}: give each a name")
+        return self
+
+
+def parse_criteria(data: Any, source: str = "<criteria>") -> CriteriaFile:
+    """Validate criteria data; raises ConfigError with (field path, reason) pairs."""
+    if isinstance(data, list):
+        data = {"criteria": data}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("(top level)", "expected a list or a mapping")])
+    try:
+        return CriteriaFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc)) from None
+
+
+def load_criteria(path: str | Path) -> CriteriaFile:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [("(yaml)", str(exc))]) from None
+    return parse_criteria(data, str(path))
+
+
+def default_criteria(task: str, mode: str) -> list[Criterion]:
+    """What `coalmine analyze` judges when no criteria file is given."""
+    names = ["error_rate", "latency_p95"]
+    names += ["accuracy"] if task == "classification" else ["mae"]
+    if mode == "shadow":
+        names += ["agreement"] if task == "classification" else []
+    names += ["psi"]
+    return [Criterion(metric=n) for n in names]

@@ -1,0 +1,351 @@
+"""Judge one criterion on one slice's statistics (pure: no I/O, no clock).
+
+`judge(criterion, evidence, alpha)` picks the anytime-valid construction that fits the data:
+
+- canary (different requests per arm): normal-mixture CS of Δ stratified by canary-weight
+  step — per-step differences combined, never the pooled means, so a base rate drifting
+  while the share ramps cannot fake a difference (the ramp trap);
+- shadow (same request answered by both): the paired CS on d_i = m_c(i) − m_b(i);
+- error rate with `max_ratio` in a canary: the count e-value (Lindon et al.), which
+  conditions on the share at each error event and so stays valid under an unbalanced,
+  ramping split;
+- latency quantiles: per-arm quantile confidence sequences (Howard & Ramdas 2022) at α/2
+  each, combined into bounds on the ratio; p99 cannot PASS before its upper bound is finite
+  (~3,000 samples at α = 0.05), only FAIL;
+- drift: PSI / JS on merged bins, descriptive (see drift.py);
+- `critical` with `error_classes`: any listed error class in the candidate → FAIL at once.
+
+A criterion with both a relative threshold and an absolute limit runs both tests at α/2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from coalmine.analysis import drift
+from coalmine.analysis.criteria import Criterion
+from coalmine.analysis.metrics import AUC_BATCH, ArmSlice, LatencyHistogram, SliceStats, drift_order
+from coalmine.analysis.result import CriterionResult
+from coalmine.analysis.sequential import (
+    Interval,
+    Moments,
+    Verdict,
+    decide_higher_better,
+    decide_lower_better,
+    paired_mean_cs,
+    stratified_difference_cs,
+)
+from coalmine.analysis.sequential._counts import ErrorCountEValue
+
+__all__ = ["Evidence", "judge", "quantile_interval"]
+
+NAN = math.nan
+INF = math.inf
+
+
+@dataclass
+class Evidence:
+    """What the judge sees for one slice: the statistics and how they were collected."""
+
+    stats: SliceStats
+    mode: str  # "canary" | "shadow"
+    slice: str | None = None  # None = all traffic
+    evalue: ErrorCountEValue | None = None  # count test of this criterion, canary + max_ratio
+
+
+@dataclass
+class _Test:
+    verdict: Verdict
+    estimate: float
+    lower: float
+    upper: float
+    threshold: float
+    kind: str  # "diff" | "ratio" | "value"
+    cand: float = NAN
+    base: float = NAN
+
+
+def _scaled(m: Moments, k: float) -> Moments:
+    return Moments(m.n, k * m.total, k * k * m.total_sq)
+
+
+BINARY_KEYS = frozenset({"error", "accuracy", "agree"})
+
+
+def _floored(m: Moments, floor: float) -> Moments:
+    """Same n and mean, variance at least `floor` (same statistics otherwise)."""
+    if m.n < 2 or m.variance >= floor:
+        return m
+    return Moments(m.n, m.total, floor * (m.n - 1) + m.total * m.total / m.n)
+
+
+def _binary(m: Moments) -> Moments:
+    """0/1 data: variance at least p̃(1 − p̃) with p̃ = (x + ½)/(n + 1).
+
+    With no event yet (no error in either arm, every answer right) the sample variance is
+    0 and the normal mixture has no information; the half pseudo-count lets "0 errors in
+    10,000 calls" PASS a margin instead of staying INCONCLUSIVE for ever. It is a plug-in
+    for p(1 − p), which the asymptotic CS uses anyway.
+    """
+    p = (m.total + 0.5) / (m.n + 1)
+    return _floored(m, p * (1 - p))
+
+
+def _binary_paired(m: Moments) -> Moments:
+    """Paired 0/1 differences: variance at least that of one pseudo-disagreement."""
+    return _floored(m, 1.0 / (m.n + 1))
+
+
+def _strata(
+    c: ArmSlice, b: ArmSlice, key: str, kappa: float = 1.0
+) -> list[tuple[Moments, Moments]]:
+    out = []
+    for step in sorted(c.steps.keys() & b.steps.keys()):
+        mc, mb = c.steps[step].moments.get(key), b.steps[step].moments.get(key)
+        if mc is not None and mb is not None:
+            if key in BINARY_KEYS:
+                mc, mb = _binary(mc), _binary(mb)
+            out.append((mc, _scaled(mb, kappa) if kappa != 1.0 else mb))
+    return out
+
+
+def _pairs(s: SliceStats, key: str, kappa: float = 1.0) -> Moments:
+    m = s.pairs.paired(key, kappa)
+    return _binary_paired(m) if key in BINARY_KEYS and kappa == 1.0 else m
+
+
+def _one_sample(m: Moments, alpha: float, key: str = "") -> Interval:
+    """CS for one arm's own mean (the paired CS of the values themselves)."""
+    return paired_mean_cs(_binary(m) if key in BINARY_KEYS else m, alpha)
+
+
+def _decide_limit(iv: Interval, *, maximum: float | None, minimum: float | None) -> Verdict:
+    if maximum is not None:
+        if iv.upper <= maximum:
+            return Verdict.PASS
+        if iv.lower > maximum:
+            return Verdict.FAIL
+        return Verdict.INCONCLUSIVE
+    assert minimum is not None
+    if iv.lower >= minimum:
+        return Verdict.PASS
+    if iv.upper < minimum:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE
+
+
+def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
+    """Relative test (margin or max_ratio) on a per-example mean metric."""
+    s = ev.stats
+    higher = c.higher_is_better
+    cand, base = s.candidate.pooled(key), s.baseline.pooled(key)
+    cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
+    paired = ev.mode == "shadow" and s.pairs.has(key)
+    rmse = c.metric == "rmse"
+    if c.max_ratio is not None:
+        kappa = c.max_ratio**2 if rmse else c.max_ratio
+        if paired:
+            iv = paired_mean_cs(_pairs(s, key, kappa), alpha)
+        else:
+            iv = stratified_difference_cs(_strata(s.candidate, s.baseline, key, kappa), alpha)
+        verdict = decide_lower_better(iv, 0.0)
+        # Shown on the ratio scale: c/b, and the CS of c − κb divided by the baseline mean.
+        ratio = cv / bv if bv else NAN
+        lo = kappa + iv.lower / bv if bv else NAN
+        hi = kappa + iv.upper / bv if bv else NAN
+        if rmse:
+            ratio, lo, hi = (
+                math.sqrt(max(x, 0.0)) if math.isfinite(x) else x for x in (ratio, lo, hi)
+            )
+            cv, bv = math.sqrt(cv), math.sqrt(bv)
+        return _Test(verdict, ratio, lo, hi, c.max_ratio, "ratio", cv, bv)
+    margin = c.margin or 0.0
+    if paired:
+        iv = paired_mean_cs(_pairs(s, key), alpha)
+    else:
+        iv = stratified_difference_cs(_strata(s.candidate, s.baseline, key), alpha)
+    if rmse:
+        # RMSE margin: judged on MSE with the threshold translated at the baseline's current
+        # RMSE (a plug-in; max_ratio is the exact form for RMSE).
+        rb = math.sqrt(bv) if bv == bv else NAN
+        mse_margin = (rb + margin) ** 2 - rb * rb if math.isfinite(rb) else INF
+        verdict = decide_lower_better(iv, mse_margin)
+        to_rmse = lambda d: math.sqrt(max(bv + d, 0.0)) - rb  # noqa: E731
+        return _Test(verdict, to_rmse(iv.estimate) if math.isfinite(iv.estimate) else NAN,
+                     to_rmse(iv.lower) if math.isfinite(iv.lower) else -INF,
+                     to_rmse(iv.upper) if math.isfinite(iv.upper) else INF,
+                     margin, "diff", math.sqrt(cv) if cv == cv else NAN, rb)  # fmt: skip
+    verdict = decide_higher_better(iv, margin) if higher else decide_lower_better(iv, margin)
+    threshold = -margin if higher else margin
+    estimate = iv.estimate if math.isfinite(iv.estimate) else (cv - bv)
+    return _Test(verdict, estimate, iv.lower, iv.upper, threshold, "diff", cv, bv)
+
+
+def _limit_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
+    """Absolute limit on the candidate's own mean."""
+    m = ev.stats.candidate.pooled(key)
+    iv = _one_sample(m, alpha, key)
+    lo, hi, est = iv.lower, iv.upper, (m.mean if m.n else NAN)
+    if c.metric == "rmse":
+        lo = math.sqrt(max(lo, 0.0)) if math.isfinite(lo) else lo
+        hi, est = math.sqrt(max(hi, 0.0)), math.sqrt(est) if est == est else est
+    verdict = _decide_limit(Interval(lo, hi, est), maximum=c.max, minimum=c.min)
+    threshold = c.max if c.max is not None else c.min
+    return _Test(verdict, est, lo, hi, float(threshold), "value", est)  # type: ignore[arg-type]
+
+
+def quantile_interval(hist: LatencyHistogram, p: float, alpha: float) -> Interval:
+    """CS for the p-quantile from a fixed-bin histogram, rounded outward to bin edges.
+
+    Howard & Ramdas (2022): [Q̂(p − f_t), Q̂⁺(p + f_t)], f_t = 1.5√(p(1−p)ℓ_t) + 0.8ℓ_t,
+    ℓ_t = (1.4 log log(2.1t) + log(10/α))/t. Beyond the data the bound is infinite.
+    """
+    t = hist.n
+    if t == 0:
+        return Interval(0.0, INF, NAN)
+    ell = (1.4 * math.log(math.log(2.1 * t)) + math.log(10.0 / alpha)) / t
+    f = 1.5 * math.sqrt(p * (1 - p) * ell) + 0.8 * ell
+    lo_rank = math.floor((p - f) * t)
+    hi_rank = math.ceil((p + f) * t) + 1
+    lower = hist.order_statistic(lo_rank, upper=False) if p - f > 0 else 0.0
+    upper = hist.order_statistic(hi_rank, upper=True) if p + f < 1 else INF
+    return Interval(lower, upper, hist.quantile(p))
+
+
+def _quantile_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
+    p = c.spec.quantile
+    assert p is not None
+    s = ev.stats
+    qc = quantile_interval(s.candidate.latency, p, alpha / 2)
+    if c.max_ratio is not None:
+        qb = quantile_interval(s.baseline.latency, p, alpha / 2)
+        hi = qc.upper / qb.lower if qb.lower > 0 else INF
+        lo = qc.lower / qb.upper if qb.upper > 0 else 0.0
+        est = qc.estimate / qb.estimate if qb.estimate and qb.estimate == qb.estimate else NAN
+        verdict = _decide_limit(Interval(lo, hi, est), maximum=c.max_ratio, minimum=None)
+        return _Test(verdict, est, lo, hi, c.max_ratio, "ratio", qc.estimate, qb.estimate)
+    qc = quantile_interval(s.candidate.latency, p, alpha)
+    verdict = _decide_limit(qc, maximum=c.max, minimum=None)
+    return _Test(verdict, qc.estimate, qc.lower, qc.upper, float(c.max or 0), "value", qc.estimate)
+
+
+def _error_count_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
+    e = ev.evalue
+    assert e is not None and c.max_ratio is not None
+    cand, base = ev.stats.candidate.pooled("error"), ev.stats.baseline.pooled("error")
+    if e.e_value >= 1 / alpha:
+        verdict = Verdict.FAIL
+    elif e.pass_e_value(c.max_ratio) >= 1 / alpha:
+        verdict = Verdict.PASS
+    else:
+        verdict = Verdict.INCONCLUSIVE
+    lo, hi = e.ratio_cs(alpha)
+    est = e.ratio_estimate
+    return _Test(verdict, est, lo, hi, c.max_ratio, "ratio",
+                 cand.mean if cand.n else NAN, base.mean if base.n else NAN)  # fmt: skip
+
+
+def _drift_test(c: Criterion, ev: Evidence) -> _Test:
+    s = ev.stats
+    cv, bv = drift.align(s.candidate.drift, s.baseline.drift, drift_order)
+    value = drift.psi(cv, bv) if c.metric == "psi" else drift.js_divergence(cv, bv)
+    enough = cv.sum() >= drift.MIN_N and bv.sum() >= drift.MIN_N
+    limit = float(c.max)  # type: ignore[arg-type]
+    if not enough:
+        verdict = Verdict.INCONCLUSIVE
+    else:
+        verdict = Verdict.FAIL if value > limit else Verdict.PASS
+    return _Test(verdict, value, NAN, NAN, limit, "value", value)
+
+
+def _agreement_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
+    m = ev.stats.pairs.single.get(c.spec.key, Moments())
+    iv = _one_sample(m, alpha, c.spec.key)
+    est = m.mean if m.n else NAN
+    verdict = _decide_limit(Interval(iv.lower, iv.upper, est), maximum=c.max, minimum=c.min)
+    threshold = c.max if c.max is not None else c.min
+    return _Test(verdict, est, iv.lower, iv.upper, float(threshold), "value", est)  # type: ignore[arg-type]
+
+
+def _counts(c: Criterion, ev: Evidence) -> tuple[int, int]:
+    s = ev.stats
+    fam = c.spec.family
+    if fam in ("error", "latency_mean", "latency_quantile", "drift"):
+        return s.candidate.requests, s.baseline.requests
+    if fam == "agreement":
+        return s.pairs.pairs, s.pairs.pairs
+    if ev.mode == "shadow" and s.pairs.has(c.spec.key) and fam != "resource":
+        n = s.pairs.paired(c.spec.key).n
+        if fam == "auc":
+            n *= AUC_BATCH
+        return n, n
+    if fam == "auc":
+        return s.candidate.labelled, s.baseline.labelled
+    return s.candidate.n(c.spec.key), s.baseline.n(c.spec.key)
+
+
+def _tests(c: Criterion, ev: Evidence, alpha: float) -> list[_Test]:
+    fam = c.spec.family
+    key = c.spec.key
+    relative = c.margin is not None or c.max_ratio is not None
+    limit = c.max is not None or c.min is not None
+    if fam == "drift":
+        return [_drift_test(c, ev)]
+    if fam == "agreement":
+        return [_agreement_test(c, ev, alpha)]
+    if fam == "latency_quantile":
+        return [_quantile_test(c, ev, alpha)]
+    k = int(relative) + int(limit)
+    a = alpha / max(k, 1)
+    out = []
+    if relative:
+        if fam == "error" and c.max_ratio is not None and ev.mode == "canary" and ev.evalue:
+            out.append(_error_count_test(c, ev, a))
+        else:
+            out.append(_mean_key_test(c, ev, key, a))
+    if limit:
+        out.append(_limit_test(c, ev, key, a))
+    return out
+
+
+def _combine(tests: list[_Test]) -> Verdict:
+    if any(t.verdict is Verdict.FAIL for t in tests):
+        return Verdict.FAIL
+    if tests and all(t.verdict is Verdict.PASS for t in tests):
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE
+
+
+def judge(criterion: Criterion, evidence: Evidence, alpha: float) -> CriterionResult:
+    """PASS, FAIL or INCONCLUSIVE for one criterion on one slice, with its one sentence."""
+    from coalmine.analysis.sentence import sentence, tripwire_sentence
+
+    c, ev = criterion, evidence
+    n_c, n_b = _counts(c, ev)
+    common: dict[str, Any] = {
+        "name": c.name, "metric": c.metric, "slice": ev.slice, "n_candidate": n_c,
+        "n_baseline": n_b, "critical": c.critical, "must": c.must, "alpha": alpha,
+    }  # fmt: skip
+    if c.error_classes:
+        seen = {k: ev.stats.candidate.error_classes.get(k, 0) for k in c.error_classes}
+        hits = {k: v for k, v in seen.items() if v}
+        if hits or not (c.margin or c.max_ratio or c.max or c.min):
+            verdict = Verdict.FAIL if hits else (Verdict.PASS if n_c else Verdict.INCONCLUSIVE)
+            count = float(sum(hits.values()))
+            return CriterionResult(
+                verdict=verdict, estimate=count, lower=count, upper=count, threshold=0.0,
+                sentence=tripwire_sentence(c, ev, hits, n_c), candidate_value=count, **common,
+            )  # fmt: skip
+    tests = _tests(c, ev, alpha)
+    verdict = _combine(tests)
+    # Report the failing test if any, else the first (the relative one when both exist).
+    shown = next((t for t in tests if t.verdict is Verdict.FAIL), tests[0])
+    return CriterionResult(
+        verdict=verdict, estimate=shown.estimate, lower=shown.lower, upper=shown.upper,
+        threshold=shown.threshold, candidate_value=shown.cand, baseline_value=shown.base,
+        sentence=sentence(c, ev, verdict, shown.kind, shown.estimate, shown.lower, shown.upper,
+                          shown.threshold, shown.cand, shown.base, alpha, n_c, n_b),
+        **common,
+    )  # fmt: skip

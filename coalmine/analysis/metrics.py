@@ -1,0 +1,588 @@
+"""Running statistics per version × slice × canary-weight step, fed row by row (pure).
+
+Everything here is O(1) in the number of rows: `Moments` (n, Σx, Σx²) per metric, a
+fixed-bin latency histogram, bounded bin counts for drift, and small AUC batch buffers.
+The whole state round-trips through `to_dict`/`from_dict` (plain JSON types).
+
+Vocabulary:
+- arm: "candidate" (canary or shadow) or "baseline" (production);
+- slice key: "" for all traffic, "attr=value" for one value of a slice attribute;
+- step: the canary weight (basis points) in force when the call was made. Statistics are
+  kept per step so the judge can stratify by it (the ramp trap: see judge.py).
+- request-level metrics (errors, latency, drift) come from every logged call; label-level
+  metrics (quality, outcomes) from calls whose feedback has arrived; pair-level metrics
+  (shadow) from the same request answered by both versions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coalmine.analysis import outputs
+from coalmine.analysis.sequential import Moments
+
+__all__ = ["ARMS", "OVERALL", "ArmSlice", "Obs", "PairCell", "SliceStats", "Stats"]
+
+ARMS = ("candidate", "baseline")
+OVERALL = ""  # the slice key of all traffic
+ERROR_CLASSES = frozenset({"http_5xx", "timeout", "connection"})
+NO_RESPONSE = frozenset({"timeout", "connection"})
+AUC_BATCH = 200  # labelled examples per AUC batch (see `_auc`)
+MAX_DRIFT_BINS = 512
+MAX_CATEGORIES = 64
+
+
+@dataclass(slots=True)
+class Obs:
+    """One logged call of one version, with its label and outcomes when known."""
+
+    prediction: Any = None
+    latency_ms: float | None = None
+    status: int = 200
+    error_class: str | None = None
+    slices: Mapping[str, Any] | None = None
+    step: int = 0  # canary weight in basis points at call time
+    label: Any = None
+    has_label: bool = False
+    outcomes: Mapping[str, Any] | None = None
+
+    @property
+    def is_error(self) -> bool:
+        if self.error_class is not None:
+            return self.error_class in ERROR_CLASSES
+        return self.status == 0 or self.status >= 500
+
+    @property
+    def answered(self) -> bool:
+        return self.status != 0 and self.error_class not in NO_RESPONSE
+
+
+def _moments_dict(d: Mapping[str, Moments]) -> dict[str, Any]:
+    return {k: m.to_dict() for k, m in d.items()}
+
+
+def _moments_from(d: Mapping[str, Any]) -> dict[str, Moments]:
+    return {k: Moments.from_dict(v) for k, v in d.items()}
+
+
+@dataclass
+class ArmCell:
+    """One arm in one slice at one step."""
+
+    moments: dict[str, Moments] = field(default_factory=dict)
+    auc_buffer: list[tuple[float, int]] = field(default_factory=list)
+
+    def m(self, key: str) -> Moments:
+        got = self.moments.get(key)
+        if got is None:
+            got = self.moments[key] = Moments()
+        return got
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"moments": _moments_dict(self.moments), "auc_buffer": self.auc_buffer}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ArmCell:
+        return cls(_moments_from(d["moments"]), [(float(s), int(y)) for s, y in d["auc_buffer"]])
+
+
+class LatencyHistogram:
+    """Counts in fixed log-spaced bins (2% wide) from 0.01 ms; quantiles rounded outward.
+
+    Fixed edges make it mergeable and make its error deterministic: a quantile read from
+    it is bracketed by the edges of its bin, which the judge uses outward (lower edge for a
+    lower bound, upper edge for an upper bound).
+    """
+
+    GROWTH = 1.02
+    FLOOR = 0.01
+
+    def __init__(self, counts: dict[int, int] | None = None) -> None:
+        self.counts: dict[int, int] = counts or {}
+        self.n = sum(self.counts.values())
+
+    def _bin(self, x: float) -> int:
+        if x <= self.FLOOR:
+            return 0
+        return 1 + int(math.log(x / self.FLOOR) / math.log(self.GROWTH))
+
+    def edges(self, b: int) -> tuple[float, float]:
+        if b == 0:
+            return 0.0, self.FLOOR
+        return self.FLOOR * self.GROWTH ** (b - 1), self.FLOOR * self.GROWTH**b
+
+    def add(self, values: Iterable[float]) -> None:
+        for x in values:
+            b = self._bin(float(x))
+            self.counts[b] = self.counts.get(b, 0) + 1
+            self.n += 1
+
+    def order_statistic(self, k: int, upper: bool) -> float:
+        """The k-th smallest value (1-based) rounded outward to its bin edge; ±inf outside."""
+        if k < 1:
+            return 0.0 if not upper else self.edges(min(self.counts))[1] if self.counts else 0.0
+        if k > self.n:
+            return math.inf
+        seen = 0
+        for b in sorted(self.counts):
+            seen += self.counts[b]
+            if seen >= k:
+                lo, hi = self.edges(b)
+                return hi if upper else lo
+        return math.inf
+
+    def quantile(self, p: float) -> float:
+        if self.n == 0:
+            return math.nan
+        k = max(1, math.ceil(p * self.n))
+        lo, hi = (self.order_statistic(k, False), self.order_statistic(k, True))
+        return math.sqrt(lo * hi) if lo > 0 else hi
+
+    def to_dict(self) -> dict[str, Any]:
+        return {str(k): v for k, v in self.counts.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyHistogram:
+        return cls({int(k): int(v) for k, v in d.items()})
+
+
+def drift_bin(out: outputs.Output | None, task: str) -> str | None:
+    """The bin of one prediction: its class (classification) or a 19%-wide log bin (values).
+
+    Data-independent bins keep both arms comparable without a reference sample; the judge
+    merges sparse bins before computing PSI/JS.
+    """
+    if out is None:
+        return None
+    if task == "classification":
+        return None if out.cls is None else str(out.cls)
+    if out.value is None or not math.isfinite(out.value):
+        return None
+    v = out.value
+    if abs(v) < 1e-9:
+        return "0"
+    b = math.floor(4 * math.log2(abs(v)))
+    return f"{'-' if v < 0 else '+'}{b}"
+
+
+def drift_order(key: str) -> tuple[float, str]:
+    """Sort key putting value bins in numeric order (categories alphabetically)."""
+    if key == "0":
+        return (0.0, key)
+    if key[:1] in "+-" and key[1:].lstrip("-").isdigit():
+        mag = 2 ** (int(key[1:]) / 4)
+        return ((-mag if key[0] == "-" else mag), key)
+    return (math.inf, key)
+
+
+@dataclass
+class ArmSlice:
+    """One arm in one slice: per-step cells and the step-free sketches."""
+
+    steps: dict[int, ArmCell] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    error_classes: dict[str, int] = field(default_factory=dict)
+    drift: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    labelled: int = 0
+    unscorable: int = 0
+
+    def cell(self, step: int) -> ArmCell:
+        got = self.steps.get(step)
+        if got is None:
+            got = self.steps[step] = ArmCell()
+        return got
+
+    def pooled(self, key: str) -> Moments:
+        out = Moments()
+        for c in self.steps.values():
+            if key in c.moments:
+                out = out.merge(c.moments[key])
+        return out
+
+    def n(self, key: str) -> int:
+        return self.pooled(key).n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": {str(k): v.to_dict() for k, v in self.steps.items()},
+            "latency": self.latency.to_dict(),
+            "error_classes": self.error_classes,
+            "drift": self.drift,
+            "requests": self.requests,
+            "labelled": self.labelled,
+            "unscorable": self.unscorable,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ArmSlice:
+        return cls(
+            {int(k): ArmCell.from_dict(v) for k, v in d["steps"].items()},
+            LatencyHistogram.from_dict(d["latency"]),
+            dict(d["error_classes"]),
+            dict(d["drift"]),
+            int(d["requests"]),
+            int(d["labelled"]),
+            int(d["unscorable"]),
+        )
+
+
+@dataclass
+class PairCell:
+    """Shadow pairs in one slice: per-request values of both versions on the same request.
+
+    Each metric keeps the cross moments (n, Σc, Σb, Σc², Σb², Σcb), from which the Moments
+    of d = c − κ·b follow exactly for any κ (κ = 1: the paired difference; κ = max_ratio:
+    a ratio criterion). `diffs` holds per-batch differences (AUC), `single` one-sample
+    streams (agreement, |difference|).
+    """
+
+    diffs: dict[str, Moments] = field(default_factory=dict)
+    single: dict[str, Moments] = field(default_factory=dict)  # agreement, abs diff
+    cross: dict[str, list[float]] = field(default_factory=dict)  # [n, Σc, Σb, Σc², Σb², Σcb]
+    auc_buffer: list[tuple[float, float, int]] = field(default_factory=list)
+    pairs: int = 0
+
+    def d(self, key: str) -> Moments:
+        got = self.diffs.get(key)
+        if got is None:
+            got = self.diffs[key] = Moments()
+        return got
+
+    def s(self, key: str) -> Moments:
+        got = self.single.get(key)
+        if got is None:
+            got = self.single[key] = Moments()
+        return got
+
+    def add_cross(self, key: str, c: float, b: float) -> None:
+        v = self.cross.setdefault(key, [0.0] * 6)
+        v[0] += 1
+        v[1] += c
+        v[2] += b
+        v[3] += c * c
+        v[4] += b * b
+        v[5] += c * b
+
+    def has(self, key: str) -> bool:
+        return self.cross.get(key, [0.0])[0] > 0 or (key in self.diffs and self.diffs[key].n > 0)
+
+    def paired(self, key: str, kappa: float = 1.0) -> Moments:
+        """Moments of the paired differences of `key` (c − κ·b)."""
+        if key in self.diffs:
+            return self.diffs[key]
+        return self.ratio_diff(key, kappa)
+
+    def ratio_diff(self, key: str, kappa: float) -> Moments:
+        """Moments of d = c − κ·b over the pairs."""
+        n, sc, sb, scc, sbb, scb = self.cross.get(key, [0.0] * 6)
+        return Moments(int(n), sc - kappa * sb, scc - 2 * kappa * scb + kappa * kappa * sbb)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "diffs": _moments_dict(self.diffs),
+            "single": _moments_dict(self.single),
+            "cross": self.cross,
+            "auc_buffer": self.auc_buffer,
+            "pairs": self.pairs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PairCell:
+        return cls(
+            _moments_from(d["diffs"]),
+            _moments_from(d["single"]),
+            {k: [float(x) for x in v] for k, v in d["cross"].items()},
+            [(float(a), float(b), int(y)) for a, b, y in d["auc_buffer"]],
+            int(d["pairs"]),
+        )
+
+
+@dataclass
+class SliceStats:
+    candidate: ArmSlice = field(default_factory=ArmSlice)
+    baseline: ArmSlice = field(default_factory=ArmSlice)
+    pairs: PairCell = field(default_factory=PairCell)
+
+    def arm(self, arm: str) -> ArmSlice:
+        return self.candidate if arm == "candidate" else self.baseline
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "pairs": self.pairs.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SliceStats:
+        return cls(
+            ArmSlice.from_dict(d["candidate"]),
+            ArmSlice.from_dict(d["baseline"]),
+            PairCell.from_dict(d["pairs"]),
+        )
+
+
+def batch_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """AUC of one batch (Mann–Whitney with mid-ranks); None without both classes."""
+    pos = labels == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # mid-ranks for ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    mid = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mid, counts)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+UserFn = Callable[[Any, Any], float]
+
+
+@dataclass
+class Example:
+    """One labelled example of one arm, reduced to the numbers the metrics use."""
+
+    values: dict[str, float]
+    score: float | None = None
+    y: int | None = None
+
+
+class Stats:
+    """All running statistics of one comparison (candidate vs baseline)."""
+
+    def __init__(
+        self,
+        *,
+        task: str = "classification",
+        classes: list[Any] | None = None,
+        user_metrics: Mapping[str, UserFn] | None = None,
+        outcome_names: Iterable[str] = (),
+        max_slices: int = 20,
+    ) -> None:
+        self.task = task
+        self.classes = classes
+        self.user_metrics = dict(user_metrics or {})
+        self.outcome_names = set(outcome_names)
+        self.max_slices = max_slices
+        self.slices: dict[str, SliceStats] = {OVERALL: SliceStats()}
+        self.untracked_slice_rows = 0
+
+    # -- slices ---------------------------------------------------------------------------
+    def keys_for(self, slices: Mapping[str, Any] | None) -> list[str]:
+        """The slice keys a row belongs to: all traffic plus one per slice attribute.
+
+        Only the first `max_slices` slice values seen are tracked, so memory stays bounded
+        and the multiplicity correction (which must know K in advance) holds.
+        """
+        keys = [OVERALL]
+        for attr, value in (slices or {}).items():
+            if value is None or isinstance(value, dict | list):
+                continue
+            key = f"{attr}={value}"
+            if key not in self.slices:
+                if len(self.slices) - 1 >= self.max_slices:
+                    self.untracked_slice_rows += 1
+                    continue
+                self.slices[key] = SliceStats()
+            keys.append(key)
+        return keys
+
+    # -- per-example reduction --------------------------------------------------------------
+    def example(self, out: outputs.Output | None, raw: Any, label: Any) -> Example | None:
+        if isinstance(label, dict):
+            label = next((label[k] for k in ("label", "value", "y", "class") if k in label), None)
+        if out is None or label is None:
+            return None
+        values: dict[str, float] = {}
+        score: float | None = None
+        y: int | None = None
+        if self.task == "classification":
+            if out.cls is None:
+                return None
+            values["accuracy"] = float(outputs.same_class(out.cls, label, self.classes))
+            loss = outputs.log_loss(out, label, self.classes)
+            if loss is not None:
+                values["log_loss"] = loss
+            if out.p1 is not None:
+                if outputs.same_class(label, 1, self.classes):
+                    y = 1
+                elif outputs.same_class(label, 0, self.classes):
+                    y = 0
+                score = out.p1 if y is not None else None
+        else:
+            try:
+                target = float(label)
+            except (TypeError, ValueError):
+                return None
+            if out.value is None or not math.isfinite(target):
+                return None
+            err = out.value - target
+            values["abs_err"] = abs(err)
+            values["sq_err"] = err * err
+        for name, fn in self.user_metrics.items():
+            try:
+                v = float(fn(raw, label))
+            except Exception:  # a user metric failing on one example must not stop analysis
+                continue
+            if math.isfinite(v):
+                values[name] = v
+        return Example(values, score, y)
+
+    def _examples(self, obs: Obs) -> list[Example | None]:
+        pairs = outputs.examples(obs.prediction, obs.label, self.task)
+        instances = outputs._unwrap(obs.prediction) if len(pairs) > 1 else [obs.prediction]
+        return [self.example(o, raw, lab) for (o, lab), raw in zip(pairs, instances, strict=False)]
+
+    # -- request-level ------------------------------------------------------------------
+    def add_requests(self, arm: str, rows: Iterable[Obs]) -> None:
+        for obs in rows:
+            outs = (
+                outputs.normalize(obs.prediction, self.task) if obs.prediction is not None else []
+            )
+            bins = [drift_bin(o, self.task) for o in outs]
+            for key in self.keys_for(obs.slices):
+                s = self.slices[key].arm(arm)
+                s.requests += 1
+                cell = s.cell(obs.step)
+                cell.m("error").add_one(1.0 if obs.is_error else 0.0)
+                if obs.error_class is not None:
+                    s.error_classes[obs.error_class] = s.error_classes.get(obs.error_class, 0) + 1
+                if obs.status >= 400 or obs.status == 0:
+                    code = f"http_{obs.status}"
+                    s.error_classes[code] = s.error_classes.get(code, 0) + 1
+                if obs.answered and obs.latency_ms is not None and math.isfinite(obs.latency_ms):
+                    cell.m("latency").add_one(obs.latency_ms)
+                    s.latency.add((obs.latency_ms,))
+                for b in bins:
+                    if b is None:
+                        continue
+                    if b not in s.drift and len(s.drift) >= (
+                        MAX_CATEGORIES if self.task == "classification" else MAX_DRIFT_BINS
+                    ):
+                        b = "(other)"
+                    s.drift[b] = s.drift.get(b, 0) + 1
+
+    def add_labels(self, arm: str, rows: Iterable[Obs]) -> None:
+        """Rows whose label (and/or business outcomes) arrived: quality and outcomes."""
+        for obs in rows:
+            examples = self._examples(obs) if obs.has_label and obs.prediction is not None else []
+            outcome_values = {
+                k: float(v)
+                for k, v in (obs.outcomes or {}).items()
+                if k in self.outcome_names and _finite(v)
+            }
+            for key in self.keys_for(obs.slices):
+                s = self.slices[key].arm(arm)
+                cell = s.cell(obs.step)
+                if obs.has_label:
+                    if not examples or any(e is None for e in examples):
+                        s.unscorable += 1
+                    for ex in examples:
+                        if ex is None:
+                            continue
+                        s.labelled += 1
+                        for name, v in ex.values.items():
+                            cell.m(name).add_one(v)
+                        if ex.score is not None and ex.y is not None:
+                            cell.auc_buffer.append((ex.score, ex.y))
+                            if len(cell.auc_buffer) >= AUC_BATCH:
+                                arr = np.asarray(cell.auc_buffer)
+                                auc = batch_auc(arr[:, 0], arr[:, 1].astype(int))
+                                if auc is not None:
+                                    cell.m("auc").add_one(auc)
+                                cell.auc_buffer.clear()
+                for name, v in outcome_values.items():
+                    cell.m(f"outcome:{name}").add_one(v)
+
+    # -- shadow pairs -----------------------------------------------------------------------
+    def add_request_pairs(self, pairs: Iterable[tuple[Obs, Obs]]) -> None:
+        """The same request answered by candidate (first) and baseline (second)."""
+        for c, b in pairs:
+            agree: float | None = None
+            abs_diff: float | None = None
+            if c.prediction is not None and b.prediction is not None:
+                oc = outputs.normalize(c.prediction, self.task)
+                ob = outputs.normalize(b.prediction, self.task)
+                if len(oc) == len(ob) == 1 and oc[0] is not None and ob[0] is not None:
+                    if self.task == "classification" and oc[0].cls is not None:
+                        agree = float(outputs.same_class(oc[0].cls, ob[0].cls, self.classes))
+                    if self.task == "regression" and None not in (oc[0].value, ob[0].value):
+                        abs_diff = abs(float(oc[0].value) - float(ob[0].value))  # type: ignore[arg-type]
+            for key in self.keys_for(b.slices or c.slices):
+                p = self.slices[key].pairs
+                p.pairs += 1
+                p.add_cross("error", float(c.is_error), float(b.is_error))
+                if (
+                    c.answered
+                    and b.answered
+                    and c.latency_ms is not None
+                    and b.latency_ms is not None
+                ):
+                    p.add_cross("latency", float(c.latency_ms), float(b.latency_ms))
+                if agree is not None:
+                    p.s("agree").add_one(agree)
+                if abs_diff is not None:
+                    p.s("abs_diff").add_one(abs_diff)
+
+    def add_label_pairs(self, pairs: Iterable[tuple[Obs, Obs]]) -> None:
+        """Labelled shadow pairs: d_i = metric_c(i) − metric_b(i) on the same example."""
+        for c, b in pairs:
+            if not c.has_label or c.prediction is None or b.prediction is None:
+                continue
+            ec, eb = self._examples(c), self._examples(b)
+            if len(ec) != len(eb):
+                continue
+            for key in self.keys_for(b.slices or c.slices):
+                p = self.slices[key].pairs
+                for xc, xb in zip(ec, eb, strict=True):
+                    if xc is None or xb is None:
+                        continue
+                    for name in xc.values.keys() & xb.values.keys():
+                        p.add_cross(name, xc.values[name], xb.values[name])
+                    if None not in (xc.score, xb.score, xc.y):
+                        p.auc_buffer.append((xc.score, xb.score, xc.y))  # type: ignore[arg-type]
+                        if len(p.auc_buffer) >= AUC_BATCH:
+                            arr = np.asarray(p.auc_buffer)
+                            y = arr[:, 2].astype(int)
+                            ac, ab = batch_auc(arr[:, 0], y), batch_auc(arr[:, 1], y)
+                            if ac is not None and ab is not None:
+                                p.d("auc").add_one(ac - ab)
+                            p.auc_buffer.clear()
+
+    def add_resources(
+        self, arm: str, *, cpu: Iterable[float] = (), memory_mb: Iterable[float] = ()
+    ) -> None:
+        """Resource samples of one version's serving processes (overall slice, step 0)."""
+        cell = self.slices[OVERALL].arm(arm).cell(0)
+        for v in cpu:
+            cell.m("cpu").add_one(v)
+        for v in memory_mb:
+            cell.m("memory").add_one(v)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "max_slices": self.max_slices,
+            "untracked_slice_rows": self.untracked_slice_rows,
+            "slices": {k: v.to_dict() for k, v in self.slices.items()},
+        }
+
+    def load(self, d: Mapping[str, Any]) -> None:
+        self.slices = {k: SliceStats.from_dict(v) for k, v in d["slices"].items()}
+        self.untracked_slice_rows = int(d.get("untracked_slice_rows", 0))
+
+
+def _finite(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)) or (
+        isinstance(v, bool)
+    )
