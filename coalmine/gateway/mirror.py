@@ -74,14 +74,17 @@ class ShadowMirror:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            self.dropped += 1
-            model = job.route.model
-            child = self._drops.get(model)
-            if child is None:
-                child = self._drops[model] = SHADOW_DROPS.labels(model)
-            child.inc()
+            self._count_drop(job)
             return False
         return True
+
+    def _count_drop(self, job: ShadowJob) -> None:
+        self.dropped += 1
+        model = job.route.model
+        child = self._drops.get(model)
+        if child is None:
+            child = self._drops[model] = SHADOW_DROPS.labels(model)
+        child.inc()
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -104,6 +107,8 @@ class ShadowMirror:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        while not self._queue.empty():  # copies never sent: dropped, and counted as such
+            self._count_drop(self._queue.get_nowait())
 
     async def _work(self) -> None:
         queue = self._queue
@@ -111,10 +116,13 @@ class ShadowMirror:
             job = await queue.get()
             try:
                 await self._call(job)
+            except asyncio.CancelledError:
+                self._count_drop(job)  # stopped mid-call: no answer to log
+                queue.task_done()
+                raise
             except Exception:
                 log.exception("shadow call for %s failed unexpectedly", job.request_id)
-            finally:
-                queue.task_done()
+            queue.task_done()
 
     async def _call(self, job: ShadowJob) -> None:
         route = job.route

@@ -1,0 +1,136 @@
+"""The gateway as a real process: SIGTERM flushes the log; a real model server upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import joblib
+import pytest
+import yaml
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sqlalchemy import func, select
+
+from coalmine.modelserver import ModelServerHandle, start_model_server
+from coalmine.store.engine import open_engine
+from coalmine.store.schema import predictions
+from tests.gateway.conftest import StartGateway, Upstream, make_config
+
+
+def _start_gateway_process(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coalmine.cli", "gateway", "--config", str(config_path),
+         "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()  # "coalmine gateway listening on http://..."
+    if "listening on" not in line:
+        process.kill()
+        _, err = process.communicate(timeout=10)
+        raise AssertionError(f"gateway did not start: {line!r} {err.decode()[-2000:]}")
+    return process, line.split("listening on ")[1].split()[0]
+
+
+async def test_sigterm_flushes_every_log_row(
+    tmp_path: Path, upstreams: dict[str, Upstream]
+) -> None:
+    urls = {v: upstreams[v].url for v in ("v1", "v2", "v3")}
+    config = make_config(
+        tmp_path,
+        urls,
+        routing={"canary": "v2", "canary_weight": 25, "shadow": "v3", "mirror_share": 100},
+        # nothing is written before the stop: only the SIGTERM flush can save these rows
+        logging={"flush_interval_s": 60, "batch_size": 100_000},
+    )
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    process, url = _start_gateway_process(config_path)
+    n = 150
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> None:
+                async with session.post(
+                    f"{url}/v1/models/m:predict",
+                    json={"instances": [[i, 1.0]]},
+                    headers={"X-User-Id": f"u{i}"},
+                ) as resp:
+                    assert resp.status == 200
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+        assert code == 0, process.stderr.read().decode()[-2000:] if process.stderr else ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    engine = open_engine(config.store.url)
+    with engine.connect() as conn:
+        by_role = dict(
+            conn.execute(
+                select(predictions.c.role, func.count()).group_by(predictions.c.role)
+            ).all()
+        )
+    engine.dispose()
+    assert by_role["shadow"] == n
+    assert by_role["stable"] + by_role.get("canary", 0) == n
+
+
+@pytest.fixture(scope="module")
+def iris_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ModelServerHandle]]:
+    path = tmp_path_factory.mktemp("model") / "iris.joblib"
+    iris = load_iris()
+    joblib.dump(LogisticRegression(max_iter=500).fit(iris.data, iris.target), path)
+    with (
+        start_model_server(path, name="m", version="v1") as stable,
+        start_model_server(path, name="m", version="v3") as shadow,
+    ):
+        yield [stable, shadow]
+
+
+async def test_a_real_model_server_upstream_over_v1_and_v2(
+    tmp_path: Path, iris_servers: list[ModelServerHandle], start_gateway: StartGateway
+) -> None:
+    stable, shadow = iris_servers
+    config = make_config(
+        tmp_path,
+        {"v1": stable.url, "v3": shadow.url},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"upstream_client": "httptools"},
+    )
+    gw = await start_gateway(config)
+    status, headers, body = await gw.post(
+        "/v1/models/m:predict", {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+    )
+    assert status == 200, body
+    assert headers["X-Model-Version"] == "v1"
+    assert json.loads(body)["predictions"] == [0, 2]
+    v2 = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
+                      "data": [5.1, 3.5, 1.4, 0.2]}]}  # fmt: skip
+    status, _, body = await gw.post("/v2/models/m/infer", v2)
+    assert status == 200, body
+    status, _, body = await gw.post("/v1/models/m:predict", {"instances": "nonsense"})
+    assert 400 <= status < 500  # the model's own rejection, passed through
+    await gw.stop()
+    rows = gw.rows()
+    assert [(r.role, r.version) for r in rows if r.role == "stable"] == [("stable", "v1")] * 3
+    shadow_predictions = sorted(
+        json.dumps(json.loads(r.prediction)) for r in rows if r.role == "shadow" and r.prediction
+    )
+    assert json.dumps([0, 2]) in shadow_predictions
+    assert json.dumps([0]) in shadow_predictions
+    assert os.path.exists(tmp_path / "coalmine.db")

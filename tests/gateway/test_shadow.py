@@ -1,0 +1,75 @@
+"""Shadow isolation: a slow, failing or unreachable shadow never touches production."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from coalmine.gateway.app import GATEWAY_KEY
+from coalmine.store.routes import RouteRepository
+from tests.gateway.conftest import RunningGateway, StartGateway, Upstream, free_port, make_config
+
+V1 = "/v1/models/m:predict"
+
+
+async def _load(gw: RunningGateway, n: int, concurrency: int = 8) -> tuple[list[int], float]:
+    """n requests, `concurrency` at a time; the statuses and the p99 latency in seconds."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    queue = list(range(n))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            start = time.perf_counter()
+            status, headers, _ = await gw.post(V1, headers={"X-User-Id": f"u{i}"})
+            latencies.append(time.perf_counter() - start)
+            statuses.append(status)
+            assert headers["X-Model-Version"] == "v1"
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.sort()
+    return statuses, latencies[int(0.99 * (len(latencies) - 1))]
+
+
+@pytest.mark.parametrize("shadow_mode", ["slow", "error", "down"])
+async def test_shadow_never_changes_production_status_or_latency(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway, shadow_mode: str
+) -> None:
+    upstreams["v3"].mode = "ok" if shadow_mode == "down" else shadow_mode
+    shadow_url = f"http://127.0.0.1:{free_port()}" if shadow_mode == "down" else upstreams["v3"].url
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": shadow_url},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"shadow": {"queue_size": 32, "workers": 4, "timeout_s": 0.5}},
+    )
+    gw = await start_gateway(config)
+    n = 300
+    # the same gateway with the mirror off, then on: a relative comparison on this machine
+    RouteRepository(gw.engine).set_route("m", mirror_bp=0)
+    await asyncio.sleep(0.5)
+    base_statuses, base_p99 = await _load(gw, n)
+    RouteRepository(gw.engine).set_route("m", mirror_bp=10_000)
+    await asyncio.sleep(0.5)
+    statuses, p99 = await _load(gw, n)
+
+    assert base_statuses == [200] * n
+    assert statuses == [200] * n
+    # generous: a shadow that leaked into the request path would add 0.5-2 s to the p99
+    assert p99 <= 3 * base_p99 + 0.1, (p99, base_p99)
+
+    mirror = gw.runner.app[GATEWAY_KEY].mirror
+    await gw.stop()
+    rows = gw.rows()
+    shadow_rows = [r for r in rows if r.role == "shadow"]
+    assert len([r for r in rows if r.role == "stable"]) == 2 * n
+    # every copy is either logged or counted as dropped, never silently lost
+    assert len(shadow_rows) + mirror.dropped == n
+    expected = {"slow": "timeout", "error": "http_5xx", "down": "connection"}[shadow_mode]
+    assert shadow_rows and all(r.error_class == expected for r in shadow_rows)
+    if shadow_mode == "slow":
+        assert mirror.dropped > 0  # 4 workers x 0.5 s cannot keep up: the queue overflowed
