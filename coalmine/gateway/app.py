@@ -29,6 +29,7 @@ from coalmine.gateway.protocols import PROTOCOLS, Protocol, parse_prediction
 from coalmine.gateway.table import CompiledRoute, RouteTable
 from coalmine.gateway.upstream.base import HOP_BY_HOP, UpstreamClient, UpstreamError
 from coalmine.gateway.upstream.registry import make_client
+from coalmine.log.feedback_http import FeedbackStore, make_feedback_handler
 from coalmine.log.policy import InputPolicy, extract_slices, json_path
 from coalmine.log.record import PredictionRecord
 from coalmine.log.writer import BatchWriter
@@ -341,16 +342,6 @@ class Gateway:
         return response
 
 
-def _mount_feedback(app: web.Application, engine: Engine) -> None:
-    # TODO(integration): import at module level once coalmine.log.feedback_http lands
-    try:
-        from coalmine.log.feedback_http import FeedbackStore, make_feedback_handler
-    except ImportError:
-        log.error("coalmine.log.feedback_http missing: POST /v1/feedback is not mounted")
-        return
-    app.router.add_post("/v1/feedback", make_feedback_handler(FeedbackStore(engine)))
-
-
 def build_app(
     config: CoalmineConfig,
     engine: Engine,
@@ -372,7 +363,7 @@ def build_app(
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/readyz", gateway.readyz)
     app.router.add_get("/metrics", gateway.metrics)
-    _mount_feedback(app, engine)
+    app.router.add_post("/v1/feedback", make_feedback_handler(FeedbackStore(engine)))
 
     async def on_startup(_: web.Application) -> None:
         await gateway.start()

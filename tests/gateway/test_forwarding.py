@@ -158,3 +158,31 @@ async def test_health_readiness_and_metrics(
     assert 'coalmine_gateway_requests_total{model="m",role="stable",version="v1"}' in text
     assert "coalmine_gateway_latency_seconds_bucket" in text
     assert "coalmine_gateway_shadow_queue_depth" in text
+
+
+async def test_feedback_is_served_by_the_data_plane_and_joins_request_ids(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": upstreams["v3"].url},
+        routing={"shadow": "v3", "mirror_share": 100},
+    )
+    gw = await start_gateway(config)
+    await gw.post(PATHS["v1"], headers={"X-Request-ID": "r-1"})
+    app = gw.runner.app
+    from coalmine.gateway.app import GATEWAY_KEY
+
+    await app[GATEWAY_KEY].mirror.close()  # the shadow row is in the buffer now
+    await app[GATEWAY_KEY].writer.flush()  # and in the store
+    status, _, body = await gw.post(
+        "/v1/feedback", [{"request_id": "r-1", "label": "label-v1"}, {"request_id": "nope"}]
+    )
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["accepted"] == 1
+    assert [e["request_id"] for e in answer["errors"]] == ["nope"]
+    # the data plane exposes no control operations
+    for path in ("/v1/routes/m", "/v1/rollouts", "/api/routes"):
+        status, _, _ = await gw.post(path, {"canary_weight_bp": 10_000})
+        assert status in (404, 405)
