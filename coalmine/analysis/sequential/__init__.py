@@ -30,6 +30,7 @@ from coalmine.analysis.sequential._mixture import (
     mixture_radius_array,
     paired_mean_cs,
     stratified_difference_cs,
+    two_sample_variance,
 )
 from coalmine.analysis.sequential._moments import Moments
 from coalmine.analysis.sequential._multiplicity import bonferroni_alpha, e_bh, e_to_p, holm
@@ -76,4 +77,5 @@ __all__ = [
     "quantile_cs_radius",
     "quantile_ratio_verdict",
     "stratified_difference_cs",
+    "two_sample_variance",
 ]

@@ -58,6 +58,20 @@ class ErrorCountEValue:
         self.baseline_errors = 0
         self._max_log_e = 0.0
 
+    @property
+    def grid(self) -> NDArray[np.float64]:
+        """The rate ratios the likelihood is tracked at (read-only copy)."""
+        return self._grid.copy()
+
+    @property
+    def log_prior(self) -> NDArray[np.float64]:
+        """Log mixing weights on `grid` (read-only copy)."""
+        return self._log_prior.copy()
+
+    @property
+    def kappa_index(self) -> int:
+        return self._kappa_index
+
     def update(self, candidate_errors: int, baseline_errors: int, candidate_share: float) -> None:
         """Add the error events of a window during which the candidate's share was π."""
         if candidate_errors < 0 or baseline_errors < 0:

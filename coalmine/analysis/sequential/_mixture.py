@@ -31,6 +31,12 @@ Sides = Literal["two", "lower", "upper"]
 # Results are insensitive to it within an order of magnitude; see `default_rho`.
 DEFAULT_DESIGN_EFFECTIVE_N = 4_000.0
 
+# Each arm's variance is shrunk toward the pooled variance with this many pseudo-samples.
+# Without it, a small candidate sample with no variance (50 correct answers out of 50)
+# makes Var(D̂) look tiny and the plug-in CS can PASS or FAIL on noise; with it, early
+# looks stay wide. A fixed pseudo-count vanishes asymptotically, so validity is unchanged.
+VARIANCE_PSEUDO_COUNT = 10.0
+
 
 def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
@@ -103,6 +109,20 @@ def mixture_radius(
     return float(mixture_radius_array(information, alpha, rho, one_sided=one_sided))
 
 
+def two_sample_variance(
+    var_c: ArrayLike, n_c: ArrayLike, var_p: ArrayLike, n_p: ArrayLike
+) -> NDArray[np.float64]:
+    """Var(D̂) = σ̃_c²/n_c + σ̃_p²/n_p with each arm's variance shrunk toward the pooled one
+    (`VARIANCE_PSEUDO_COUNT`); vectorised, callers guarantee n ≥ 2 on both sides."""
+    vc, nc = np.asarray(var_c, dtype=np.float64), np.asarray(n_c, dtype=np.float64)
+    vp, npp = np.asarray(var_p, dtype=np.float64), np.asarray(n_p, dtype=np.float64)
+    k = VARIANCE_PSEUDO_COUNT
+    pooled = ((nc - 1.0) * vc + (npp - 1.0) * vp) / (nc + npp - 2.0)
+    sc = ((nc - 1.0) * vc + k * pooled) / (nc - 1.0 + k)
+    sp = ((npp - 1.0) * vp + k * pooled) / (npp - 1.0 + k)
+    return np.asarray(sc / nc + sp / npp, dtype=np.float64)
+
+
 def _interval(
     estimate: float, information: float, alpha: float, rho: float, sides: Sides
 ) -> Interval:
@@ -144,7 +164,7 @@ def mean_difference_cs(
     estimate = candidate.mean - baseline.mean
     if candidate.n < 2 or baseline.n < 2:
         return Interval(-math.inf, math.inf, estimate if candidate.n and baseline.n else math.nan)
-    var = candidate.variance / candidate.n + baseline.variance / baseline.n
+    var = float(two_sample_variance(candidate.variance, candidate.n, baseline.variance, baseline.n))
     if not var > 0:
         return Interval(-math.inf, math.inf, estimate)
     info = 1.0 / var
@@ -176,7 +196,7 @@ def stratified_difference_cs(
     for cand, base in strata:
         if cand.n < 2 or base.n < 2:
             continue
-        var = cand.variance / cand.n + base.variance / base.n
+        var = float(two_sample_variance(cand.variance, cand.n, base.variance, base.n))
         if not var > 0:
             continue
         i_k = 1.0 / var

@@ -20,6 +20,7 @@ from coalmine.analysis.sequential._mixture import (
     DEFAULT_DESIGN_EFFECTIVE_N,
     default_rho,
     mixture_radius_array,
+    two_sample_variance,
 )
 
 FloatArray = NDArray[np.float64]
@@ -66,7 +67,7 @@ def simulate_bernoulli_canary(
 def _two_arm_paths(
     sc: FloatArray, nc: FloatArray, sp: FloatArray, np_: FloatArray
 ) -> DifferencePaths:
-    var = _bernoulli_var(sc, nc) / nc + _bernoulli_var(sp, np_) / np_
+    var = two_sample_variance(_bernoulli_var(sc, nc), nc, _bernoulli_var(sp, np_), np_)
     info = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
     eff = np.broadcast_to(1.0 / (1.0 / nc + 1.0 / np_), sc.shape)
     return DifferencePaths(sc / nc - sp / np_, info, np.asarray(eff, dtype=float), nc)
@@ -192,3 +193,151 @@ def quantile_of_times(times: IntArray, q: float) -> float:
     k = math.ceil(q * t.size) - 1
     v = np.sort(t)[max(k, 0)]
     return math.inf if v == np.iinfo(np.int64).max else float(v)
+
+
+@dataclass(frozen=True)
+class RampPaths:
+    """A ramping canary judged two ways: stratified by step and naively pooled."""
+
+    stratified: DifferencePaths
+    pooled: DifferencePaths
+    step_of_look: IntArray  # which step each look falls in
+
+
+def simulate_bernoulli_ramp(
+    rng: np.random.Generator,
+    *,
+    runs: int,
+    shares: tuple[float, ...],
+    requests_per_step: int,
+    look_every_requests: int,
+    p_start: float,
+    p_end: float,
+    delta: float = 0.0,
+) -> RampPaths:
+    """Shares step through `shares` while the base rate drifts linearly p_start → p_end over
+    the whole rollout, in both versions (the candidate is `delta` better or worse)."""
+    looks_per_step = requests_per_step // look_every_requests
+    total_looks = looks_per_step * len(shares)
+    t_mid = (np.arange(total_looks) + 0.5) / total_looks
+    p_t = p_start + (p_end - p_start) * t_mid
+    nc_b = np.array([round(look_every_requests * s) for s in shares for _ in range(looks_per_step)])
+    np_b = look_every_requests - nc_b
+    sc_b = rng.binomial(nc_b, np.clip(p_t + delta, 0, 1), size=(runs, total_looks)).astype(float)
+    sp_b = rng.binomial(np_b, p_t, size=(runs, total_looks)).astype(float)
+    step = np.repeat(np.arange(len(shares)), looks_per_step)
+
+    pooled = _two_arm_paths(
+        sc_b.cumsum(axis=1),
+        nc_b.cumsum().astype(float),
+        sp_b.cumsum(axis=1),
+        np_b.cumsum().astype(float),
+    )
+
+    s_acc = np.zeros(runs)
+    i_acc = np.zeros(runs)
+    e_acc = 0.0
+    est = np.zeros((runs, total_looks))
+    info = np.zeros((runs, total_looks))
+    eff = np.zeros((runs, total_looks))
+    for k in range(len(shares)):
+        sl = slice(k * looks_per_step, (k + 1) * looks_per_step)
+        part = _two_arm_paths(
+            sc_b[:, sl].cumsum(axis=1),
+            nc_b[sl].cumsum().astype(float),
+            sp_b[:, sl].cumsum(axis=1),
+            np_b[sl].cumsum().astype(float),
+        )
+        s_now = s_acc[:, None] + part.information * part.estimate
+        i_now = i_acc[:, None] + part.information
+        info[:, sl] = i_now
+        est[:, sl] = np.where(i_now > 0, s_now / np.where(i_now > 0, i_now, 1.0), 0.0)
+        eff[:, sl] = e_acc + part.effective_n
+        s_acc, i_acc, e_acc = s_now[:, -1], i_now[:, -1], e_acc + float(part.effective_n[0, -1])
+    stratified = DifferencePaths(est, info, eff, nc_b.cumsum().astype(float))
+    return RampPaths(stratified, pooled, step)
+
+
+def count_evalue_paths(
+    rng: np.random.Generator,
+    *,
+    runs: int,
+    shares: tuple[float, ...],
+    requests_per_window: int,
+    windows_per_share: int,
+    rate_baseline: float,
+    rate_candidate: float,
+    kappa: float = 1.0,
+) -> tuple[FloatArray, FloatArray]:
+    """Log e-values of `ErrorCountEValue` (vectorised over runs) at every window, and the
+    cumulative candidate requests at each window."""
+    from coalmine.analysis.sequential._counts import ErrorCountEValue
+
+    template = ErrorCountEValue(kappa=kappa)
+    grid, log_prior, k_idx = template.grid, template.log_prior, template.kappa_index
+    alt = slice(k_idx + 1, None)
+    lp_alt = log_prior[alt] - np.logaddexp.reduce(log_prior[alt])
+    loglik = np.zeros((runs, grid.size))
+    out = []
+    cand_n = []
+    total_c = 0
+    for share in shares:
+        nc = round(requests_per_window * share)
+        npr = requests_per_window - nc
+        th = share * grid / (share * grid + 1.0 - share)
+        lth, l1th = np.log(th), np.log1p(-th)
+        for _ in range(windows_per_share):
+            xc = rng.binomial(nc, rate_candidate, size=runs).astype(float)
+            xp = rng.binomial(npr, rate_baseline, size=runs).astype(float)
+            loglik += xc[:, None] * lth + xp[:, None] * l1th
+            ll = loglik[:, alt] - loglik[:, [k_idx]]
+            out.append(np.logaddexp.reduce(lp_alt + ll, axis=1))
+            total_c += nc
+            cand_n.append(total_c)
+    return np.stack(out, axis=1), np.asarray(cand_n, dtype=float)
+
+
+def latency_verdict_paths(
+    rng: np.random.Generator,
+    *,
+    runs: int,
+    share: float,
+    look_every: int,
+    max_candidate: int,
+    log_mean: float,
+    log_sd: float,
+    candidate_factor: float,
+    p: float,
+    max_ratio: float,
+    alpha: float,
+) -> tuple[list[list[str]], FloatArray]:
+    """`quantile_ratio_verdict` at every look for lognormal latencies, the candidate's scaled
+    by `candidate_factor`. Counts are drawn straight into the histogram bins (multinomial
+    on the exact bin probabilities), which is the same in distribution as adding samples."""
+    from coalmine.analysis.sequential._quantiles import LogHistogram, quantile_ratio_verdict
+
+    template = LogHistogram()
+    edges = template.edges
+
+    def bin_probs(factor: float) -> FloatArray:
+        with np.errstate(divide="ignore"):
+            z = (np.log(edges / factor) - log_mean) / log_sd
+        cdf = stats.norm.cdf(z)
+        pr = np.diff(cdf)
+        return np.asarray(pr / pr.sum(), dtype=np.float64)
+
+    pc, pb = bin_probs(candidate_factor), bin_probs(1.0)
+    looks = max_candidate // look_every
+    per_look_b = round(look_every * (1.0 - share) / share)
+    cand = np.zeros((runs, pc.size), dtype=np.int64)
+    base = np.zeros((runs, pb.size), dtype=np.int64)
+    verdicts: list[list[str]] = [[] for _ in range(runs)]
+    hc, hb = LogHistogram(), LogHistogram()
+    for _ in range(looks):
+        cand += rng.multinomial(look_every, pc, size=runs)
+        base += rng.multinomial(per_look_b, pb, size=runs)
+        for r in range(runs):
+            hc.counts, hb.counts = cand[r], base[r]
+            verdicts[r].append(quantile_ratio_verdict(hc, hb, p, max_ratio, alpha).value)
+    n_c = np.arange(1, looks + 1, dtype=float) * look_every
+    return verdicts, n_c
