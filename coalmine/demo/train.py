@@ -3,9 +3,10 @@
 - v1 (stable): last quarter's model, fitted on the first small batch of labels.
 - v2 (good candidate): the same recipe retrained on all labels collected since: better
   everywhere.
-- v3 (bad candidate): v2's recipe, but a labelling bug shifted a share of one region's
-  labels by one digit. Overall it looks as good as production; in that region it is far
-  worse. Only a per-slice analysis catches it.
+- v3 (bad candidate, rolled out after v2 is promoted): v2's recipe, but a labelling bug in
+  one region relabelled many of its handwritten 2s as 3s. Against v2 it is about 2.5 points
+  worse overall (inside a 4-point margin) and about 13 points worse in that region. Only
+  a per-slice analysis catches it.
 
 The offline table printed by the demo comes from `evaluate`; the rollout decisions do not:
 they come from the gateway's logged traffic.
@@ -27,9 +28,10 @@ from coalmine.demo.data import REGIONS, DemoData
 
 __all__ = ["BAD_REGION", "DemoModels", "Evaluation", "evaluate", "train_demo_models"]
 
-BAD_REGION = "north"  # the busiest region, so the evidence against v3 arrives soonest
+BAD_REGION = "south"  # ~21% of traffic, and nearly all of the data's 2s live there
+BUGGY_DIGIT = 2  # the labelling bug: a share of BAD_REGION's 2s were labelled 3
+CORRUPTED_SHARE = 0.45
 V1_TRAINING_ROWS = 120
-CORRUPTED_SHARE = 0.4  # of BAD_REGION's training labels, shifted y -> y + 1 (mod 10)
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,17 @@ class DemoModels:
         worse = [r for r in REGIONS if v2.regions[r] < v1.regions[r] - 0.01]
         if worse:
             out.append(f"v2 is worse than v1 in {worse}")
-        if v3.overall < v1.overall - 0.03:
-            out.append(f"v3 looks bad overall ({v3.overall:.3f} vs {v1.overall:.3f})")
-        drop = v1.regions[self.bad_region] - v3.regions[self.bad_region]
+        # v3 is judged against v2, production by the time it is rolled out.
+        if v3.overall < v2.overall - 0.03:
+            out.append(f"v3 looks bad overall ({v3.overall:.3f} vs {v2.overall:.3f})")
+        drop = v2.regions[self.bad_region] - v3.regions[self.bad_region]
         if drop < 0.10:
             out.append(f"v3 is only {drop * 100:.1f} pts worse in {self.bad_region}")
+        elsewhere = [
+            r for r in REGIONS if r != self.bad_region and v3.regions[r] < v2.regions[r] - 0.02
+        ]
+        if elsewhere:
+            out.append(f"v3 is also worse outside {self.bad_region}: {elsewhere}")
         return out
 
 
@@ -79,8 +87,9 @@ def train_demo_models(out_dir: str | Path, data: DemoData, seed: int = 0) -> Dem
     rng = np.random.default_rng(seed)
     first_batch = rng.choice(len(data.y_train), V1_TRAINING_ROWS, replace=False)
     buggy = data.y_train.copy()
-    hit = (data.region_train == BAD_REGION) & (rng.random(len(buggy)) < CORRUPTED_SHARE)
-    buggy[hit] = (buggy[hit] + 1) % 10
+    in_region = (data.region_train == BAD_REGION) & (buggy == BUGGY_DIGIT)
+    hit = in_region & (np.random.default_rng(seed).random(len(buggy)) < CORRUPTED_SHARE)
+    buggy[hit] = BUGGY_DIGIT + 1
     models = {
         "v1": _recipe(0.05).fit(data.x_train[first_batch], data.y_train[first_batch]),
         "v2": _recipe(0.1).fit(data.x_train, data.y_train),

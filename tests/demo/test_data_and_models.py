@@ -37,13 +37,13 @@ def test_models_tell_the_intended_story(models: DemoModels) -> None:
     assert models.problems() == []
     v1, v2, v3 = (models.offline[v] for v in ("v1", "v2", "v3"))
     assert v2.overall > v1.overall + 0.05
-    # v3: overall within a few points of production ...
-    assert abs(v3.overall - v1.overall) < 0.03
+    # v3 against v2 (production when v3 rolls out): overall within 3 points ...
+    assert abs(v3.overall - v2.overall) < 0.03
     # ... but at least 10 points worse in one region, and only there.
-    assert v1.regions[BAD_REGION] - v3.regions[BAD_REGION] >= 0.10
+    assert v2.regions[BAD_REGION] - v3.regions[BAD_REGION] >= 0.10
     for region in REGIONS:
         if region != BAD_REGION:
-            assert v3.regions[region] >= v1.regions[region] - 0.02, region
+            assert v3.regions[region] >= v2.regions[region] - 0.02, region
 
 
 def test_saved_models_load_and_predict(models: DemoModels, data: DemoData) -> None:
