@@ -1,0 +1,217 @@
+"""Pure reductions of logged calls into the time series the dashboard and report draw.
+
+No I/O here: `story.py` reads rows from the store and hands them over as plain tuples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Call",
+    "Series",
+    "agrees",
+    "bucket_width",
+    "class_distribution",
+    "disagreement",
+    "is_error",
+    "latency_error_series",
+    "point_value",
+    "quantile",
+    "rate_series",
+    "share_series",
+    "totals",
+]
+
+# Errors of the version (no answer, timeout, 5xx); a 4xx is the caller's fault.
+_ERROR_CLASSES = frozenset({"timeout", "connection", "http_5xx"})
+_NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One logged call reduced to what the charts need; `group` is the version's part."""
+
+    ts: float
+    group: str  # production | candidate (canary) | shadow | baseline
+    latency_ms: float
+    error: bool
+
+
+@dataclass(slots=True)
+class Series:
+    x: list[float]
+    y: list[float | None]
+    n: list[int]
+
+
+def is_error(status: int | None, error_class: str | None) -> bool:
+    if error_class is not None:
+        return error_class in _ERROR_CLASSES
+    return status is None or status == 0 or status >= 500
+
+
+def bucket_width(duration_s: float, buckets: int = 60) -> float:
+    """A round bucket width giving about `buckets` points over the duration."""
+    target = max(duration_s, 1.0) / buckets
+    for width in _NICE_WIDTHS:
+        if width >= target:
+            return float(width)
+    return float(_NICE_WIDTHS[-1])
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _bucket(ts: float, start: float, width: float) -> float:
+    return start + math.floor((ts - start) / width) * width
+
+
+def latency_error_series(
+    calls: Iterable[Call], start: float, width: float
+) -> dict[str, dict[str, Series]]:
+    """Per group: p50 and p95 latency, error rate, per time bucket (x = bucket start)."""
+    latencies: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    errors: dict[str, Counter[float]] = defaultdict(Counter)
+    for call in calls:
+        b = _bucket(call.ts, start, width)
+        latencies[call.group][b].append(call.latency_ms)
+        if call.error:
+            errors[call.group][b] += 1
+    out: dict[str, dict[str, Series]] = {}
+    for group, by_bucket in sorted(latencies.items()):
+        xs = sorted(by_bucket)
+        ns = [len(by_bucket[x]) for x in xs]
+        out[group] = {
+            "p50": Series(xs, [quantile(by_bucket[x], 0.5) for x in xs], ns),
+            "p95": Series(xs, [quantile(by_bucket[x], 0.95) for x in xs], ns),
+            "error_rate": Series(
+                xs, [errors[group][x] / n for x, n in zip(xs, ns, strict=True)], ns
+            ),
+        }
+    return out
+
+
+def share_series(
+    calls: Iterable[Call], start: float, width: float, *, part: str, whole: Sequence[str]
+) -> Series:
+    """Per bucket, the share of `whole` groups' calls that went to `part` (observed split)."""
+    counts: dict[float, Counter[str]] = defaultdict(Counter)
+    for call in calls:
+        counts[_bucket(call.ts, start, width)][call.group] += 1
+    xs = sorted(counts)
+    ys: list[float | None] = []
+    ns: list[int] = []
+    for x in xs:
+        total = sum(counts[x][g] for g in whole)
+        ys.append(counts[x][part] / total if total else None)
+        ns.append(total)
+    return Series(xs, ys, ns)
+
+
+def rate_series(points: Iterable[tuple[float, bool]], start: float, width: float) -> Series:
+    """Per bucket, the share of True among (ts, flag) points (e.g. shadow agreement)."""
+    hits: Counter[float] = Counter()
+    totals: Counter[float] = Counter()
+    for ts, flag in points:
+        b = _bucket(ts, start, width)
+        totals[b] += 1
+        hits[b] += int(flag)
+    xs = sorted(totals)
+    return Series(xs, [hits[x] / totals[x] for x in xs], [totals[x] for x in xs])
+
+
+_POINT_KEYS = ("prediction", "predictions", "label", "class", "value", "y", "output", "result")
+
+
+def point_value(obj: Any) -> Any:
+    """The comparable point prediction (or label) inside a model's or feedback's JSON.
+
+    Model servers answer `3`, `[3]`, `{"prediction": 3}` or `{"predictions": [3]}`, with
+    probabilities beside it; all reduce to 3. Unknown shapes are compared whole.
+    """
+    for _ in range(5):  # bounded unwrapping of nested wrappers
+        if isinstance(obj, dict) and isinstance(obj.get("outputs"), list) and obj["outputs"]:
+            # Open Inference Protocol V2: the "predict" output tensor, else the first
+            outputs = [o for o in obj["outputs"] if isinstance(o, dict)]
+            named = [o for o in outputs if o.get("name") == "predict"] or outputs
+            obj = named[0].get("data") if named else None
+        elif isinstance(obj, dict):
+            for key in _POINT_KEYS:
+                if key in obj:
+                    obj = obj[key]
+                    break
+            else:
+                return obj
+        elif isinstance(obj, list) and len(obj) == 1:
+            obj = obj[0]
+        else:
+            return obj
+    return obj
+
+
+def agrees(a: Any, b: Any, *, rel_tol: float = 1e-6) -> bool:
+    """Whether two point predictions agree: equal classes, or numbers within rel_tol."""
+    a, b = point_value(a), point_value(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        if isinstance(a, bool) or isinstance(b, bool):
+            return a == b
+        return math.isclose(float(a), float(b), rel_tol=rel_tol, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def disagreement(a: Any, b: Any) -> float:
+    """How far apart two predictions are: |a − b| for numbers, 1 or 0 for classes."""
+    a, b = point_value(a), point_value(b)
+    if (
+        isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else 1.0
+
+
+def class_distribution(predictions: Iterable[Any], limit: int = 12) -> dict[str, float]:
+    """Share of each predicted class (the `limit` most common; the rest as 'other')."""
+    counts = Counter(str(point_value(p)) for p in predictions)
+    total = sum(counts.values())
+    if not total:
+        return {}
+    top = counts.most_common(limit)
+    out = {k: v / total for k, v in top}
+    rest = total - sum(v for _, v in top)
+    if rest:
+        out["other"] = rest / total
+    return out
+
+
+def totals(calls: Iterable[Call]) -> dict[str, dict[str, float]]:
+    """Per group over the whole window: calls, p50 and p95 latency (ms), error rate."""
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: Counter[str] = Counter()
+    for call in calls:
+        latencies[call.group].append(call.latency_ms)
+        errors[call.group] += int(call.error)
+    return {
+        group: {
+            "n": float(len(values)),
+            "p50": quantile(values, 0.5) or 0.0,
+            "p95": quantile(values, 0.95) or 0.0,
+            "error_rate": errors[group] / len(values),
+        }
+        for group, values in sorted(latencies.items())
+    }

@@ -1,0 +1,109 @@
+"""The dashboard at `/ui` of the control API, and its read-only JSON under `/api/v1/ui`.
+
+How reading works: the HTML pages and static files under `/ui` carry no data and need no
+token. The page asks for the control API's bearer token, keeps it in sessionStorage, and
+fetches its data from `/api/v1/ui/...` with `Authorization: Bearer <token>` — the same auth
+as every other control route (401 without a token, 403 with a wrong one). The buttons POST
+to the controller's own routes, `/api/v1/rollouts/{id}/{pause|resume|promote|abort}`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse
+from sqlalchemy import Engine
+
+from coalmine.api.auth import BearerAuth
+from coalmine.ui.render import environment, plotly_js, static_text, story_json
+from coalmine.ui.report import render_report
+from coalmine.ui.snapshots import to_json
+from coalmine.ui.story import RolloutNotFound, list_models, list_rollouts, load_story
+
+__all__ = ["STATIC", "ui_router"]
+
+STATIC = {
+    "style.css": "text/css; charset=utf-8",
+    "render.js": "text/javascript; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "plotly.min.js": "text/javascript; charset=utf-8",
+}
+
+
+def ui_router(
+    engine: Engine | Callable[[], Engine], token: str, *, base_path: str = ""
+) -> APIRouter:
+    """The dashboard routes. `engine` may be a callable (resolved per request, so the app can
+    open its engine at startup); `base_path` is a prefix when the app is mounted under one.
+    """
+    get_engine: Callable[[], Engine] = engine if callable(engine) else (lambda: engine)
+    auth = BearerAuth(token)
+    router = APIRouter()
+    env = environment()
+
+    def page(name: str, **context: Any) -> HTMLResponse:
+        html = env.get_template(name).render(base=base_path, inline=False, story=None, **context)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @router.get("/ui", include_in_schema=False)
+    @router.get("/ui/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return page("index.html")
+
+    @router.get("/ui/rollouts/{rollout_id}", include_in_schema=False)
+    def rollout_page(rollout_id: int) -> HTMLResponse:
+        return page("rollout.html", rollout_id=rollout_id)
+
+    @router.get("/ui/static/{name}", include_in_schema=False)
+    def static(name: str, request: Request) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, f"no static file {name!r}")
+        text = plotly_js() if name == "plotly.min.js" else static_text(name)
+        # plotly.js is 4 MB and changes only with the installed package: let browsers keep it
+        cache = "public, max-age=86400" if name == "plotly.min.js" else "no-cache"
+        return Response(text, media_type=STATIC[name], headers={"Cache-Control": cache})
+
+    data = APIRouter(prefix="/api/v1/ui", dependencies=[Depends(auth)], tags=["dashboard"])
+
+    @data.get("/overview")
+    def overview() -> Response:
+        """Models with their live split, and the newest rollouts, as HTML sections."""
+        eng = get_engine()
+        now = time.time()
+        module = env.get_template("_overview.html").make_module({"base": base_path})
+        models = list_models(eng)
+        rollouts = list_rollouts(eng)
+        body = {
+            "sections": {
+                "models": str(getattr(module, "models")(models)),  # noqa: B009
+                "rollouts": str(getattr(module, "rollouts")(rollouts, now)),  # noqa: B009
+            },
+            "models": models,
+            "rollouts": rollouts,
+            "generated_at": now,
+        }
+        return Response(to_json(body), media_type="application/json")
+
+    def story_or_404(rollout_id: int) -> Any:
+        try:
+            return load_story(get_engine(), rollout_id)
+        except RolloutNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @data.get("/rollouts/{rollout_id}")
+    def rollout_data(rollout_id: int) -> Response:
+        """One rollout's sections (HTML) and figures (plotly JSON), for the live page."""
+        return Response(story_json(story_or_404(rollout_id)), media_type="application/json")
+
+    @data.get("/rollouts/{rollout_id}/report")
+    def rollout_report(rollout_id: int) -> HTMLResponse:
+        """The self-contained HTML report, as `coalmine report` writes it."""
+        html = render_report(story_or_404(rollout_id))
+        disposition = f'attachment; filename="coalmine-rollout-{rollout_id}.html"'
+        return HTMLResponse(html, headers={"Content-Disposition": disposition})
+
+    router.include_router(data)
+    return router
