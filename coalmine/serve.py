@@ -1,0 +1,157 @@
+"""`coalmine serve --config FILE`: gateway, control API and rollout controller in ONE process.
+
+For the single-machine case. All three share one uvloop event loop:
+
+- the gateway's aiohttp app (`coalmine.gateway.server.start_site`) on `gateway.port`;
+- the FastAPI control API under uvicorn on `api.port` (its own port: the data plane
+  exposes no control operation);
+- the controller loop (`Controller.run`), whose database work runs in threads.
+
+Each part can be switched off (`--no-gateway`, `--no-api`, `--no-controller`), so the same
+command runs a controller alone (e.g. one per store, restarted independently of the
+gateway) or a gateway with a multi-process gateway elsewhere. SIGTERM/SIGINT stop all parts
+gracefully: the gateway drains and flushes its log, the controller finishes its tick and
+queued webhooks get a few seconds.
+
+The API refuses to start without a token (`api.token` or $COALMINE_TOKEN);
+`--generate-token` makes a random one and prints it, for a laptop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import typer
+import uvicorn
+import uvloop
+
+from coalmine.config import CoalmineConfig, ConfigError, load_config
+from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
+
+__all__ = ["run_serve", "serve_command"]
+
+log = logging.getLogger(__name__)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: `coalmine serve` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _announce(what: str, host: str, port: int) -> None:
+    print(f"coalmine serve: {what} http://{host}:{port}", flush=True)
+
+
+async def run_serve(
+    config: CoalmineConfig,
+    *,
+    token: str | None,
+    gateway: bool = True,
+    api: bool = True,
+    controller: bool = True,
+    tick_s: float = 0.25,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    from coalmine.api.app import create_app
+    from coalmine.rollout.controller import Controller
+    from coalmine.rollout.judge import EngineJudge
+    from coalmine.rollout.webhooks import WebhookNotifier
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+
+    engine = open_engine(config.store.url)
+    RouteRepository(engine).seed_from_config(config)
+    tasks: dict[str, str] = {m.name: m.task for m in config.models}
+    ctl = Controller(engine, EngineJudge(engine, tasks), notifier=WebhookNotifier(), tick_s=tick_s)
+    running: list[asyncio.Task[None]] = []
+    runner = None
+    server: _Uvicorn | None = None
+    try:
+        if gateway:
+            from coalmine.gateway.server import start_site
+
+            runner, gw_port = await start_site(config)
+            _announce("gateway", config.gateway.host, gw_port)
+        if api:
+            assert token is not None
+            app = create_app(engine, token=token, controller=ctl, tasks=tasks)
+            sock = socket.socket(socket.AF_INET6 if ":" in config.api.host else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((config.api.host, config.api.port))
+            server = _Uvicorn(
+                uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            )
+            running.append(asyncio.create_task(server.serve(sockets=[sock])))
+            while not server.started and not running[-1].done():
+                await asyncio.sleep(0.01)
+            _announce("api", config.api.host, sock.getsockname()[1])
+        if controller:
+            running.append(asyncio.create_task(ctl.run()))
+            print("coalmine serve: controller running", flush=True)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        waiter.cancel()
+    finally:
+        ctl.stop()
+        if server is not None:
+            server.should_exit = True
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()
+        await asyncio.to_thread(engine.dispose)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def serve_command(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML configuration file"),
+    gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="run the data plane"),
+    api: bool = typer.Option(True, "--api/--no-api", help="run the control API"),
+    controller: bool = typer.Option(
+        True, "--controller/--no-controller", help="run the rollout controller"
+    ),
+    generate_token: bool = typer.Option(
+        False, "--generate-token", help="no token configured? make a random one and print it"
+    ),
+) -> None:
+    """Run gateway, control API and rollout controller together (single machine)."""
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise typer.Exit(2) from None
+    token = loaded.api.resolved_token()
+    if api and not token:
+        if not generate_token:
+            print(
+                "refusing to start the control API without a token: set api.token in the "
+                "config or $COALMINE_TOKEN (or pass --generate-token for a local run)",
+                file=sys.stderr,
+            )
+            raise typer.Exit(2)
+        from coalmine.api.auth import generate_token as make
+
+        token = make()
+        print(f"coalmine serve: generated API token {token}", flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))

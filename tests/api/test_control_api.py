@@ -1,0 +1,195 @@
+"""The control API over real HTTP (uvicorn on a loopback port, SQLite file store).
+
+The controller loop is not running here: these tests check the API's contract (auth,
+status codes, error bodies, commands); tests/rollout/test_rollout_e2e.py runs everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from coalmine import Client
+from coalmine.api.app import create_app
+from coalmine.client import CoalmineAPIError
+from coalmine.config import parse_config
+from coalmine.rollout.controller import Controller
+from coalmine.rollout.judge import EngineJudge
+from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
+
+TOKEN = "s3cret-token"
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # a thread cannot own signals
+        pass
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[str]:
+    config = parse_config(
+        {
+            "store": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+            "models": [
+                {
+                    "name": "iris",
+                    "versions": [{"name": "v1", "url": "http://127.0.0.1:9"}],
+                    "routing": {"stable": "v1"},
+                }
+            ],
+        }
+    )
+    engine = open_engine(config.store.url)
+    RouteRepository(engine).seed_from_config(config)
+    controller = Controller(engine, EngineJudge(engine))
+    app = create_app(engine, token=TOKEN, controller=controller)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        engine.dispose()
+
+
+SPEC: dict[str, Any] = {
+    "shadow": {"enabled": False},
+    "canary": {
+        "steps": [10, 100],
+        "approval_before": [100],
+        "criteria": [{"metric": "error_rate"}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/models"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/rollouts"),
+        ("POST", "/api/v1/rollouts"),
+        ("POST", "/api/v1/rollouts/1/abort"),
+        ("POST", "/api/v1/models/iris/rollback"),
+        ("GET", "/api/v1/metrics"),
+    ],
+)
+def test_every_route_needs_the_token(api: str, method: str, path: str) -> None:
+    missing = httpx.request(method, api + path)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = httpx.request(method, api + path, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    basic = httpx.request(method, api + path, headers={"Authorization": "Basic eDp5"})
+    assert basic.status_code == 401
+
+
+def test_openapi_document_lists_the_operations(api: str) -> None:
+    doc = httpx.get(api + "/api/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert doc.status_code == 200
+    paths = doc.json()["paths"]
+    for path in (
+        "/api/v1/rollouts",
+        "/api/v1/rollouts/{rollout_id}/promote",
+        "/api/v1/models/{model}/rollback",
+    ):
+        assert path in paths
+
+
+def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
+    with Client(api, TOKEN) as client:
+        assert [m["model"] for m in client.models()] == ["iris"]
+        rollout = client.start_rollout("iris", "v2", "http://127.0.0.1:10", SPEC)
+        status = rollout.status()
+        assert status["phase"] == "pending" and status["steps"] == [10, 100]
+        assert client.model("iris")["active_rollout"]["id"] == rollout.id
+        assert client.model("iris")["versions"]["v2"] == "http://127.0.0.1:10"
+
+        with pytest.raises(CoalmineAPIError) as conflict:
+            client.start_rollout("iris", "v3", "http://127.0.0.1:11")
+        assert conflict.value.status == 409
+        assert f"already has an active rollout: #{rollout.id}" in conflict.value.message
+
+        assert client.pause(rollout.id)["phase"] == "paused"
+        with pytest.raises(CoalmineAPIError) as bad:
+            client.approve(rollout.id + 100)
+        assert bad.value.status == 404
+        assert client.resume(rollout.id, "looked fine")["phase"] == "pending"
+        aborted = client.abort(rollout.id, "changed my mind")
+        assert aborted["phase"] == "aborted" and aborted["reason"] == "changed my mind"
+        with pytest.raises(CoalmineAPIError) as ended:
+            client.promote(rollout.id)
+        assert ended.value.status == 409 and "already ended" in ended.value.message
+        kinds = [e["kind"] for e in client.events(rollout.id)]
+        assert kinds == ["created", "pause", "resume", "abort"]
+
+        with pytest.raises(CoalmineAPIError) as nothing:
+            client.rollback("iris")
+        assert nothing.value.status == 409 and "nothing to roll back" in nothing.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"model": "nope", "candidate": "v2", "url": "http://h:1"}, 404, None),
+        (
+            {
+                "model": "iris",
+                "candidate": "v2",
+                "url": "http://h:1",
+                "spec": {"canary": {"steps": [50, 5]}},
+            },
+            422,
+            "spec.canary.steps",
+        ),
+        (
+            {
+                "model": "iris",
+                "candidate": "v2",
+                "url": "http://h:1",
+                "spec": {"canary": {"criteria": [{"metric": "acuracy"}]}},
+            },
+            422,
+            "spec.canary.criteria.0",
+        ),
+        ({"model": "iris", "candidate": "v2", "url": "not a url"}, 422, None),
+        ({"model": "iris", "candidate": "v1", "url": "http://h:1"}, 409, None),
+    ],
+)
+def test_bad_starts_are_refused_with_reasons(
+    api: str, body: dict[str, Any], status: int, field: str | None
+) -> None:
+    r = httpx.post(
+        api + "/api/v1/rollouts", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert r.status_code == status, r.text
+    if field:
+        assert any(e["field"].startswith(field) for e in r.json()["errors"]), r.json()
+    with Client(api, TOKEN) as client:
+        assert client.rollouts() == []  # nothing half-created
+
+
+def test_malformed_json_is_a_4xx(api: str) -> None:
+    r = httpx.post(
+        api + "/api/v1/rollouts",
+        content=b"{nope",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
