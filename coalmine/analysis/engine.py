@@ -1,0 +1,311 @@
+"""The controller's entry point: judge a candidate from the live prediction log (I/O).
+
+`Evaluator.evaluate()` is incremental. It keeps two cursors, the last prediction id and the
+last feedback id it has read, and each call reads only what is new since:
+
+A. new prediction rows (id in (P_old, P_new]) of the two arms, each LEFT JOINed to its
+   request's first feedback row if that is already old (f.id ≤ F_old) — labels that arrived
+   before the prediction row was logged (the gateway logs in batches);
+B. new feedback rows (id in (F_old, F_new]) JOINed to the prediction rows they label with
+   id ≤ P_new — labels that arrive after their prediction was read, however late.
+
+Every (prediction, label) pair lands in exactly one of A or B, so nothing is counted twice
+and no bounded map of rows awaiting labels is needed. In shadow mode a pair of rows (shadow
+and stable on the same request_id) is counted when the later of the two is read, via the
+request_id index. Each evaluation therefore costs O(new rows × log(table)), not O(log):
+see benchmarks/analysis.py.
+
+Only the first feedback row of a request counts (a label is given once; later rows for the
+same request are ignored).
+
+Restart: `state_dict()` holds the cursors and all running statistics (JSON-able);
+`Evaluator.from_state(engine, state)` resumes exactly where it stopped. A controller that
+prefers can also build a fresh Evaluator, which re-reads the rollout's rows from the start
+(`rollout_id` / `since_ts` bound what it reads) — slower, same answer.
+
+Known limit: paging by id assumes ids become visible in increasing order, which holds for
+SQLite (one writer at a time). On PostgreSQL a transaction that commits late with a lower
+id could be skipped; the gateway's batch writer commits one batch at a time per process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Engine, and_, exists, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from coalmine.analysis.analysis import Analysis
+from coalmine.analysis.criteria import Criterion
+from coalmine.analysis.metrics import Obs
+from coalmine.analysis.result import CriterionResult, Judgement
+from coalmine.store.schema import feedback, predictions
+
+__all__ = ["CriterionResult", "Evaluator", "Judgement"]
+
+P = predictions.alias("p")
+Q = predictions.alias("q")
+F = feedback.alias("f")
+F2 = feedback.alias("f2")
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
+class Evaluator:
+    """Judges `candidate` against `baseline` of `model` from the prediction log and feedback."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        model: str,
+        candidate: str,
+        baseline: str,
+        criteria: Sequence[Criterion] | None,
+        mode: Literal["shadow", "canary"],
+        alpha: float = 0.05,
+        rollout_id: int | None = None,
+        since_ts: float | None = None,
+        task: Literal["classification", "regression"] = "classification",
+        batch_limit: int = 50_000,
+        max_slices: int = 20,
+        classes: list[Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model, self.candidate, self.baseline = model, candidate, baseline
+        self.mode, self.rollout_id, self.since_ts = mode, rollout_id, since_ts
+        self.batch_limit = batch_limit
+        self.candidate_role = "shadow" if mode == "shadow" else "canary"
+        self.analysis = Analysis(
+            criteria, task=task, mode=mode, alpha=alpha, classes=classes, max_slices=max_slices
+        )
+        self.last_prediction_id = 0
+        self.last_feedback_id = 0
+        self.rows_read = 0
+        self.labels_read = 0
+
+    @property
+    def criteria(self) -> list[Criterion]:
+        return self.analysis.criteria
+
+    # -- SQL pieces ----------------------------------------------------------------------------
+    def _arm_filter(self, t: Any) -> ColumnElement[bool]:
+        cond = and_(
+            t.c.model == self.model,
+            or_(
+                and_(t.c.version == self.candidate, t.c.role == self.candidate_role),
+                and_(t.c.version == self.baseline, t.c.role == "stable"),
+            ),
+        )
+        if self.rollout_id is not None:
+            cond = and_(cond, t.c.rollout_id == self.rollout_id)
+        if self.since_ts is not None:
+            cond = and_(cond, t.c.ts >= self.since_ts)
+        return cond
+
+    def _arm_of(self, version: str, role: str) -> str:
+        return (
+            "candidate" if version == self.candidate and role == self.candidate_role else "baseline"
+        )
+
+    def _first_feedback(self) -> ColumnElement[bool]:
+        return ~exists().where(and_(F2.c.request_id == F.c.request_id, F2.c.id < F.c.id))
+
+    @staticmethod
+    def _obs(row: Mapping[str, Any], prefix: str = "", label: Any = None, outcomes: Any = None,
+             has_label: bool = False) -> Obs:  # fmt: skip
+        slices = _loads(row[prefix + "slices"])
+        return Obs(
+            prediction=_loads(row[prefix + "prediction"]),
+            latency_ms=row[prefix + "latency_ms"],
+            status=int(row[prefix + "status"]),
+            error_class=row[prefix + "error_class"],
+            slices=slices if isinstance(slices, dict) else None,
+            step=int(row[prefix + "canary_weight_bp"] or 0),
+            label=label,
+            has_label=has_label,
+            outcomes=outcomes if isinstance(outcomes, dict) else None,
+        )
+
+    # -- one evaluation ----------------------------------------------------------------------
+    def evaluate(self, now: float | None = None) -> Judgement:
+        """Read what is new since the last call, update the statistics, judge."""
+        with self.engine.connect() as conn:
+            p_old, f_old = self.last_prediction_id, self.last_feedback_id
+            p_max = conn.execute(
+                select(func.max(predictions.c.id)).where(predictions.c.model == self.model)
+            ).scalar()
+            f_max = conn.execute(select(func.max(feedback.c.id))).scalar()
+            p_max = int(p_max or p_old)
+            f_max = int(f_max or f_old)
+            # cap the feedback window so one call stays bounded after a long pause
+            f_cap = conn.execute(
+                select(feedback.c.id).where(feedback.c.id > f_old).order_by(feedback.c.id)
+                .offset(self.batch_limit - 1).limit(1)
+            ).scalar()  # fmt: skip
+            f_new = min(f_max, int(f_cap)) if f_cap is not None else f_max
+
+            # A: new prediction rows, with labels that are already old
+            stmt = (
+                select(P, F.c.label.label("f_label"), F.c.outcomes.label("f_outcomes"),
+                       F.c.id.label("f_id"))
+                .select_from(P.outerjoin(F, and_(F.c.request_id == P.c.request_id,
+                                                 F.c.id <= f_old, self._first_feedback())))
+                .where(P.c.id > p_old, P.c.id <= p_max, self._arm_filter(P))
+                .order_by(P.c.id).limit(self.batch_limit)
+            )  # fmt: skip
+            rows = [r._mapping for r in conn.execute(stmt)]
+            p_new = int(rows[-1]["id"]) if len(rows) == self.batch_limit else p_max
+            self._read_predictions(rows)
+            if self.mode == "shadow" and rows:
+                self._read_new_pairs(conn, p_old, p_new, f_old)
+
+            # B: new feedback rows joined to prediction rows already read (id ≤ P_new)
+            if f_new > f_old:
+                stmt = (
+                    select(F.c.id.label("f_id"), F.c.label.label("f_label"),
+                           F.c.outcomes.label("f_outcomes"), P)
+                    .select_from(F.join(P, P.c.request_id == F.c.request_id))
+                    .where(F.c.id > f_old, F.c.id <= f_new, P.c.id <= p_new,
+                           self._arm_filter(P), self._first_feedback())
+                    .order_by(F.c.id, P.c.id)
+                )  # fmt: skip
+                self._read_feedback([r._mapping for r in conn.execute(stmt)])
+        self.last_prediction_id, self.last_feedback_id = p_new, f_new
+        return self.analysis.judge(now=time.time() if now is None else now)
+
+    def _labelled(self, row: Mapping[str, Any]) -> tuple[Any, Any, bool]:
+        if row["f_id"] is None:
+            return None, None, False
+        label = _loads(row["f_label"])
+        return label, _loads(row["f_outcomes"]), label is not None
+
+    def _read_predictions(self, rows: list[Mapping[str, Any]]) -> None:
+        by_arm: dict[str, list[Obs]] = defaultdict(list)
+        labelled: dict[str, list[Obs]] = defaultdict(list)
+        for row in rows:
+            label, outcomes, has_label = self._labelled(row)
+            obs = self._obs(row, label=label, outcomes=outcomes, has_label=has_label)
+            arm = self._arm_of(row["version"], row["role"])
+            by_arm[arm].append(obs)
+            if has_label or obs.outcomes:
+                labelled[arm].append(obs)
+        for arm, obs_list in by_arm.items():
+            self.analysis.observe_requests(arm, obs_list)
+        for arm, obs_list in labelled.items():
+            self.analysis.observe_labels(arm, obs_list)
+            self.labels_read += len(obs_list)
+        self.rows_read += len(rows)
+
+    def _read_new_pairs(self, conn: Any, p_old: int, p_new: int, f_old: int) -> None:
+        """Shadow: pairs completed by a new row (the later row of the pair is new)."""
+        stmt = (
+            select(
+                P.c.version, P.c.role, P.c.prediction, P.c.latency_ms, P.c.status,
+                P.c.error_class, P.c.slices, P.c.canary_weight_bp,
+                Q.c.prediction.label("q_prediction"), Q.c.latency_ms.label("q_latency_ms"),
+                Q.c.status.label("q_status"), Q.c.error_class.label("q_error_class"),
+                Q.c.slices.label("q_slices"), Q.c.canary_weight_bp.label("q_canary_weight_bp"),
+                F.c.id.label("f_id"), F.c.label.label("f_label"),
+                F.c.outcomes.label("f_outcomes"),
+            )
+            .select_from(
+                P.join(Q, and_(Q.c.request_id == P.c.request_id, Q.c.id < P.c.id))
+                .outerjoin(F, and_(F.c.request_id == P.c.request_id, F.c.id <= f_old,
+                                   self._first_feedback()))
+            )
+            .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P), self._arm_filter(Q),
+                   or_(P.c.version != Q.c.version, P.c.role != Q.c.role))
+        )  # fmt: skip
+        request_pairs: list[tuple[Obs, Obs]] = []
+        label_pairs: list[tuple[Obs, Obs]] = []
+        for r in conn.execute(stmt):
+            row = r._mapping
+            label, _, has_label = self._labelled(row)
+            mine = self._obs(row, label=label, has_label=has_label)
+            other = self._obs(row, "q_", label=label, has_label=has_label)
+            if self._arm_of(row["version"], row["role"]) == "candidate":
+                pair = (mine, other)
+            else:
+                pair = (other, mine)
+            request_pairs.append(pair)
+            if has_label:
+                label_pairs.append(pair)
+        self.analysis.observe_request_pairs(request_pairs)
+        self.analysis.observe_label_pairs(label_pairs)
+
+    def _read_feedback(self, rows: list[Mapping[str, Any]]) -> None:
+        groups: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+        for row in rows:
+            groups[int(row["f_id"])].append(row)
+        by_arm: dict[str, list[Obs]] = defaultdict(list)
+        label_pairs: list[tuple[Obs, Obs]] = []
+        for group in groups.values():
+            label, outcomes, has_label = self._labelled(group[0])
+            arms: dict[str, Obs] = {}
+            for row in group:
+                obs = self._obs(row, label=label, outcomes=outcomes, has_label=has_label)
+                arm = self._arm_of(row["version"], row["role"])
+                by_arm[arm].append(obs)
+                arms.setdefault(arm, obs)
+            if self.mode == "shadow" and has_label and len(arms) == 2:
+                label_pairs.append((arms["candidate"], arms["baseline"]))
+        for arm, obs_list in by_arm.items():
+            self.analysis.observe_labels(arm, obs_list)
+            self.labels_read += len(obs_list)
+        self.analysis.observe_label_pairs(label_pairs)
+
+    # -- resources ----------------------------------------------------------------------------
+    def add_resource_samples(self, samples: Mapping[str, Mapping[str, float]]) -> None:
+        """Samples from `sources.resources.ResourceSampler.sample()`: version → cpu, memory_mb."""
+        for version, s in samples.items():
+            arm = "candidate" if version == self.candidate else "baseline"
+            if version not in (self.candidate, self.baseline):
+                continue
+            self.analysis.add_resources(
+                arm,
+                cpu=[s["cpu"]] if "cpu" in s else [],
+                memory_mb=[s["memory_mb"]] if "memory_mb" in s else [],
+            )
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "model": self.model, "candidate": self.candidate, "baseline": self.baseline,
+            "mode": self.mode, "rollout_id": self.rollout_id, "since_ts": self.since_ts,
+            "batch_limit": self.batch_limit,
+            "last_prediction_id": self.last_prediction_id,
+            "last_feedback_id": self.last_feedback_id,
+            "rows_read": self.rows_read, "labels_read": self.labels_read,
+            "analysis": self.analysis.state_dict(),
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, engine: Engine, state: Mapping[str, Any]) -> Evaluator:
+        """Resume an Evaluator saved with `state_dict()` (same cursors, same statistics)."""
+        a = state["analysis"]
+        ev = cls(
+            engine, model=state["model"], candidate=state["candidate"],
+            baseline=state["baseline"],
+            criteria=[Criterion.model_validate(c) for c in a["criteria"]], mode=state["mode"],
+            alpha=a["alpha"], rollout_id=state["rollout_id"], since_ts=state["since_ts"],
+            task=a["task"], batch_limit=state["batch_limit"], max_slices=a["max_slices"],
+            classes=a.get("classes"),
+        )  # fmt: skip
+        ev.analysis = Analysis.from_state(a)
+        ev.last_prediction_id = int(state["last_prediction_id"])
+        ev.last_feedback_id = int(state["last_feedback_id"])
+        ev.rows_read, ev.labels_read = int(state["rows_read"]), int(state["labels_read"])
+        return ev
