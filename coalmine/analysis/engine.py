@@ -165,7 +165,7 @@ class Evaluator:
                 .where(P.c.id > p_old, P.c.id <= p_max, self._arm_filter(P))
                 .order_by(P.c.id).limit(self.batch_limit)
             )  # fmt: skip
-            rows = [r._mapping for r in conn.execute(stmt)]
+            rows: list[Any] = [r._mapping for r in conn.execute(stmt)]
             p_new = int(rows[-1]["id"]) if len(rows) == self.batch_limit else p_max
             self._read_predictions(rows)
             if self.mode == "shadow" and rows:
@@ -181,7 +181,8 @@ class Evaluator:
                            self._arm_filter(P), self._first_feedback())
                     .order_by(F.c.id, P.c.id)
                 )  # fmt: skip
-                self._read_feedback([r._mapping for r in conn.execute(stmt)])
+                fb_rows: list[Any] = [r._mapping for r in conn.execute(stmt)]
+                self._read_feedback(fb_rows)
         self.last_prediction_id, self.last_feedback_id = p_new, f_new
         return self.analysis.judge(now=time.time() if now is None else now)
 

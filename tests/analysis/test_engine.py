@@ -26,8 +26,11 @@ def _engine(tmp_path: Path) -> Engine:
     return open_engine(f"sqlite:///{tmp_path / 'coalmine.db'}")
 
 
+Rows = tuple[list[PredictionRecord], dict[str, int]]
+
+
 def _rows(rng: np.random.Generator, start: int, n: int, share_bp: int, acc_c: float,
-          acc_b: float, *, shadow: bool = False) -> tuple[list[PredictionRecord], dict[str, int]]:  # fmt: skip
+          acc_b: float, *, shadow: bool = False) -> Rows:  # fmt: skip
     records, labels = [], {}
     for i in range(start, start + n):
         rid = f"r{i}"
@@ -37,7 +40,7 @@ def _rows(rng: np.random.Generator, start: int, n: int, share_bp: int, acc_c: fl
         canary = (not shadow) and rng.random() < share_bp / 10_000
 
         def rec(version: str, role: str, acc: float, rid: str = rid, y: int = y,
-                region: str = region) -> PredictionRecord:  # fmt: skip
+                region: str = region, i: int = i) -> PredictionRecord:  # fmt: skip
             pred = y if rng.random() < acc else 1 - y
             return PredictionRecord(
                 request_id=rid,
