@@ -154,3 +154,24 @@ def test_decision_rules(interval: Interval, margin: float, higher: Verdict, lowe
 def test_interval_roundtrip_with_infinities() -> None:
     iv = Interval(-math.inf, 0.3, 0.1)
     assert Interval.from_dict(json.loads(json.dumps(iv.to_dict()))) == iv
+
+
+def test_public_api_is_what_the_engine_codes_against() -> None:
+    import inspect
+
+    import coalmine.analysis.sequential as seq
+
+    brief = {
+        "Moments", "Interval", "Verdict", "mixture_radius", "default_rho", "mean_difference_cs",
+        "stratified_difference_cs", "paired_mean_cs", "bernstein_cs", "BernsteinState",
+        "ErrorCountEValue", "LogHistogram", "quantile_cs", "quantile_ratio_verdict",
+        "decide_higher_better", "decide_lower_better", "e_to_p", "holm", "bonferroni_alpha",
+        "e_bh", "psi", "jensen_shannon", "fixed_horizon_sample_size", "anytime_sample_size",
+    }  # fmt: skip
+    assert brief <= set(seq.__all__)
+    assert all(hasattr(seq, name) for name in seq.__all__)
+    params = inspect.signature(seq.mean_difference_cs).parameters
+    assert list(params) == ["candidate", "baseline", "alpha", "rho", "sides"]
+    assert params["sides"].default == "two" and params["rho"].kind is params["rho"].KEYWORD_ONLY
+    assert list(inspect.signature(seq.ErrorCountEValue).parameters) == ["kappa", "a", "b"]
+    assert Verdict.PASS == "PASS" and Verdict("INCONCLUSIVE") is Verdict.INCONCLUSIVE

@@ -291,3 +291,23 @@ def test_regression_confined_to_one_slice_is_found_and_named() -> None:
     )
     assert _lower(named) >= 0.90
     assert _upper(others) <= ALPHA
+
+
+def test_error_ratio_cs_covers_the_true_ratio_at_every_look() -> None:
+    from coalmine.analysis.sequential import ErrorCountEValue
+
+    rng = np.random.default_rng(25)
+    misses = []
+    for _ in range(200):
+        e = ErrorCountEValue()
+        missed = False
+        for share in (0.01, 0.05, 0.25, 0.5):
+            for _ in range(10):
+                nc = round(2_000 * share)
+                e.update(int(rng.binomial(nc, 0.02)), int(rng.binomial(2_000 - nc, 0.01)), share)
+                lo, hi = e.ratio_cs(ALPHA)
+                missed |= not (lo <= 2.0 <= hi)
+        misses.append(missed)
+    print(f"\nerror-rate ratio CS (true ratio 2, ramping share): miscoverage {np.mean(misses):.1%}")
+    assert _upper(np.array(misses)) <= 2 * ALPHA  # 200 runs: bound the rate loosely
+    assert np.mean(misses) <= ALPHA
