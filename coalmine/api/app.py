@@ -27,6 +27,7 @@ from coalmine.rollout.spec import parse_spec
 from coalmine.rollout.store import NotFound, RolloutConflict, RolloutRecord, RolloutRepository
 from coalmine.routing.state import RouteState
 from coalmine.store.routes import RouteError, RouteRepository
+from coalmine.ui.web import install_ui
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -250,4 +251,5 @@ def create_app(
         _command(name, event_type)
 
     app.include_router(api)
+    install_ui(app, engine, token=token)  # the dashboard: pages at /ui, data at /api/v1/ui
     return app

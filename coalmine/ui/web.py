@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy import Engine
 
@@ -23,7 +23,7 @@ from coalmine.ui.report import render_report
 from coalmine.ui.snapshots import to_json
 from coalmine.ui.story import RolloutNotFound, list_models, list_rollouts, load_story
 
-__all__ = ["STATIC", "ui_router"]
+__all__ = ["STATIC", "install_ui", "ui_data_router", "ui_pages"]
 
 STATIC = {
     "style.css": "text/css; charset=utf-8",
@@ -33,32 +33,27 @@ STATIC = {
 }
 
 
-def ui_router(
-    engine: Engine | Callable[[], Engine], token: str, *, base_path: str = ""
-) -> APIRouter:
-    """The dashboard routes. `engine` may be a callable (resolved per request, so the app can
-    open its engine at startup); `base_path` is a prefix when the app is mounted under one.
-    """
-    get_engine: Callable[[], Engine] = engine if callable(engine) else (lambda: engine)
-    auth = BearerAuth(token)
-    router = APIRouter()
+def ui_pages(*, base_path: str = "") -> FastAPI:
+    """The pages and static files, to mount at `/ui`. They hold no data, so they need no
+    token: a browser navigation cannot send a bearer header. A mounted app sits outside the
+    control API's app-wide auth dependency."""
+    pages = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     env = environment()
 
     def page(name: str, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(base=base_path, inline=False, story=None, **context)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
-    @router.get("/ui", include_in_schema=False)
-    @router.get("/ui/", include_in_schema=False)
+    @pages.get("/")
     def index() -> HTMLResponse:
         return page("index.html")
 
-    @router.get("/ui/rollouts/{rollout_id}", include_in_schema=False)
+    @pages.get("/rollouts/{rollout_id}")
     def rollout_page(rollout_id: int) -> HTMLResponse:
         return page("rollout.html", rollout_id=rollout_id)
 
-    @router.get("/ui/static/{name}", include_in_schema=False)
-    def static(name: str, request: Request) -> Response:
+    @pages.get("/static/{name}")
+    def static(name: str) -> Response:
         if name not in STATIC:
             raise HTTPException(404, f"no static file {name!r}")
         text = plotly_js() if name == "plotly.min.js" else static_text(name)
@@ -66,7 +61,18 @@ def ui_router(
         cache = "public, max-age=86400" if name == "plotly.min.js" else "no-cache"
         return Response(text, media_type=STATIC[name], headers={"Cache-Control": cache})
 
-    data = APIRouter(prefix="/api/v1/ui", dependencies=[Depends(auth)], tags=["dashboard"])
+    return pages
+
+
+def ui_data_router(
+    engine: Engine | Callable[[], Engine], token: str | None = None, *, base_path: str = ""
+) -> APIRouter:
+    """Read-only JSON for the pages under `/api/v1/ui`. Inside the control API the app's own
+    auth covers it; given a `token` it checks the bearer token itself too (standalone use)."""
+    get_engine: Callable[[], Engine] = engine if callable(engine) else (lambda: engine)
+    deps = [Depends(BearerAuth(token))] if token else []
+    data = APIRouter(prefix="/api/v1/ui", dependencies=deps, tags=["dashboard"])
+    env = environment()
 
     @data.get("/overview")
     def overview() -> Response:
@@ -105,5 +111,10 @@ def ui_router(
         disposition = f'attachment; filename="coalmine-rollout-{rollout_id}.html"'
         return HTMLResponse(html, headers={"Content-Disposition": disposition})
 
-    router.include_router(data)
-    return router
+    return data
+
+
+def install_ui(app: FastAPI, engine: Engine | Callable[[], Engine], *, token: str) -> None:
+    """Add the dashboard to the control API app: pages at `/ui`, data at `/api/v1/ui`."""
+    app.mount("/ui", ui_pages(), name="ui")
+    app.include_router(ui_data_router(engine, token))
