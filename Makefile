@@ -17,12 +17,12 @@ demo: $(STAMP)
 	$(BIN)/coalmine demo
 
 test: $(STAMP)
-	$(BIN)/ruff check coalmine tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/mypy coalmine
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check coalmine tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/mypy coalmine
 
 bench: $(STAMP)
