@@ -103,6 +103,7 @@ class Analysis:
         self.stats = Stats(
             task=task, classes=classes, user_metrics=user,
             outcome_names=[o for o in outcomes if o], max_slices=max_slices,
+            track_drift=any(c.spec.family == "drift" for c in self.criteria),
         )  # fmt: skip
         self._count_kappas = {
             c.name: float(c.max_ratio) for c in self.criteria

@@ -17,6 +17,7 @@ Vocabulary:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -367,8 +368,10 @@ class Stats:
         user_metrics: Mapping[str, UserFn] | None = None,
         outcome_names: Iterable[str] = (),
         max_slices: int = 20,
+        track_drift: bool = True,
     ) -> None:
         self.task = task
+        self.track_drift = track_drift
         self.classes = classes
         self.user_metrics = dict(user_metrics or {})
         self.outcome_names = set(outcome_names)
@@ -443,36 +446,46 @@ class Stats:
         return [self.example(o, raw, lab) for (o, lab), raw in zip(pairs, instances, strict=False)]
 
     # -- request-level ------------------------------------------------------------------
+    def _flush(self, arm: str, pending: Mapping[tuple[str, int, str], list[float]]) -> None:
+        # Values are collected per cell and added in one vectorised call per cell and batch.
+        for (key, step, name), values in pending.items():
+            self.slices[key].arm(arm).cell(step).m(name).add(values)
+
     def add_requests(self, arm: str, rows: Iterable[Obs]) -> None:
+        pending: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+        max_bins = MAX_CATEGORIES if self.task == "classification" else MAX_DRIFT_BINS
         for obs in rows:
-            outs = (
-                outputs.normalize(obs.prediction, self.task) if obs.prediction is not None else []
-            )
-            bins = [drift_bin(o, self.task) for o in outs]
+            bins: list[str | None] = []
+            if self.track_drift and obs.prediction is not None:
+                bins = [
+                    drift_bin(o, self.task) for o in outputs.normalize(obs.prediction, self.task)
+                ]
+            err = 1.0 if obs.is_error else 0.0
+            lat = obs.latency_ms
+            has_lat = obs.answered and lat is not None and math.isfinite(lat)
+            code = f"http_{obs.status}" if obs.status >= 400 or obs.status == 0 else None
             for key in self.keys_for(obs.slices):
                 s = self.slices[key].arm(arm)
                 s.requests += 1
-                cell = s.cell(obs.step)
-                cell.m("error").add_one(1.0 if obs.is_error else 0.0)
+                pending[(key, obs.step, "error")].append(err)
                 if obs.error_class is not None:
                     s.error_classes[obs.error_class] = s.error_classes.get(obs.error_class, 0) + 1
-                if obs.status >= 400 or obs.status == 0:
-                    code = f"http_{obs.status}"
+                if code is not None:
                     s.error_classes[code] = s.error_classes.get(code, 0) + 1
-                if obs.answered and obs.latency_ms is not None and math.isfinite(obs.latency_ms):
-                    cell.m("latency").add_one(obs.latency_ms)
-                    s.latency.add((obs.latency_ms,))
+                if has_lat:
+                    pending[(key, obs.step, "latency")].append(lat)  # type: ignore[arg-type]
+                    s.latency.add((lat,))  # type: ignore[arg-type]
                 for b in bins:
                     if b is None:
                         continue
-                    if b not in s.drift and len(s.drift) >= (
-                        MAX_CATEGORIES if self.task == "classification" else MAX_DRIFT_BINS
-                    ):
+                    if b not in s.drift and len(s.drift) >= max_bins:
                         b = "(other)"
                     s.drift[b] = s.drift.get(b, 0) + 1
+        self._flush(arm, pending)
 
     def add_labels(self, arm: str, rows: Iterable[Obs]) -> None:
         """Rows whose label (and/or business outcomes) arrived: quality and outcomes."""
+        pending: dict[tuple[str, int, str], list[float]] = defaultdict(list)
         for obs in rows:
             examples = self._examples(obs) if obs.has_label and obs.prediction is not None else []
             outcome_values = {
@@ -480,28 +493,29 @@ class Stats:
                 for k, v in (obs.outcomes or {}).items()
                 if k in self.outcome_names and _finite(v)
             }
+            bad = obs.has_label and (not examples or any(e is None for e in examples))
             for key in self.keys_for(obs.slices):
                 s = self.slices[key].arm(arm)
-                cell = s.cell(obs.step)
-                if obs.has_label:
-                    if not examples or any(e is None for e in examples):
-                        s.unscorable += 1
-                    for ex in examples:
-                        if ex is None:
-                            continue
-                        s.labelled += 1
-                        for name, v in ex.values.items():
-                            cell.m(name).add_one(v)
-                        if ex.score is not None and ex.y is not None:
-                            cell.auc_buffer.append((ex.score, ex.y))
-                            if len(cell.auc_buffer) >= AUC_BATCH:
-                                arr = np.asarray(cell.auc_buffer)
-                                auc = batch_auc(arr[:, 0], arr[:, 1].astype(int))
-                                if auc is not None:
-                                    cell.m("auc").add_one(auc)
-                                cell.auc_buffer.clear()
+                if bad:
+                    s.unscorable += 1
+                for ex in examples:
+                    if ex is None:
+                        continue
+                    s.labelled += 1
+                    for name, v in ex.values.items():
+                        pending[(key, obs.step, name)].append(v)
+                    if ex.score is not None and ex.y is not None:
+                        cell = s.cell(obs.step)
+                        cell.auc_buffer.append((ex.score, ex.y))
+                        if len(cell.auc_buffer) >= AUC_BATCH:
+                            arr = np.asarray(cell.auc_buffer)
+                            auc = batch_auc(arr[:, 0], arr[:, 1].astype(int))
+                            if auc is not None:
+                                pending[(key, obs.step, "auc")].append(auc)
+                            cell.auc_buffer.clear()
                 for name, v in outcome_values.items():
-                    cell.m(f"outcome:{name}").add_one(v)
+                    pending[(key, obs.step, f"outcome:{name}")].append(v)
+        self._flush(arm, pending)
 
     # -- shadow pairs -----------------------------------------------------------------------
     def add_request_pairs(self, pairs: Iterable[tuple[Obs, Obs]]) -> None:
