@@ -18,8 +18,11 @@ def upper_cp(k: int, n: int, level: float = 0.95) -> float:
     return 1.0 if k >= n else float(stats.beta.ppf(level, k + 1, n - k))
 
 
+Batch = tuple[list[int], list[int], list[dict[str, str]]]
+
+
 def _arm_batch(rng: np.random.Generator, n: int, acc: np.ndarray | float,
-               slice_ids: np.ndarray) -> tuple[list[int], list[int], list[dict[str, str]]]:  # fmt: skip
+               slice_ids: np.ndarray) -> Batch:  # fmt: skip
     y = rng.integers(0, 2, n)
     correct = rng.random(n) < acc
     pred = np.where(correct, y, 1 - y)
@@ -131,7 +134,8 @@ def test_outcome_criteria_are_rejected_in_shadow_mode() -> None:
 def test_a_critical_error_class_fails_at_once() -> None:
     a = Analysis(
         [Criterion(metric="accuracy", margin=0.01),
-         Criterion(metric="error_rate", name="no-oom", critical=True, error_classes=["http_507", "timeout"])],
+         Criterion(metric="error_rate", name="no-oom", critical=True,
+                   error_classes=["http_507", "timeout"])],
         max_slices=0,
     )  # fmt: skip
     a.add_batch("baseline", predictions=[1] * 100, latency_ms=[5.0] * 100)
