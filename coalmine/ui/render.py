@@ -78,7 +78,7 @@ def _verdict_class(value: Any) -> str:
         return "good"
     if text in ("fail", "failed", "rolled_back", "rolling_back", "aborted"):
         return "bad"
-    if text in ("paused", "inconclusive"):
+    if text in ("paused", "hold"):
         return "warn"
     return "neutral"
 
