@@ -11,9 +11,6 @@ from rich.console import Console
 from coalmine.config import ConfigError, load_config
 from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
-from coalmine.rollout.commands import rollback_command, rollout_app
-from coalmine.serve import serve_command
-from coalmine.ui.report import report_command
 
 app = typer.Typer(
     help="Coalmine: shadow tests, canary releases and automatic promotion or rollback.",
@@ -44,10 +41,6 @@ def validate(config: Path = typer.Argument(..., help="YAML configuration file"))
 
 app.command("serve-model")(serve_model_command)
 app.command("gateway")(gateway_command)
-app.add_typer(rollout_app, name="rollout")
-app.command("rollback")(rollback_command)
-app.command("serve")(serve_command)
-app.command("report")(report_command)
 
 
 def main() -> None:

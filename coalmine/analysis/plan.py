@@ -1,0 +1,143 @@
+"""Planning the wait: how long each canary step needs to decide (pure).
+
+At a canary share π with R requests/s of which a fraction L get a label, the candidate
+collects R·π·L labelled samples per second. A step decides a regression of `min_effect`
+(e.g. 2 accuracy points) once the candidate has the samples the test needs:
+
+- anytime-valid (what Coalmine runs, looked at continuously): the normal-mixture CS, from
+  `sequential.anytime_sample_size`, with 90% power by default;
+- fixed horizon (a z-test looked at once, at its planned sample size and never before):
+  `sequential.fixed_horizon_sample_size`. Cheaper — about half — but only if nobody peeks.
+
+The distance that matters is `min_effect − margin` (a drop of 2 points against an allowed
+1 point is 1 point from the FAIL boundary). The engine splits α over criteria and slices
+(Bonferroni), so pass `tests=K` to plan at the per-test level it will really use.
+A step at 100% has no production traffic left to compare with: nothing to plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from coalmine.analysis.sequential import anytime_sample_size, fixed_horizon_sample_size
+
+__all__ = ["StepPlan", "plan_steps", "step_can_decide"]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    share_percent: float
+    samples_per_second: float  # labelled candidate samples per second
+    anytime_samples: int | None  # None: no comparison possible at this step
+    fixed_samples: int | None
+    anytime_seconds: float
+    fixed_seconds: float
+    max_duration_s: float | None = None
+
+    @property
+    def can_decide(self) -> bool:
+        """True when the step's max duration (if any) covers the anytime-valid wait."""
+        if self.anytime_samples is None:
+            return True
+        if self.max_duration_s is None:
+            return math.isfinite(self.anytime_seconds)
+        return self.anytime_seconds <= self.max_duration_s
+
+    def warning(self) -> str | None:
+        if self.can_decide:
+            return None
+        return (
+            f"step {self.share_percent:g}%: deciding needs ~{self.anytime_samples:,} labelled "
+            f"candidate samples ≈ {format_duration(self.anytime_seconds)} at "
+            f"{self.samples_per_second:.3g}/s, more than its max duration "
+            f"{format_duration(self.max_duration_s or 0)}: it will end INCONCLUSIVE"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _check(rps: float, label_rate: float, min_effect: float, margin: float, base: float) -> None:
+    if not rps > 0:
+        raise ValueError(f"rps: must be > 0 (got {rps!r})")
+    if not 0 < label_rate <= 1:
+        raise ValueError(f"label_rate: must be in (0, 1] (got {label_rate!r})")
+    if not min_effect > margin:
+        raise ValueError("min_effect: must exceed margin (the drop to catch beyond the allowed)")
+    if not 0 < base < 1:
+        raise ValueError(f"base: must be in (0, 1) for a proportion metric (got {base!r})")
+
+
+def step_can_decide(
+    *,
+    share_percent: float,
+    rps: float,
+    label_rate: float,
+    min_effect: float,
+    base: float = 0.9,
+    margin: float = 0.0,
+    alpha: float = 0.05,
+    power: float = 0.9,
+    tests: int = 1,
+    max_duration_s: float | None = None,
+) -> StepPlan:
+    """The wait of one step for a proportion metric (accuracy, error rate) at `base`.
+
+    The controller calls this at rollout start and warns when `can_decide` is False.
+    """
+    _check(rps, label_rate, min_effect, margin, base)
+    if tests < 1:
+        raise ValueError("tests: must be ≥ 1")
+    if not 0 < share_percent <= 100:
+        raise ValueError(f"share_percent: must be in (0, 100] (got {share_percent!r})")
+    rate = rps * share_percent / 100 * label_rate
+    if share_percent >= 100:
+        return StepPlan(share_percent, rate, None, None, 0.0, 0.0, max_duration_s)
+    share = share_percent / 100
+    a = alpha / tests
+    cand = min(max(base - min_effect, 1e-6), 1 - 1e-6)
+    var_c, var_b = cand * (1 - cand), base * (1 - base)
+    g = min_effect - margin
+    n_any = anytime_sample_size(g, var_c, var_b, share, alpha=a, power=power)
+    n_fix = fixed_horizon_sample_size(g, var_c, var_b, share, alpha=a, power=power)
+    return StepPlan(share_percent, rate, n_any, n_fix, n_any / rate, n_fix / rate, max_duration_s)
+
+
+def plan_steps(
+    steps_percent: list[float],
+    *,
+    rps: float,
+    label_rate: float,
+    min_effect: float,
+    base: float = 0.9,
+    margin: float = 0.0,
+    alpha: float = 0.05,
+    power: float = 0.9,
+    tests: int = 1,
+    max_duration_s: float | None = None,
+) -> list[StepPlan]:
+    return [
+        step_can_decide(
+            share_percent=s,
+            rps=rps,
+            label_rate=label_rate,
+            min_effect=min_effect,
+            base=base,
+            margin=margin,
+            alpha=alpha,
+            power=power,
+            tests=tests,
+            max_duration_s=max_duration_s,
+        )  # fmt: skip
+        for s in steps_percent
+    ]

@@ -1,0 +1,144 @@
+"""Run an Analysis over an exported prediction log (CSV or Parquet).
+
+Columns are those of the `predictions` table (request_id, model, version, role, ts,
+latency_ms, status, error_class, prediction, slices, canary_weight_bp, ...) plus `label`
+(and optionally `outcomes`); JSON columns hold JSON text. Missing optional columns are fine.
+Candidate rows: version == candidate with role canary or shadow; baseline rows: version ==
+baseline with role stable or baseline (any role when the log has no role column).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from coalmine.analysis.analysis import Analysis
+from coalmine.analysis.criteria import Criterion
+from coalmine.analysis.metrics import Obs
+
+__all__ = ["ExportError", "analyze_export", "read_export"]
+
+REQUIRED = ("model", "version")
+CANDIDATE_ROLES = {"canary", "shadow"}
+BASELINE_ROLES = {"stable", "baseline"}
+
+
+class ExportError(ValueError):
+    pass
+
+
+def read_export(path: Path) -> Iterator[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - pyarrow is in the parquet extra
+            raise ExportError(
+                "reading Parquet needs pyarrow: pip install 'coalmine[parquet]'"
+            ) from None
+        table = pq.read_table(path)
+        yield from table.to_pylist()
+    elif suffix in (".csv", ".txt"):
+        with path.open(newline="") as f:
+            yield from csv.DictReader(f)
+    else:
+        raise ExportError(f"{path}: expected a .csv or .parquet file")
+
+
+def _json(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # a bare string (e.g. a class name)
+
+
+def _num(value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    return float(value)
+
+
+def _obs(row: Mapping[str, Any]) -> Obs:
+    label = _json(row.get("label"))
+    slices = _json(row.get("slices"))
+    outcomes = _json(row.get("outcomes"))
+    error_class = row.get("error_class") or None
+    return Obs(
+        prediction=_json(row.get("prediction")),
+        latency_ms=_num(row.get("latency_ms"), float("nan")),
+        status=int(_num(row.get("status"), 200)),
+        error_class=error_class,
+        slices=slices if isinstance(slices, dict) else None,
+        step=int(_num(row.get("canary_weight_bp"), 0)),
+        label=label,
+        has_label=label is not None,
+        outcomes=outcomes if isinstance(outcomes, dict) else None,
+    )
+
+
+def analyze_export(
+    path: Path,
+    *,
+    model: str,
+    candidate: str,
+    baseline: str,
+    criteria: Sequence[Criterion] | None = None,
+    mode: str = "auto",
+    task: str = "classification",
+    alpha: float = 0.05,
+    max_slices: int = 20,
+) -> Analysis:
+    rows = list(read_export(path))
+    if rows:
+        missing = [c for c in REQUIRED if c not in rows[0]]
+        if missing:
+            raise ExportError(f"{path}: missing column(s) {', '.join(missing)}")
+    cand: list[tuple[str, Obs]] = []
+    base: list[tuple[str, Obs]] = []
+    roles: set[str] = set()
+    for i, row in enumerate(rows):
+        if row.get("model") != model:
+            continue
+        role = row.get("role") or ""
+        try:
+            obs = _obs(row)
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"{path}: row {i + 2}: {exc}") from None
+        rid = str(row.get("request_id") or i)
+        if row.get("version") == candidate and (not role or role in CANDIDATE_ROLES):
+            cand.append((rid, obs))
+            roles.add(role)
+        elif row.get("version") == baseline and (not role or role in BASELINE_ROLES):
+            base.append((rid, obs))
+    if not cand or not base:
+        raise ExportError(
+            f"{path}: found {len(cand)} candidate ({candidate}) and {len(base)} baseline "
+            f"({baseline}) rows of model {model!r}; need both"
+        )
+    if mode == "auto":
+        mode = "shadow" if "shadow" in roles else "canary"
+    a = Analysis(criteria, task=task, mode=mode, alpha=alpha, max_slices=max_slices)
+    a.observe_requests("candidate", [o for _, o in cand])
+    a.observe_requests("baseline", [o for _, o in base])
+    a.observe_labels("candidate", [o for _, o in cand if o.has_label or o.outcomes])
+    a.observe_labels("baseline", [o for _, o in base if o.has_label or o.outcomes])
+    if mode == "shadow":
+        by_id = {rid: o for rid, o in base}
+        pairs = [(o, by_id[rid]) for rid, o in cand if rid in by_id]
+        a.observe_request_pairs(pairs)
+        labelled = []
+        for c, b in pairs:
+            if c.has_label or b.has_label:
+                label = c.label if c.has_label else b.label
+                c.label = b.label = label
+                c.has_label = b.has_label = True
+                labelled.append((c, b))
+        a.observe_label_pairs(labelled)
+    return a
