@@ -30,11 +30,8 @@ from pathlib import Path
 
 import typer
 import uvicorn
-import uvloop
 
 from coalmine.config import CoalmineConfig, ConfigError, load_config
-from coalmine.store.engine import open_engine
-from coalmine.store.routes import RouteRepository
 
 __all__ = ["run_serve", "serve_command"]
 
@@ -68,6 +65,8 @@ async def run_serve(
     from coalmine.rollout.controller import Controller
     from coalmine.rollout.judge import EngineJudge
     from coalmine.rollout.webhooks import WebhookNotifier
+    from coalmine.store.engine import open_engine
+    from coalmine.store.routes import RouteRepository
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -153,5 +152,7 @@ def serve_command(
 
         token = make()
         print(f"coalmine serve: generated API token {token}", flush=True)
+    import uvloop  # the gateway's loop; imported here to keep `coalmine --help` quick
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))

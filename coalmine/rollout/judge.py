@@ -10,7 +10,7 @@ log rows). Tests may hand the controller another Judge; the shipped code uses th
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy import Engine
 
@@ -101,17 +101,19 @@ class EngineJudge:
         key = (record.id, mode)
         if key not in self._evaluators:
             s = record.state
-            criteria = build_criteria(s.spec, mode, self.task_of.get(s.model, "classification"))
+            task = self.task_of.get(s.model, "classification")
+            criteria = build_criteria(s.spec, mode, task)
             evaluator = Evaluator(
                 self.engine,
                 model=s.model,
                 candidate=s.candidate,
                 baseline=s.previous_stable,
                 criteria=criteria,
-                mode=mode,
+                mode=cast(Literal["shadow", "canary"], mode),
                 alpha=s.spec.alpha,
                 rollout_id=s.id,
                 since_ts=s.started_at,
+                task=cast(Literal["classification", "regression"], task),
             )
             self._evaluators[key] = (evaluator, criteria)
         return self._evaluators[key]

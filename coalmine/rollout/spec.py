@@ -139,6 +139,12 @@ class CanarySpec(Strict):
     criteria: list[CriterionSpec] | None = Field(
         default=None, description="None = the engine's canary defaults"
     )
+    guard_failures: int = Field(
+        default=0,
+        ge=0,
+        description="consecutive canary failures after which the gateway's fast guard routes "
+        "away from the canary during this rollout; 0 = the gateway's default",
+    )
 
     @field_validator("steps")
     @classmethod

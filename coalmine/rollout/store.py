@@ -145,6 +145,7 @@ def _route_for(state: RolloutState) -> dict[str, Any]:
         canary_weight_bp=state.canary_weight_bp,
         mirror_bp=state.mirror_bp,
         rollout_id=state.id,
+        guard_failures=state.spec.canary.guard_failures,
     ).as_changes()
 
 

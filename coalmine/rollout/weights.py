@@ -37,6 +37,7 @@ class RouteTarget:
     shadow: str | None
     mirror_bp: int
     rollout_id: int | None
+    guard_failures: int = 0  # the fast guard's threshold while the rollout runs; 0 = default
 
     def as_changes(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,7 @@ def desired_route(
     canary_weight_bp: int,
     mirror_bp: int,
     rollout_id: int,
+    guard_failures: int = 0,
 ) -> RouteTarget:
     """The route for a rollout in `phase` holding the given weights."""
     idle = RouteTarget(previous_stable, None, 0, None, 0, None)
@@ -67,4 +69,5 @@ def desired_route(
         shadow=candidate if mirror_bp > 0 else None,
         mirror_bp=mirror_bp,
         rollout_id=rollout_id,
+        guard_failures=guard_failures,
     )
