@@ -8,9 +8,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from coalmine.analysis.cli import analyze_command, plan_command
 from coalmine.config import ConfigError, load_config
 from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
+from coalmine.rollout.commands import rollback_command, rollout_app
+from coalmine.serve import serve_command
+from coalmine.ui.report import report_command
 
 app = typer.Typer(
     help="Coalmine: shadow tests, canary releases and automatic promotion or rollback.",
@@ -40,7 +44,13 @@ def validate(config: Path = typer.Argument(..., help="YAML configuration file"))
 
 
 app.command("serve-model")(serve_model_command)
+app.command("analyze")(analyze_command)
+app.command("plan")(plan_command)
 app.command("gateway")(gateway_command)
+app.add_typer(rollout_app, name="rollout")
+app.command("rollback")(rollback_command)
+app.command("serve")(serve_command)
+app.command("report")(report_command)
 
 
 def main() -> None:
