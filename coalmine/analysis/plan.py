@@ -138,6 +138,6 @@ def plan_steps(
             power=power,
             tests=tests,
             max_duration_s=max_duration_s,
-        )  # fmt: skip
+        )
         for s in steps_percent
     ]
