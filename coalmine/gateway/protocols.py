@@ -11,11 +11,12 @@ speaks the protocol needs no gateway-specific endpoint. Pure functions, no I/O.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PROTOCOLS", "Protocol", "parse_prediction"]
+__all__ = ["PLAIN", "PROTOCOLS", "V1", "V2", "Protocol", "match_inference_path", "parse_prediction"]
 
 
 def _v1(obj: Any) -> Any:
@@ -46,15 +47,32 @@ def _plain(obj: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class Protocol:
     name: str
-    route: str  # aiohttp route pattern with a {name} placeholder
     extract: Callable[[Any], Any]
 
 
-PROTOCOLS = (
-    Protocol("v1", r"/v1/models/{name:[^/:]+}:predict", _v1),
-    Protocol("v2", "/v2/models/{name}/infer", _v2),
-    Protocol("plain", "/models/{name}/predict", _plain),
+V1 = Protocol("v1", _v1)
+V2 = Protocol("v2", _v2)
+PLAIN = Protocol("plain", _plain)
+PROTOCOLS = (V1, V2, PLAIN)
+
+# One regex for the three inference paths (a query string is allowed and forwarded); the
+# group that matched says the protocol. Model names never need percent-encoding.
+_INFERENCE_PATH = re.compile(
+    r"/(?:v1/models/([^/:?]+):predict|v2/models/([^/?]+)/infer|models/([^/?]+)/predict)(?:\?.*)?"
 )
+
+
+def match_inference_path(raw_path: str) -> tuple[Protocol, str] | None:
+    """(protocol, model name) for an inference path, None for any other path."""
+    match = _INFERENCE_PATH.fullmatch(raw_path)
+    if match is None:
+        return None
+    v1, v2, plain = match.groups()
+    if v1 is not None:
+        return V1, v1
+    if v2 is not None:
+        return V2, v2
+    return PLAIN, plain
 
 
 def parse_prediction(protocol: Protocol, body: bytes, status: int) -> Any:
@@ -62,7 +80,7 @@ def parse_prediction(protocol: Protocol, body: bytes, status: int) -> Any:
     if status >= 300 or not body:
         return None
     try:
-        obj = json.loads(body)
+        obj = json.loads(body.decode())  # str input skips json's encoding sniffing
     except (ValueError, UnicodeDecodeError):
         return None
     return protocol.extract(obj)

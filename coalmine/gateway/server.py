@@ -20,12 +20,14 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import uvloop
 from aiohttp import web
+from sqlalchemy import Engine
 
 from coalmine.config import CoalmineConfig
-from coalmine.gateway.app import build_app
+from coalmine.gateway.app import Gateway
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 
@@ -47,14 +49,28 @@ def seed_routes(config: CoalmineConfig) -> None:
 
 async def start_site(
     config: CoalmineConfig, *, port: int | None = None
-) -> tuple[web.AppRunner, int]:
-    """Build the app, start it listening (SO_REUSEPORT) and return its runner and port."""
+) -> tuple[web.BaseRunner, int]:
+    """Start the gateway listening (SO_REUSEPORT); returns its runner and bound port.
+
+    `runner.cleanup()` stops it gracefully: stop accepting, let in-flight requests finish,
+    then drain the mirror and flush the prediction log.
+    """
     engine = open_engine(config.store.url)
-    app = build_app(config, engine)
-    app.on_cleanup.append(lambda _: _dispose(engine))
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-    )
+    gateway = Gateway(config, engine)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    max_body = config.gateway.max_body_bytes
+
+    def make_request(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        # the body limit, enforced by aiohttp as a body streams in (chunked bodies too)
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=max_body
+        )
+
+    server = web.Server(gateway.dispatch, request_factory=make_request, access_log=None)
+    runner = _GatewayRunner(server, gateway, engine, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(
         runner,
@@ -64,14 +80,23 @@ async def start_site(
         backlog=4096,
     )
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
+    sockets = getattr(site._server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else config.gateway.port
     return runner, bound
 
 
-async def _dispose(engine: object) -> None:
-    await asyncio.to_thread(engine.dispose)  # type: ignore[attr-defined]
+class _GatewayRunner(web.ServerRunner):
+    """A runner that, after the server's graceful shutdown, stops the gateway's parts."""
+
+    def __init__(self, server: web.Server, gateway: Gateway, engine: Engine, **kwargs: Any) -> None:
+        super().__init__(server, handle_signals=False, **kwargs)
+        self.gateway = gateway
+        self._engine = engine
+
+    async def _cleanup_server(self) -> None:
+        await super()._cleanup_server()
+        await self.gateway.stop()
+        await asyncio.to_thread(self._engine.dispose)
 
 
 async def serve(

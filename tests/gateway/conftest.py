@@ -121,7 +121,7 @@ def make_config(
 class RunningGateway:
     url: str
     config: CoalmineConfig
-    runner: web.AppRunner
+    runner: Any  # server._GatewayRunner
     session: aiohttp.ClientSession
     engine: Engine
 

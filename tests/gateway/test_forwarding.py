@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.gateway.conftest import BODY, StartGateway, Upstream, make_config
@@ -170,11 +171,8 @@ async def test_feedback_is_served_by_the_data_plane_and_joins_request_ids(
     )
     gw = await start_gateway(config)
     await gw.post(PATHS["v1"], headers={"X-Request-ID": "r-1"})
-    app = gw.runner.app
-    from coalmine.gateway.app import GATEWAY_KEY
-
-    await app[GATEWAY_KEY].mirror.close()  # the shadow row is in the buffer now
-    await app[GATEWAY_KEY].writer.flush()  # and in the store
+    await gw.runner.gateway.mirror.close()  # the shadow row is in the buffer now
+    await gw.runner.gateway.writer.flush()  # and in the store
     status, _, body = await gw.post(
         "/v1/feedback", [{"request_id": "r-1", "label": "label-v1"}, {"request_id": "nope"}]
     )
@@ -186,3 +184,29 @@ async def test_feedback_is_served_by_the_data_plane_and_joins_request_ids(
     for path in ("/v1/routes/m", "/v1/rollouts", "/api/routes"):
         status, _, _ = await gw.post(path, {"canary_weight_bp": 10_000})
         assert status in (404, 405)
+    async with gw.session.get(gw.url + PATHS["v1"]) as resp:
+        assert resp.status == 405
+
+
+async def test_build_app_serves_the_same_data_plane_as_an_application(
+    tmp_path: Path, upstreams: dict[str, Upstream]
+) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from coalmine.gateway.app import build_app
+    from coalmine.gateway.server import seed_routes
+    from coalmine.store.engine import open_engine
+
+    config = make_config(tmp_path, {"v1": upstreams["v1"].url})
+    seed_routes(config)
+    engine = open_engine(config.store.url)
+    async with (
+        TestServer(build_app(config, engine), host="127.0.0.1") as server,
+        aiohttp.ClientSession() as session,
+        session.post(server.make_url(PATHS["plain"]), json=BODY) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["X-Model-Version"] == "v1"
+    with engine.connect() as conn:  # the app's cleanup flushed the log
+        assert conn.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 1
+    engine.dispose()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from coalmine.gateway.app import GATEWAY_KEY
 from coalmine.store.routes import RouteRepository
 from tests.gateway.conftest import RunningGateway, StartGateway, Upstream, free_port, make_config
 
@@ -62,7 +61,7 @@ async def test_shadow_never_changes_production_status_or_latency(
     # generous: a shadow that leaked into the request path would add 0.5-2 s to the p99
     assert p99 <= 3 * base_p99 + 0.1, (p99, base_p99)
 
-    mirror = gw.runner.app[GATEWAY_KEY].mirror
+    mirror = gw.runner.gateway.mirror
     await gw.stop()
     rows = gw.rows()
     shadow_rows = [r for r in rows if r.role == "shadow"]

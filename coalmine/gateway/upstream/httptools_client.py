@@ -28,6 +28,9 @@ __all__ = ["HttptoolsClient"]
 _Target = tuple[tuple[str, int], bytes]  # (host, port), b"POST /path HTTP/1.1\r\nHost: ..\r\n"
 
 
+_C_OR_T = frozenset(b"CcTt")  # first letters of Content-Type, Content-Length, Transfer-Encoding
+
+
 class _StaleConnection(UpstreamConnectionError):
     """The connection closed before any byte of the response: safe to retry on a new one."""
 
@@ -91,6 +94,8 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name[0] not in _C_OR_T:  # most headers (Server, Date, ...) are none of ours
+            return
         lower = name.lower()
         if lower == b"content-type":
             self._content_type = value
