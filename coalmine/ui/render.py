@@ -134,7 +134,7 @@ def render_sections(story: Story) -> dict[str, str]:
     return {name: str(getattr(module, name)(story)) for name in SECTIONS}
 
 
-def story_json(story: Story) -> str:
+def story_json(story: Story, *, awaiting_approval: float | None = None) -> str:
     """The page's data: section HTML, figures, and the few fields the buttons need."""
     r = story.rollout
     return to_json(
@@ -149,6 +149,7 @@ def story_json(story: Story) -> str:
                 "mirror_bp": r["mirror_bp"],
                 "outcome": r["outcome"],
                 "ended": story.ended,
+                "awaiting_approval": awaiting_approval,  # the gated step's weight, in %
             },
             "sections": render_sections(story),
             "figures": figures(story),

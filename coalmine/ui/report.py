@@ -77,6 +77,10 @@ def report_command(
     except ConfigError as exc:
         err.print(f"[red]invalid config[/red]: {exc}", highlight=False)
         raise typer.Exit(2) from None
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        # opening would create (and migrate) an empty store: say what is missing instead
+        err.print(f"[red]error[/red]: no store at {url} (give --store URL or --config FILE)")
+        raise typer.Exit(1)
     engine = open_engine(url)
     started = time.monotonic()
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,15 @@ def _finite(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """Strict JSON (non-finite floats become null) of a judgement or any story data."""
     return json.dumps(_finite(value), allow_nan=False, default=str)
+
+
+@contextmanager
+def _connection(conn_or_engine: Connection | Engine) -> Iterator[Connection]:
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.connect() as conn:
+            yield conn
+    else:
+        yield conn_or_engine
 
 
 def _verdict_of(judgement: dict[str, Any]) -> str:
@@ -93,21 +104,25 @@ def read_snapshots(
     rollout_id: int,
     *,
     after_id: int = 0,
-    limit: int = 5000,
+    max_points: int = 2000,
 ) -> list[Snapshot]:
-    """The rollout's snapshots in order; `after_id` lets a poller fetch only new ones."""
+    """The rollout's snapshots in order; `after_id` lets a poller fetch only new ones.
+
+    A long rollout evaluated every few seconds has tens of thousands of snapshots; beyond
+    `max_points` every k-th is read (by position), always with the newest, so a chart spans
+    the whole rollout at an even density.
+    """
     t = judgement_snapshots
-    stmt = (
-        select(t)
-        .where(t.c.rollout_id == rollout_id, t.c.id > after_id)
-        .order_by(t.c.id)
-        .limit(limit)
-    )
-    if isinstance(conn_or_engine, Engine):
-        with conn_or_engine.connect() as conn:
-            rows = list(conn.execute(stmt))
-    else:
-        rows = list(conn_or_engine.execute(stmt))
+    where = (t.c.rollout_id == rollout_id) & (t.c.id > after_id)
+    with _connection(conn_or_engine) as conn:
+        ids = list(conn.execute(select(t.c.id).where(where).order_by(t.c.id)).scalars())
+        if len(ids) > max_points:
+            step = -(-len(ids) // max_points)
+            ids = sorted(set(ids[::step]) | {ids[-1]})
+        rows: list[Any] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows.extend(conn.execute(select(t).where(t.c.id.in_(chunk)).order_by(t.c.id)))
     return [
         Snapshot(
             id=r.id,

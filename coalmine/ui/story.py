@@ -43,8 +43,8 @@ __all__ = [
 
 ENDED_PHASES = frozenset({"promoted", "rolled_back", "aborted", "completed"})
 # Enough calls for smooth charts; beyond it every k-th row is read (by id, so unbiased).
-MAX_CALLS = 200_000
-MAX_PAIRS = 50_000
+MAX_CALLS = 100_000
+MAX_PAIRS = 20_000
 
 
 class RolloutNotFound(LookupError):

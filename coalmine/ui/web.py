@@ -102,7 +102,9 @@ def ui_data_router(
     @data.get("/rollouts/{rollout_id}")
     def rollout_data(rollout_id: int) -> Response:
         """One rollout's sections (HTML) and figures (plotly JSON), for the live page."""
-        return Response(story_json(story_or_404(rollout_id)), media_type="application/json")
+        story = story_or_404(rollout_id)
+        body = story_json(story, awaiting_approval=_awaiting(get_engine(), rollout_id))
+        return Response(body, media_type="application/json")
 
     @data.get("/rollouts/{rollout_id}/report")
     def rollout_report(rollout_id: int) -> HTMLResponse:
@@ -112,6 +114,20 @@ def ui_data_router(
         return HTMLResponse(html, headers={"Content-Disposition": disposition})
 
     return data
+
+
+def _awaiting(engine: Engine, rollout_id: int) -> float | None:
+    """The weight (%) of the step waiting for a person's approval, if any (the controller's
+    own reading, so the Approve button is enabled exactly when the API would accept it)."""
+    from coalmine.rollout.machine import awaiting_approval
+    from coalmine.rollout.store import RolloutRepository
+
+    try:
+        state = RolloutRepository(engine).get(rollout_id).state
+    except (LookupError, ValueError):  # unknown, or a row this version cannot read
+        return None
+    gate = awaiting_approval(state)
+    return None if gate is None else float(state.spec.step_weights[gate])
 
 
 def install_ui(app: FastAPI, engine: Engine | Callable[[], Engine], *, token: str) -> None:

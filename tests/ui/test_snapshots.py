@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 from pathlib import Path
@@ -40,4 +41,17 @@ def test_a_snapshot_joins_the_callers_transaction(tmp_path: Path) -> None:
         record_snapshot(conn, 1, "canary", 0, 100, {"verdict": "fail"})
         raise RuntimeError("the transition failed")
     assert read_snapshots(engine, 1) == []  # rolled back with it
+    engine.dispose()
+
+
+def test_a_long_rollout_is_thinned_evenly_keeping_the_newest(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.begin() as conn:
+        for i in range(1001):
+            record_snapshot(conn, 3, "canary", 0, 100, {"verdict": "inconclusive"}, ts=float(i))
+    snaps = read_snapshots(engine, 3, max_points=100)
+    assert 50 <= len(snaps) <= 101  # at most max_points (+ the newest)
+    assert snaps[0].ts == 0.0 and snaps[-1].ts == 1000.0
+    gaps = {b.ts - a.ts for a, b in itertools.pairwise(snaps)}
+    assert max(gaps) <= 11  # even density: no hole in the chart
     engine.dispose()

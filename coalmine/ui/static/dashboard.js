@@ -28,7 +28,8 @@
   function refusal(response, payload) {
     var detail = payload && (payload.detail || payload.message || payload.error);
     if (detail && typeof detail !== "string") detail = JSON.stringify(detail);
-    return "Refused (" + response.status + (detail ? "): " + detail : ")");
+    var word = response.status === 401 || response.status === 403 ? "Refused" : "Error";
+    return word + " (" + response.status + (detail ? "): " + detail : ")");
   }
 
   function readJson(response) {
@@ -72,6 +73,7 @@
       var a = b.getAttribute("data-action");
       var on = active && (a === "resume" ? rollout.phase === "paused"
         : a === "pause" ? rollout.phase !== "paused" && rollout.phase !== "rolling_back"
+        : a === "approve" ? rollout.awaiting_approval !== null && rollout.awaiting_approval !== undefined
         : rollout.phase !== "rolling_back");
       b.disabled = !on;
     });
