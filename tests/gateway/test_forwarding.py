@@ -157,7 +157,11 @@ async def test_health_readiness_and_metrics(
     async with gw.session.get(gw.url + "/metrics") as resp:
         text = await resp.text()
     assert 'coalmine_gateway_requests_total{model="m",role="stable",version="v1"}' in text
-    assert "coalmine_gateway_latency_seconds_bucket" in text
+    assert (
+        'coalmine_gateway_latency_seconds_bucket{le="+Inf",model="m",role="stable",version="v1"}'
+        in text
+    )
+    assert "coalmine_gateway_latency_seconds_count" in text
     assert "coalmine_gateway_shadow_queue_depth" in text
 
 
