@@ -1,0 +1,304 @@
+"""Gateway benchmark (not a test): Coalmine vs. nginx vs. the model hit directly.
+
+One run, side by side, same load generator and concurrency (wrk, `../shared/perf-baseline/
+post.lua`): the gateway pinned to core 0, wrk and the upstreams to core 1. Upstreams are the
+trivial nginx "models" of `perf-baseline/upstreams.conf`, plus a Python shadow that answers
+after 50 ms for the slow-shadow rows. Coalmine runs with a sticky 90/10 split, a 100%
+mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`.
+
+    .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
+
+Prints a table: req/s, p50, p99 at the given concurrency, ratios Coalmine/direct and
+Coalmine/nginx, and the p50 added over the direct call at one connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = Path(os.environ.get("COALMINE_PERF_BASELINE", ROOT.parent / "shared" / "perf-baseline"))
+PYTHON = sys.executable
+GATEWAY_CORE, LOAD_CORE = "0", "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0, method: str = "GET") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(
+                url, method=method, data=b"{}" if method == "POST" else None
+            )
+            with urllib.request.urlopen(request, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout}s")
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def run_wrk(name: str, url: str, connections: int, duration: int) -> Result:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+         "--latency", "-s", str(BASELINE / "post.lua"), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        print(f"  warning: {name}: {non2xx.group(1)} non-2xx responses", file=sys.stderr)
+    return Result(name, rps, p50, p99)
+
+
+class Stack:
+    """The processes of one benchmark run; all stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.ports = {name: free_port() for name in ("stable", "canary", "shadow", "slow")}
+
+    def start(self, args: list[str], core: str, log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{log_name}.log", "wb")  # noqa: SIM115 - lives with the process
+        process = subprocess.Popen(
+            ["taskset", "-c", core, *args], stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )  # fmt: skip
+        self.processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            self.stop(process)
+
+    def _nginx_conf(self, source: str, name: str, replacements: dict[str, str]) -> Path:
+        text = (BASELINE / source).read_text()
+        for old, new in replacements.items():
+            text = text.replace(old, new)
+        path = self.workdir / name
+        path.write_text(text)
+        return path
+
+    def start_upstreams(self) -> None:
+        p = self.ports
+        conf = self._nginx_conf(
+            "upstreams.conf",
+            "upstreams.conf",
+            {"127.0.0.1:9001": f"127.0.0.1:{p['stable']}",
+             "127.0.0.1:9002": f"127.0.0.1:{p['canary']}",
+             "127.0.0.1:9003": f"127.0.0.1:{p['shadow']}"},
+        )  # fmt: skip
+        self.start(["nginx", "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"],
+                   LOAD_CORE, "upstreams")  # fmt: skip
+        # the 50 ms shadow: a tiny aiohttp server (nginx-light has no delay module)
+        self.start([PYTHON, str(Path(__file__)), "--slow-shadow", str(p["slow"])], LOAD_CORE,
+                   "slow-shadow")  # fmt: skip
+        for name in ("stable", "canary", "shadow", "slow"):
+            wait_http(f"http://127.0.0.1:{p[name]}/", method="POST")
+
+    def start_nginx_gateway(self, *, slow_shadow: bool) -> tuple[subprocess.Popen[bytes], str]:
+        p = self.ports
+        port = free_port()
+        name = "gw-nginx-slow" if slow_shadow else "gw-nginx"
+        shadow = p["slow"] if slow_shadow else p["shadow"]
+        conf = self._nginx_conf(
+            "gateway-nginx.conf",
+            f"{name}.conf",
+            {"127.0.0.1:9001": f"127.0.0.1:{p['stable']}",
+             "127.0.0.1:9002": f"127.0.0.1:{p['canary']}",
+             "127.0.0.1:9003": f"127.0.0.1:{shadow}",
+             "127.0.0.1:8080": f"127.0.0.1:{port}",
+             "./run/gw-nginx.pid": f"./run/{name}.pid"},
+        )  # fmt: skip
+        process = self.start(
+            ["nginx", "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"],
+            GATEWAY_CORE, name,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/", method="POST")
+        return process, url
+
+    def start_coalmine(
+        self, *, client: str, slow_shadow: bool
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        p = self.ports
+        port = free_port()
+        name = f"coalmine-{client}{'-slow' if slow_shadow else ''}"
+        shadow = p["slow" if slow_shadow else "shadow"]
+        config = {
+            "gateway": {"host": "127.0.0.1", "port": port, "processes": 1,
+                        "upstream_client": client},
+            "logging": {"inputs": "full"},
+            "store": {"url": f"sqlite:///{self.workdir / (name + '.db')}"},
+            "models": [{
+                "name": "m",
+                "versions": [
+                    {"name": "v1", "url": f"http://127.0.0.1:{p['stable']}"},
+                    {"name": "v2", "url": f"http://127.0.0.1:{p['canary']}"},
+                    {"name": "v3", "url": f"http://127.0.0.1:{shadow}"},
+                ],
+                "routing": {"stable": "v1", "canary": "v2", "canary_weight": 10,
+                            "shadow": "v3", "mirror_share": 100,
+                            "sticky": {"header": "X-User-Id"}},
+            }],
+        }  # fmt: skip
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        coalmine = str(Path(PYTHON).parent / "coalmine")
+        process = self.start([coalmine, "gateway", "--config", str(path)], GATEWAY_CORE, name)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/readyz")
+        return process, url
+
+
+def slow_shadow_server(port: int) -> None:
+    import uvloop
+    from aiohttp import web
+
+    body = b'{"model":"m","version":"v3","prediction":[0.8871],"label":"pos"}'
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(0.05)
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def table(rows: list[tuple[str, Result]], direct: Result, nginx: Result, nginx_slow: Result) -> str:
+    head = f"{'run':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/direct':>8} {'/nginx':>8}"
+    lines = [head, "-" * len(head)]
+    for label, r in rows:
+        reference = nginx_slow if "50 ms shadow" in label else nginx
+        ratio_nginx = f"{r.rps / reference.rps:8.2f}" if label.startswith("Coalmine") else f"{'':8}"
+        ratio_direct = f"{r.rps / direct.rps:8.2f}" if r is not direct else f"{'':8}"
+        lines.append(
+            f"{label:44} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio_direct} {ratio_nginx}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--slow-shadow", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.slow_shadow:
+        slow_shadow_server(args.slow_shadow)
+        return 0
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: apt-get install nginx-light wrk util-linux")
+    d, c = args.duration, args.connections
+    workdir = Path(tempfile.mkdtemp(prefix="coalmine-bench-"))
+    for sub in ("logs", "run"):
+        (workdir / sub).mkdir()
+    stack = Stack(workdir)
+    rows: list[tuple[str, Result]] = []
+    unloaded: list[tuple[str, Result]] = []
+    try:
+        stack.start_upstreams()
+        direct_url = f"http://127.0.0.1:{stack.ports['stable']}"
+        print(f"benchmarking in {workdir} (wrk -t1 -c{c} -d{d}s; gateway on core {GATEWAY_CORE})",
+              file=sys.stderr)  # fmt: skip
+        direct = run_wrk("direct", direct_url, c, d)
+        rows.append(("direct upstream (stable)", direct))
+        unloaded.append(("direct upstream (stable)", run_wrk("direct c1", direct_url, 1, d)))
+
+        results: dict[str, Result] = {}
+        for label, client, slow in (
+            ("Coalmine (aiohttp client)", "aiohttp", False),
+            ("Coalmine (httptools client)", "httptools", False),
+            ("Coalmine (httptools), 50 ms shadow", "httptools", True),
+        ):
+            process, url = stack.start_coalmine(client=client, slow_shadow=slow)
+            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d)
+            if not slow:
+                unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
+            stack.stop(process)  # graceful: flushes its log
+        for label, slow in (("nginx split+mirror", False), ("nginx, 50 ms shadow", True)):
+            process, url = stack.start_nginx_gateway(slow_shadow=slow)
+            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d)
+            if not slow:
+                unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
+            stack.stop(process)
+    finally:
+        stack.stop_all()
+    rows += [(label, results[label]) for label in (
+        "nginx split+mirror", "Coalmine (aiohttp client)", "Coalmine (httptools client)",
+        "nginx, 50 ms shadow", "Coalmine (httptools), 50 ms shadow",
+    )]  # fmt: skip
+    nginx, nginx_slow = results["nginx split+mirror"], results["nginx, 50 ms shadow"]
+    print(f"\nAt {c} connections ({d} s each):")
+    print(table(rows, direct, nginx, nginx_slow))
+    print("\nAdded p50 at 1 connection (gateway p50 - direct p50):")
+    base = unloaded[0][1].p50_ms
+    for label, r in unloaded:
+        print(f"  {label:44} p50 {r.p50_ms:6.3f} ms   added {r.p50_ms - base:+.3f} ms")
+    best = max(results["Coalmine (aiohttp client)"].rps, results["Coalmine (httptools client)"].rps)
+    slow = results["Coalmine (httptools), 50 ms shadow"].rps
+    print(f"\nTargets: Coalmine/nginx >= 0.50: {best / nginx.rps:.2f}; "
+          f"50 ms shadow within 10% of no shadow: "
+          f"{slow / results['Coalmine (httptools client)'].rps:.2f}")  # fmt: skip
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
