@@ -1,11 +1,12 @@
 """A real local MLflow registry (SQLite backend, artefacts on disk), shared per module.
 
-MLflow's first import and its schema migrations take seconds, so one store is built per
-test module and every test works on its own registered-model names where it writes.
+MLflow's first import and its schema migrations take seconds, so one store is built for the
+session and every test writes to registered-model names of its own.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
+
+# no usage reports from test runs (MLflow reads this when it is first imported)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @dataclass
@@ -58,7 +62,7 @@ class Store:
         return version
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """`iris` v1 (LogisticRegression, skops, MLflow's default format) and v2 (decision tree,
     cloudpickle), alias `challenger` -> 2. Skips when the 'mlflow' extra is missing."""
