@@ -92,3 +92,7 @@ class ModelRegistry(Protocol):
     def on_rolled_back(self, version: ModelVersionRef, rollout_id: int, reason: str) -> None:
         """Tag this version with the rollback and its reason; aliases stay where they are."""
         ...
+
+    def recorded(self, version: ModelVersionRef) -> tuple[str, str] | None:
+        """The (outcome, rollout id) last written on this version, or None."""
+        ...

@@ -8,6 +8,10 @@ registry that is down never slows a rollout. Only endings matter here:
     promoted    -> registry.on_promoted     (alias `champion` moves, version tagged)
     rolled_back -> registry.on_rolled_back  (version tagged with the reason)
 
+Deliveries live in memory; an outcome in flight when the controller dies is not lost for
+good: `catch_up(recent rollouts)` at start-up writes every ending the registry has not
+recorded yet.
+
 A rollout whose candidate was never linked to a registry version (`registry.link`, done by
 `prepare_candidate`) is skipped: most rollouts need not come from a registry. The registry
 writes are idempotent, so a retried or replayed payload is harmless.
@@ -19,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -99,6 +103,39 @@ class RegistryListener:
             rollout_id,
         )
         return version
+
+    def catch_up(self, rollouts: Iterable[Mapping[str, Any]]) -> list[ModelVersionRef]:
+        """Write the endings of `rollouts` (`RolloutRecord.to_dict()` rows, e.g. the store's
+        `recent()`) that the registry has not recorded; blocking. The versions updated.
+
+        Per Coalmine model only the latest promotion is replayed, so an older one never
+        takes the champion alias back.
+        """
+        ended = sorted(
+            (r for r in rollouts if r.get("phase") in _HANDLED),
+            key=lambda r: (float(r.get("ended_at") or 0.0), int(r["id"])),
+        )
+        latest_promotion = {r["model"]: r["id"] for r in ended if r["phase"] == "promoted"}
+        updated = []
+        for r in ended:
+            if r["phase"] == "promoted" and latest_promotion[r["model"]] != r["id"]:
+                continue
+            version = self.registry.find(str(r["model"]), str(r["candidate"]))
+            if version is None:
+                continue
+            if self.registry.recorded(version) == (r["phase"], str(r["id"])):
+                continue
+            payload = {
+                "to_phase": r["phase"],
+                "model": r["model"],
+                "candidate": r["candidate"],
+                "rollout_id": r["id"],
+                "reason": r.get("reason"),
+            }
+            done = self.apply(payload)
+            if done is not None:
+                updated.append(done)
+        return updated
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued (up to `timeout` seconds) and stop the worker."""

@@ -221,6 +221,13 @@ class MlflowRegistry:
             {OUTCOME_TAG: "rolled_back", REASON_TAG: reason, ROLLOUT_TAG: str(rollout_id)},
         )
 
+    def recorded(self, version: ModelVersionRef) -> tuple[str, str] | None:
+        with self._errors(version, "read tags"):
+            tags = self.client.get_model_version(version.name, version.version).tags or {}
+        if OUTCOME_TAG not in tags:
+            return None
+        return str(tags[OUTCOME_TAG]), str(tags.get(ROLLOUT_TAG, ""))
+
     def champion(self, name: str) -> ModelVersionRef | None:
         """The version the champion alias points at, or None."""
         try:

@@ -63,11 +63,13 @@ def rollouts(tmp_path: Path) -> Iterator[RolloutRepository]:
     engine.dispose()
 
 
-def _run(repo: RolloutRepository, candidate: str, events: list[Event]) -> list[dict[str, Any]]:
+def _run(
+    repo: RolloutRepository, candidate: str, events: list[Event], start: float = 1.0
+) -> list[dict[str, Any]]:
     """Start a rollout and apply `events`, then tick until it ends; every payload."""
-    record = repo.create("churn-prod", candidate, "http://127.0.0.1:10", SPEC, now=1.0)
+    record = repo.create("churn-prod", candidate, "http://127.0.0.1:10", SPEC, now=start)
     payloads = []
-    now = 2.0
+    now = start + 1.0
     queue = list(events)
     while not record.state.terminal:
         event = queue.pop(0) if queue else Tick()
@@ -174,3 +176,31 @@ def test_a_failing_registry_is_retried_and_never_raises(
     listener.on_transition(payloads[-1])
     listener.close()
     assert down.calls == 2 and _metric("failed") == failed_before + 1
+
+
+def test_catch_up_writes_endings_lost_in_a_crash_once(
+    registry: MlflowRegistry, store: Store, rollouts: RolloutRepository
+) -> None:
+    est = store.estimators[("iris", "2")]
+    for _ in range(3):
+        store.log("retention", est, "cloudpickle")
+    cands = [
+        prepare_candidate(registry, f"models:/retention/{v}", model="churn-prod")
+        for v in ("1", "2", "3")
+    ]
+    # three rollouts end while no listener delivers anything (the controller died)
+    _run(rollouts, cands[0].candidate, [Tick(), Promote()], start=10.0)
+    _run(rollouts, cands[1].candidate, [Tick(), Promote()], start=20.0)
+    _run(rollouts, cands[2].candidate, [Tick(), GuardTrip("12 consecutive 5xx")], start=30.0)
+    _run(rollouts, "v9-handmade", [Tick(), GuardTrip("5xx")], start=40.0)
+    listener = RegistryListener(registry)
+
+    rows = [r.to_dict() for r in rollouts.recent()]
+    assert listener.catch_up(rows) == [cands[1].ref, cands[2].ref]
+    # the older promotion is superseded: it never takes the champion alias back
+    assert registry.champion("retention") == cands[1].ref
+    assert registry.recorded(cands[0].ref) is None
+    ids = {r["candidate"]: str(r["id"]) for r in rows}
+    assert registry.recorded(cands[1].ref) == ("promoted", ids[cands[1].candidate])
+    assert registry.recorded(cands[2].ref) == ("rolled_back", ids[cands[2].candidate])
+    assert listener.catch_up(rows) == []  # already recorded: nothing written twice
