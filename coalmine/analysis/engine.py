@@ -114,6 +114,19 @@ class Evaluator:
             cond = and_(cond, t.c.ts >= self.since_ts)
         return cond
 
+    def _matches(self, row: Any) -> bool:
+        """`_arm_filter` evaluated in Python on one row."""
+        if row["model"] != self.model:
+            return False
+        if not (
+            (row["version"] == self.candidate and row["role"] == self.candidate_role)
+            or (row["version"] == self.baseline and row["role"] == "stable")
+        ):
+            return False
+        if self.rollout_id is not None and row["rollout_id"] != self.rollout_id:
+            return False
+        return self.since_ts is None or row["ts"] >= self.since_ts
+
     def _arm_of(self, version: str, role: str) -> str:
         return (
             "candidate" if version == self.candidate and role == self.candidate_role else "baseline"
@@ -171,17 +184,27 @@ class Evaluator:
             if self.mode == "shadow" and rows:
                 self._read_new_pairs(conn, p_old, p_new, f_old)
 
-            # B: new feedback rows joined to prediction rows already read (id ≤ P_new)
+            # B: new feedback rows joined to prediction rows already read (id ≤ P_new).
+            # Two queries driven by the new feedback ids, so the database never walks the
+            # prediction log (a planner may otherwise scan predictions by model and id).
             if f_new > f_old:
-                stmt = (
-                    select(F.c.id.label("f_id"), F.c.label.label("f_label"),
-                           F.c.outcomes.label("f_outcomes"), P)
-                    .select_from(F.join(P, P.c.request_id == F.c.request_id))
-                    .where(F.c.id > f_old, F.c.id <= f_new, P.c.id <= p_new,
-                           self._arm_filter(P), self._first_feedback())
-                    .order_by(F.c.id, P.c.id)
-                )  # fmt: skip
-                fb_rows: list[Any] = [r._mapping for r in conn.execute(stmt)]
+                fb = conn.execute(
+                    select(F.c.id.label("f_id"), F.c.request_id, F.c.label.label("f_label"),
+                           F.c.outcomes.label("f_outcomes"))
+                    .where(F.c.id > f_old, F.c.id <= f_new, self._first_feedback())
+                    .order_by(F.c.id)
+                ).all()  # fmt: skip
+                by_request = {r.request_id: r._mapping for r in fb}
+                ids = list(by_request)
+                fb_rows: list[Any] = []
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    # request_id alone in SQL, so the planner must use its index; the
+                    # rest of the filter is applied here
+                    for r in conn.execute(select(P).where(P.c.request_id.in_(chunk))):
+                        if r.id <= p_new and self._matches(r._mapping):
+                            fb_rows.append({**by_request[r.request_id], **r._mapping})
+                fb_rows.sort(key=lambda m: (m["f_id"], m["id"]))
                 self._read_feedback(fb_rows)
         self.last_prediction_id, self.last_feedback_id = p_new, f_new
         return self.analysis.judge(now=time.time() if now is None else now)
