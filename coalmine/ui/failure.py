@@ -8,7 +8,6 @@ wrong — each with its input (as far as the logging policy kept it) and its lab
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ from sqlalchemy import Connection, and_, select
 from sqlalchemy.orm import aliased
 
 from coalmine.store.schema import feedback, predictions
-from coalmine.ui.series import disagreement, point_value
+from coalmine.ui.series import disagreement, parsed, point_of_json, point_value
 
 __all__ = [
     "Example",
@@ -68,15 +67,6 @@ class FailureAnalysis:
     canary_errors: SliceErrors | None = None
 
 
-def _loads(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def parse_slice(value: Any) -> dict[str, str] | None:
     """A slice as attribute → value; None for the whole traffic ("overall")."""
     if isinstance(value, dict):
@@ -114,7 +104,7 @@ def _latest_labels(conn: Connection, request_ids: list[str]) -> dict[str, Any]:
             .order_by(feedback.c.id)
         )
         for rid, label in conn.execute(stmt):
-            labels[rid] = _loads(label)  # later rows overwrite: the newest label wins
+            labels[rid] = point_of_json(label)  # later rows overwrite: the newest label wins
     return labels
 
 
@@ -163,10 +153,10 @@ def _shadow_examples(
     analysis.shadow_pairs = len(rows)
     differing = []
     for rid, ts, c_text, p_text, s_text in rows:
-        c, p = _loads(c_text), _loads(p_text)
+        c, p = point_of_json(c_text), point_of_json(p_text)
         gap = disagreement(c, p)
         if gap > 0:
-            differing.append((rid, ts, c, p, _loads(s_text) or {}, gap))
+            differing.append((rid, ts, c, p, parsed(s_text) or {}, gap))
     analysis.shadow_disagreements = len(differing)
     labels = _latest_labels(conn, [d[0] for d in differing])
 
@@ -228,7 +218,7 @@ def _labelled(
         if rid in seen:  # several feedback rows: the newest (first here) wins
             continue
         seen.add(rid)
-        out.append((rid, ts, _loads(p_text), _loads(s_text) or {}, _loads(l_text)))
+        out.append((rid, ts, point_of_json(p_text), parsed(s_text) or {}, point_of_json(l_text)))
     return out
 
 

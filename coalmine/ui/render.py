@@ -134,7 +134,9 @@ def render_sections(story: Story) -> dict[str, str]:
     return {name: str(getattr(module, name)(story)) for name in SECTIONS}
 
 
-def story_json(story: Story, *, awaiting_approval: float | None = None) -> str:
+def story_json(
+    story: Story, *, awaiting_approval: float | None = None, compute_s: float = 0.0
+) -> str:
     """The page's data: section HTML, figures, and the few fields the buttons need."""
     r = story.rollout
     return to_json(
@@ -154,6 +156,8 @@ def story_json(story: Story, *, awaiting_approval: float | None = None) -> str:
             "sections": render_sections(story),
             "figures": figures(story),
             "generated_at": story.generated_at,
+            # the page polls less often when a big log makes each answer expensive
+            "compute_s": compute_s,
         }
     )
 

@@ -5,10 +5,12 @@ No I/O here: `story.py` reads rows from the store and hands them over as plain t
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "disagreement",
     "is_error",
     "latency_error_series",
+    "parsed",
+    "point_of_json",
     "point_value",
     "quantile",
     "rate_series",
@@ -215,3 +219,21 @@ def totals(calls: Iterable[Call]) -> dict[str, dict[str, float]]:
         }
         for group, values in sorted(latencies.items())
     }
+
+
+@lru_cache(maxsize=8192)
+def parsed(text: str | None) -> Any:
+    """JSON text parsed once: logged predictions, labels and slices repeat a few values
+    (classes, regions) thousands of times. Callers must not mutate the result."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@lru_cache(maxsize=8192)
+def point_of_json(text: str | None) -> Any:
+    """`point_value` of a logged JSON text, computed once per distinct text."""
+    return point_value(parsed(text))

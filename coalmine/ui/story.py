@@ -24,6 +24,7 @@ from coalmine.ui.series import (
     class_distribution,
     is_error,
     latency_error_series,
+    point_of_json,
     rate_series,
     share_series,
     totals,
@@ -271,7 +272,7 @@ def load_story(engine: Engine, rollout_id: int, *, now: float | None = None) -> 
                 continue
             calls.append(Call(ts, group, float(latency_ms), is_error(status, error_class)))
             if prediction is not None and status == 200:
-                preds.setdefault(group, []).append(_loads(prediction))
+                preds.setdefault(group, []).append(point_of_json(prediction))
         story.latency = latency_error_series(calls, start, width)
         story.totals = totals(calls)
         story.candidate_share = share_series(
@@ -283,7 +284,7 @@ def load_story(engine: Engine, rollout_id: int, *, now: float | None = None) -> 
         story.distributions = {g: class_distribution(p) for g, p in sorted(preds.items())}
 
         pairs = _shadow_pairs(conn, rollout, start, end)
-        points = [(ts, agrees(_loads(c), _loads(p))) for ts, c, p in pairs]
+        points = [(ts, agrees(point_of_json(c), point_of_json(p))) for ts, c, p in pairs]
         story.agreement = rate_series(points, start, width)
         story.agreement_total = (sum(1 for _, ok in points if ok), len(points))
 

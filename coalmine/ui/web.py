@@ -15,15 +15,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from coalmine.api.auth import BearerAuth
+from coalmine.store.schema import rollouts as rollouts_table
 from coalmine.ui.render import environment, plotly_js, static_text, story_json
 from coalmine.ui.report import render_report
 from coalmine.ui.snapshots import to_json
 from coalmine.ui.story import RolloutNotFound, list_models, list_rollouts, load_story
 
-__all__ = ["STATIC", "install_ui", "ui_data_router", "ui_pages"]
+__all__ = ["CACHE_S", "STATIC", "install_ui", "ui_data_router", "ui_pages"]
 
 STATIC = {
     "style.css": "text/css; charset=utf-8",
@@ -31,6 +32,9 @@ STATIC = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "plotly.min.js": "text/javascript; charset=utf-8",
 }
+
+
+CACHE_S = 1.0
 
 
 def ui_pages(*, base_path: str = "") -> FastAPI:
@@ -99,11 +103,31 @@ def ui_data_router(
         except RolloutNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
+    # Several open tabs share one computation: a fresh one at most every CACHE_S seconds,
+    # or at once when the rollout changed (every transition bumps its version).
+    cache: dict[int, tuple[float, int, str]] = {}
+
     @data.get("/rollouts/{rollout_id}")
     def rollout_data(rollout_id: int) -> Response:
         """One rollout's sections (HTML) and figures (plotly JSON), for the live page."""
+        hit = cache.get(rollout_id)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+            with get_engine().connect() as conn:
+                version = conn.execute(
+                    select(rollouts_table.c.version).where(rollouts_table.c.id == rollout_id)
+                ).scalar()
+            if version == hit[1]:
+                return Response(hit[2], media_type="application/json")
+        started = time.monotonic()
         story = story_or_404(rollout_id)
-        body = story_json(story, awaiting_approval=_awaiting(get_engine(), rollout_id))
+        body = story_json(
+            story,
+            awaiting_approval=_awaiting(get_engine(), rollout_id),
+            compute_s=time.monotonic() - started,
+        )
+        if len(cache) > 64:
+            cache.clear()
+        cache[rollout_id] = (time.monotonic(), int(story.rollout["version"]), body)
         return Response(body, media_type="application/json")
 
     @data.get("/rollouts/{rollout_id}/report")

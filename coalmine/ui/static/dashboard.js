@@ -43,12 +43,13 @@
     if (el) el.textContent = token() ? "token set" : "no token";
   }
 
-  function poll(path, onData, everyMs) {
+  function poll(path, onData, minMs) {
     if (timer) clearTimeout(timer);
     if (!token()) {
       banner("Enter the API token (the control API's bearer token) to see live data.");
       return;
     }
+    var everyMs = minMs;
     fetch(api + path, { headers: headers() }).then(function (response) {
       return readJson(response).then(function (payload) {
         if (!response.ok) {
@@ -57,13 +58,15 @@
           return false;
         }
         banner("");
+        // never spend more than about a quarter of the server's time drawing this page
+        everyMs = Math.max(minMs, 4000 * ((payload && payload.compute_s) || 0));
         return onData(payload);
       });
     }).catch(function (err) {
       banner("Cannot reach the control API: " + err);
       return true;
     }).then(function (again) {
-      if (again) timer = setTimeout(function () { poll(path, onData, everyMs); }, everyMs);
+      if (again) timer = setTimeout(function () { poll(path, onData, minMs); }, everyMs);
     });
   }
 
