@@ -124,3 +124,25 @@ def test_story_of_a_running_rollout_draws_every_chart(tmp_path: Path) -> None:
     out = write_report(engine, str(seeded.rollout_id), tmp_path / "r.html", now=T0 + 60)
     assert "Failure analysis" in out.read_text()  # the section exists, hidden when empty
     engine.dispose()
+
+
+def test_logged_text_is_escaped_not_executed(tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from coalmine.store.schema import predictions, rollouts
+    from coalmine.ui.render import render_sections
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    seeded = seed_rollout(engine)
+    evil = '<img src=x onerror="alert(1)">'
+    with engine.begin() as conn:
+        conn.execute(update(rollouts).values(reason=evil))
+        conn.execute(update(predictions).values(input='{"q": "</script><script>alert(2)"}'))
+    story = load_story(engine, seeded.rollout_id)
+    sections = render_sections(story)
+    html = "".join(sections.values())
+    assert evil not in html and "&lt;img src=x" in html
+    assert "<script>" not in html and "&lt;/script&gt;&lt;script&gt;alert(2)" in html
+    report = write_report(engine, str(seeded.rollout_id), tmp_path / "r.html").read_text()
+    assert evil not in report and "</script><script>alert(2)" not in report
+    engine.dispose()
