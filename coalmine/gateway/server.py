@@ -149,7 +149,9 @@ def run_gateway(config: CoalmineConfig) -> int:
         return 0
     reserved = _reserve_port(config.gateway.host, config.gateway.port)
     port = reserved.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
+    # fork, not spawn: the children inherit the imported modules (a spawned child re-imports
+    # the whole CLI). Safe here: the parent has no threads and no open engine at this point.
+    context = multiprocessing.get_context("fork")
     children = [
         context.Process(target=_child, args=(config, port), name=f"coalmine-gateway-{i}")
         for i in range(processes)

@@ -25,24 +25,31 @@ from coalmine.store.schema import predictions
 from tests.gateway.conftest import StartGateway, Upstream, make_config
 
 
-def _start_gateway_process(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_gateway_process(
+    config_path: Path, processes: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "coalmine.cli", "gateway", "--config", str(config_path),
-         "--port", "0"],
+         "--port", "0", "--processes", str(processes)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
-    line = process.stdout.readline().decode()  # "coalmine gateway listening on http://..."
-    if "listening on" not in line:
-        process.kill()
-        _, err = process.communicate(timeout=10)
-        raise AssertionError(f"gateway did not start: {line!r} {err.decode()[-2000:]}")
-    return process, line.split("listening on ")[1].split()[0]
+    urls = set()
+    for _ in range(processes):
+        line = process.stdout.readline().decode()  # "coalmine gateway listening on http://..."
+        if "listening on" not in line:
+            process.kill()
+            _, err = process.communicate(timeout=10)
+            raise AssertionError(f"gateway did not start: {line!r} {err.decode()[-2000:]}")
+        urls.add(line.split("listening on ")[1].split()[0])
+    assert len(urls) == 1  # every process serves the same port (SO_REUSEPORT)
+    return process, urls.pop()
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_sigterm_flushes_every_log_row(
-    tmp_path: Path, upstreams: dict[str, Upstream]
+    tmp_path: Path, upstreams: dict[str, Upstream], processes: int
 ) -> None:
     urls = {v: upstreams[v].url for v in ("v1", "v2", "v3")}
     config = make_config(
@@ -54,7 +61,7 @@ async def test_sigterm_flushes_every_log_row(
     )
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    process, url = _start_gateway_process(config_path)
+    process, url = _start_gateway_process(config_path, processes)
     n = 150
     try:
         async with aiohttp.ClientSession() as session:
