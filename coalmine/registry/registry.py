@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from coalmine.registry.base import ModelRegistry
@@ -38,7 +38,7 @@ def make_registry(name: str, **options: Any) -> ModelRegistry:
     return factory(**options)
 
 
-def registry_from_env(environ: dict[str, str] | None = None) -> ModelRegistry | None:
+def registry_from_env(environ: Mapping[str, str] | None = None) -> ModelRegistry | None:
     """The registry named by $COALMINE_REGISTRY (None when unset).
 
     Its own settings come from its usual variables (for MLflow: $MLFLOW_TRACKING_URI,
