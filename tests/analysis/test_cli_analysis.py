@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from typer.testing import CliRunner, Result
 
 from coalmine.analysis.plan import plan_steps, step_can_decide
+from coalmine.cli import app
 
 COLUMNS = ["id", "request_id", "model", "version", "role", "ts", "latency_ms", "status",
            "error_class", "prediction", "slices", "canary_weight_bp", "label"]  # fmt: skip
@@ -32,9 +32,9 @@ def _export(path: Path, acc_candidate: float, n: int = 8000) -> None:
                         json.dumps({"region": "eu" if i % 2 else "us"}), 3000, label])  # fmt: skip
 
 
-def _coalmine(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coalmine.cli", *args], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+def _coalmine(*args: str) -> Result:
+    # the real Typer app in-process (a subprocess per call costs seconds of imports)
+    return CliRunner().invoke(app, list(args))
 
 
 def test_analyze_a_csv_export_prints_the_judgement_and_json(tmp_path: Path) -> None:
@@ -45,12 +45,12 @@ def test_analyze_a_csv_export_prints_the_judgement_and_json(tmp_path: Path) -> N
                         "  - metric: latency_p95\n    max_ratio: 1.5\n")  # fmt: skip
     out = _coalmine("analyze", str(export), "--model", "m", "--candidate", "v2", "--baseline",
                     "v1", "--criteria", str(criteria))  # fmt: skip
-    assert out.returncode == 1, out.stderr  # FAIL exits 1
-    assert out.stdout.startswith("FAIL")
-    assert "canary accuracy" in out.stdout and "is below the allowed −1.0 pts: FAIL" in out.stdout
+    assert out.exit_code == 1, out.output  # FAIL exits 1
+    assert out.output.startswith("FAIL")
+    assert "canary accuracy" in out.output and "is below the allowed −1.0 pts: FAIL" in out.output
     out = _coalmine("analyze", str(export), "--model", "m", "--candidate", "v2", "--baseline",
                     "v1", "--criteria", str(criteria), "--json")  # fmt: skip
-    data = json.loads(out.stdout)
+    data = json.loads(out.output)
     assert data["verdict"] == "FAIL"
     acc = next(r for r in data["results"] if r["name"] == "accuracy" and r["slice"] is None)
     assert acc["verdict"] == "FAIL" and acc["upper"] < -0.01
@@ -64,19 +64,19 @@ def test_analyze_rejects_bad_criteria_with_the_field_path(tmp_path: Path) -> Non
     criteria.write_text("- metric: acuracy\n")
     out = _coalmine("analyze", str(export), "--model", "m", "--candidate", "v2", "--baseline",
                     "v1", "--criteria", str(criteria))  # fmt: skip
-    assert out.returncode == 2
-    assert "criteria.0.metric" in out.stderr and "unknown metric 'acuracy'" in out.stderr
+    assert out.exit_code == 2
+    assert "criteria.0.metric" in out.output and "unknown metric 'acuracy'" in out.output
     out = _coalmine("analyze", str(export), "--model", "m", "--candidate", "v9", "--baseline", "v1")
-    assert out.returncode == 2 and "found 0 candidate (v9)" in out.stderr
+    assert out.exit_code == 2 and "found 0 candidate (v9)" in out.output
 
 
 def test_plan_prints_both_waits_and_warns_when_a_step_cannot_decide() -> None:
     out = _coalmine("plan", "--rps", "20", "--label-rate", "0.5", "--steps", "1,5,25,50,100",
                     "--min-effect", "0.02", "--base", "0.9", "--max-duration", "3600")  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "anytime n" in out.stdout and "fixed n" in out.stdout
-    assert "warning: step 1%" in out.stdout and "warning: step 5%" in out.stdout
-    assert "warning: step 25%" not in out.stdout
+    assert out.exit_code == 0, out.output
+    assert "anytime n" in out.output and "fixed n" in out.output
+    assert "warning: step 1%" in out.output and "warning: step 5%" in out.output
+    assert "warning: step 25%" not in out.output
 
 
 def test_plan_math() -> None:
