@@ -129,3 +129,12 @@ def test_resource_sampler_reads_a_real_process() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_documented_example_runs() -> None:
+    import doctest
+
+    import coalmine.analysis
+
+    result = doctest.testmod(coalmine.analysis)
+    assert result.attempted >= 5 and result.failed == 0
