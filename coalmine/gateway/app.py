@@ -52,6 +52,13 @@ def _error(status: int, message: str, request_id: str | None = None) -> web.Resp
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+async def _continue(request: web.BaseRequest) -> None:
+    # aiohttp's router answers `Expect: 100-continue`; the low-level server leaves it to us,
+    # and clients such as curl would otherwise wait a second before sending the body
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 def _error_class(status: int) -> str | None:
     if status >= 500:
         return "http_5xx"
@@ -137,6 +144,8 @@ class Gateway:
         path = path.split("?", 1)[0]
         endpoint = self._endpoints.get((request.method, path))
         if endpoint is not None:
+            if "Expect" in request.headers:
+                await _continue(request)
             return await endpoint(request)
         if any(p == path for _, p in self._endpoints):
             return _error(405, f"method {request.method} not allowed on {path}")
@@ -173,6 +182,8 @@ class Gateway:
         if length is not None and length > self.max_body:
             REJECTED.labels("too_large").inc()
             return _error(413, f"body over {self.max_body} bytes", request_id)
+        if "Expect" in headers:
+            await _continue(request)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

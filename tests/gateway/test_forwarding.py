@@ -214,3 +214,27 @@ async def test_build_app_serves_the_same_data_plane_as_an_application(
     with engine.connect() as conn:  # the app's cleanup flushed the log
         assert conn.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 1
     engine.dispose()
+
+
+async def test_expect_100_continue_is_answered(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    import asyncio
+
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps(BODY).encode()
+    writer.write(
+        b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    await writer.drain()
+    # the interim answer comes before the client sends its body
+    assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+    assert await reader.readline() == b"\r\n"
+    writer.write(body)
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
