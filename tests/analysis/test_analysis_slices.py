@@ -172,3 +172,20 @@ def test_the_ramp_is_stratified_by_step_while_pooling_breaks() -> None:
     print(f"ramp A/A: stratified FAIL {stratified_fails}/{runs}, pooled FAIL {pooled_fails}/{runs}")
     assert stratified_fails == 0
     assert pooled_fails >= runs // 2
+
+
+def test_error_counts_under_an_unbalanced_split_use_the_count_e_value() -> None:
+    rng = np.random.default_rng(12)
+    crit = Criterion(metric="error_rate", max_ratio=1.0)
+    bad, same = Analysis([crit], max_slices=0), Analysis([crit], max_slices=0)
+    for a, rate_c in ((bad, 0.015), (same, 0.005)):
+        for share in (100, 500, 2000):  # the canary ramps 1% → 5% → 20%
+            total = 40_000
+            n_c = int(total * share / 10_000)
+            for arm, n, rate in (("candidate", n_c, rate_c), ("baseline", total - n_c, 0.005)):
+                errs = np.where(rng.random(n) < rate, "http_5xx", None).tolist()
+                a.add_batch(arm, errors=errs, latency_ms=[5.0] * n, steps=[share] * n)
+    rb, rs = bad.judge().results[0], same.judge().results[0]
+    assert rb.verdict is Verdict.FAIL and rb.estimate > 1.5  # rate ratio, about 3
+    assert "ratio" in rb.sentence and rb.threshold == 1.0
+    assert rs.verdict is not Verdict.FAIL
