@@ -155,4 +155,5 @@ def serve_command(
     import uvloop  # the gateway's loop; imported here to keep `coalmine --help` quick
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))
