@@ -185,6 +185,8 @@ def run_pipeline(
             f"PROMOTED: {args.version} is the champion, served by pid {server.pid} "
             f"({workdir / 'champion.json'})"
         )
+        if args.local:  # --local tears the whole machine down, the champion included
+            server.stop()
         return 0
     server.stop()
     print(f"NOT PROMOTED ({final['phase']}): {final['reason']}", file=sys.stderr)
