@@ -24,7 +24,7 @@ from coalmine.analysis.criteria import Criterion, default_criteria
 from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ARMS, OVERALL, Obs, Stats
 from coalmine.analysis.result import CriterionResult, Judgement, combine
-from coalmine.analysis.sequential._counts import ErrorCountEValue
+from coalmine.analysis.sequential import ErrorCountEValue
 
 __all__ = ["Analysis"]
 

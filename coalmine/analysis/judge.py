@@ -26,18 +26,20 @@ from typing import Any
 
 from coalmine.analysis import drift
 from coalmine.analysis.criteria import Criterion
-from coalmine.analysis.metrics import AUC_BATCH, ArmSlice, LatencyHistogram, SliceStats, drift_order
+from coalmine.analysis.metrics import AUC_BATCH, ArmSlice, SliceStats, drift_order
 from coalmine.analysis.result import CriterionResult
 from coalmine.analysis.sequential import (
+    ErrorCountEValue,
     Interval,
+    LogHistogram,
     Moments,
     Verdict,
     decide_higher_better,
     decide_lower_better,
     paired_mean_cs,
+    quantile_cs,
     stratified_difference_cs,
 )
-from coalmine.analysis.sequential._counts import ErrorCountEValue
 
 __all__ = ["Evidence", "judge", "quantile_interval"]
 
@@ -196,21 +198,9 @@ def _limit_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     return _Test(verdict, est, lo, hi, float(threshold), "value", est)  # type: ignore[arg-type]
 
 
-def quantile_interval(hist: LatencyHistogram, p: float, alpha: float) -> Interval:
-    """CS for the p-quantile from a fixed-bin histogram, rounded outward to bin edges.
-
-    Howard & Ramdas (2022): [Q̂(p − f_t), Q̂⁺(p + f_t)], f_t = 1.5√(p(1−p)ℓ_t) + 0.8ℓ_t,
-    ℓ_t = (1.4 log log(2.1t) + log(10/α))/t. Beyond the data the bound is infinite.
-    """
-    t = hist.n
-    if t == 0:
-        return Interval(0.0, INF, NAN)
-    ell = (1.4 * math.log(math.log(2.1 * t)) + math.log(10.0 / alpha)) / t
-    f = 1.5 * math.sqrt(p * (1 - p) * ell) + 0.8 * ell
-    lo_rank = math.floor((p - f) * t)
-    hi_rank = math.ceil((p + f) * t) + 1
-    lower = hist.order_statistic(lo_rank, upper=False) if p - f > 0 else 0.0
-    upper = hist.order_statistic(hi_rank, upper=True) if p + f < 1 else INF
+def quantile_interval(hist: LogHistogram, p: float, alpha: float) -> Interval:
+    """CS for the p-quantile (Howard & Ramdas 2022, via the kernel), with its estimate."""
+    lower, upper = quantile_cs(hist, p, alpha)
     return Interval(lower, upper, hist.quantile(p))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from coalmine.analysis import outputs
-from coalmine.analysis.sequential import Moments
+from coalmine.analysis.sequential import LogHistogram, Moments
 
 __all__ = ["ARMS", "OVERALL", "ArmSlice", "Obs", "PairCell", "SliceStats", "Stats"]
 
@@ -92,66 +92,6 @@ class ArmCell:
         return cls(_moments_from(d["moments"]), [(float(s), int(y)) for s, y in d["auc_buffer"]])
 
 
-class LatencyHistogram:
-    """Counts in fixed log-spaced bins (2% wide) from 0.01 ms; quantiles rounded outward.
-
-    Fixed edges make it mergeable and make its error deterministic: a quantile read from
-    it is bracketed by the edges of its bin, which the judge uses outward (lower edge for a
-    lower bound, upper edge for an upper bound).
-    """
-
-    GROWTH = 1.02
-    FLOOR = 0.01
-
-    def __init__(self, counts: dict[int, int] | None = None) -> None:
-        self.counts: dict[int, int] = counts or {}
-        self.n = sum(self.counts.values())
-
-    def _bin(self, x: float) -> int:
-        if x <= self.FLOOR:
-            return 0
-        return 1 + int(math.log(x / self.FLOOR) / math.log(self.GROWTH))
-
-    def edges(self, b: int) -> tuple[float, float]:
-        if b == 0:
-            return 0.0, self.FLOOR
-        return self.FLOOR * self.GROWTH ** (b - 1), self.FLOOR * self.GROWTH**b
-
-    def add(self, values: Iterable[float]) -> None:
-        for x in values:
-            b = self._bin(float(x))
-            self.counts[b] = self.counts.get(b, 0) + 1
-            self.n += 1
-
-    def order_statistic(self, k: int, upper: bool) -> float:
-        """The k-th smallest value (1-based) rounded outward to its bin edge; ±inf outside."""
-        if k < 1:
-            return 0.0 if not upper else self.edges(min(self.counts))[1] if self.counts else 0.0
-        if k > self.n:
-            return math.inf
-        seen = 0
-        for b in sorted(self.counts):
-            seen += self.counts[b]
-            if seen >= k:
-                lo, hi = self.edges(b)
-                return hi if upper else lo
-        return math.inf
-
-    def quantile(self, p: float) -> float:
-        if self.n == 0:
-            return math.nan
-        k = max(1, math.ceil(p * self.n))
-        lo, hi = (self.order_statistic(k, False), self.order_statistic(k, True))
-        return math.sqrt(lo * hi) if lo > 0 else hi
-
-    def to_dict(self) -> dict[str, Any]:
-        return {str(k): v for k, v in self.counts.items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LatencyHistogram:
-        return cls({int(k): int(v) for k, v in d.items()})
-
-
 def drift_bin(out: outputs.Output | None, task: str) -> str | None:
     """The bin of one prediction: its class (classification) or a 19%-wide log bin (values).
 
@@ -186,7 +126,7 @@ class ArmSlice:
     """One arm in one slice: per-step cells and the step-free sketches."""
 
     steps: dict[int, ArmCell] = field(default_factory=dict)
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    latency: LogHistogram = field(default_factory=LogHistogram)
     error_classes: dict[str, int] = field(default_factory=dict)
     drift: dict[str, int] = field(default_factory=dict)
     requests: int = 0
@@ -224,7 +164,7 @@ class ArmSlice:
     def from_dict(cls, d: Mapping[str, Any]) -> ArmSlice:
         return cls(
             {int(k): ArmCell.from_dict(v) for k, v in d["steps"].items()},
-            LatencyHistogram.from_dict(d["latency"]),
+            LogHistogram.from_dict(d["latency"]),
             dict(d["error_classes"]),
             dict(d["drift"]),
             int(d["requests"]),
@@ -453,6 +393,7 @@ class Stats:
 
     def add_requests(self, arm: str, rows: Iterable[Obs]) -> None:
         pending: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+        latencies: dict[str, list[float]] = defaultdict(list)
         max_bins = MAX_CATEGORIES if self.task == "classification" else MAX_DRIFT_BINS
         for obs in rows:
             bins: list[str | None] = []
@@ -462,7 +403,7 @@ class Stats:
                 ]
             err = 1.0 if obs.is_error else 0.0
             lat = obs.latency_ms
-            has_lat = obs.answered and lat is not None and math.isfinite(lat)
+            has_lat = obs.answered and lat is not None and math.isfinite(lat) and lat >= 0
             code = f"http_{obs.status}" if obs.status >= 400 or obs.status == 0 else None
             for key in self.keys_for(obs.slices):
                 s = self.slices[key].arm(arm)
@@ -474,7 +415,7 @@ class Stats:
                     s.error_classes[code] = s.error_classes.get(code, 0) + 1
                 if has_lat:
                     pending[(key, obs.step, "latency")].append(lat)  # type: ignore[arg-type]
-                    s.latency.add((lat,))  # type: ignore[arg-type]
+                    latencies[key].append(lat)  # type: ignore[arg-type]
                 for b in bins:
                     if b is None:
                         continue
@@ -482,6 +423,8 @@ class Stats:
                         b = "(other)"
                     s.drift[b] = s.drift.get(b, 0) + 1
         self._flush(arm, pending)
+        for key, values in latencies.items():
+            self.slices[key].arm(arm).latency.add(values)
 
     def add_labels(self, arm: str, rows: Iterable[Obs]) -> None:
         """Rows whose label (and/or business outcomes) arrived: quality and outcomes."""
