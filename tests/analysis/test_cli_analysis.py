@@ -94,3 +94,20 @@ def test_plan_math() -> None:
     step = step_can_decide(share_percent=1, rps=10, label_rate=0.1, min_effect=0.02,
                            max_duration_s=600)  # fmt: skip
     assert not step.can_decide and "INCONCLUSIVE" in (step.warning() or "")
+
+
+def test_analyze_reads_parquet_too(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    export = tmp_path / "log.csv"
+    _export(export, acc_candidate=0.9, n=2000)
+    with export.open() as f:
+        rows = list(csv.DictReader(f))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "log.parquet")
+    out = _coalmine("analyze", str(tmp_path / "log.parquet"), "--model", "m", "--candidate",
+                    "v2", "--baseline", "v1", "--json", "--max-slices", "0")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["n_candidate"] + data["n_baseline"] == 2000
+    assert data["verdict"] in ("PASS", "INCONCLUSIVE")
