@@ -23,6 +23,7 @@ from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
 from coalmine.rollout.judge import build_criteria
 from coalmine.rollout.machine import InvalidTransition, awaiting_approval
+from coalmine.rollout.planning import observed_rates, plan_warnings
 from coalmine.rollout.spec import parse_spec
 from coalmine.rollout.store import NotFound, RolloutConflict, RolloutRecord, RolloutRepository
 from coalmine.routing.state import RouteState
@@ -189,15 +190,30 @@ def create_app(
             raise ConfigError("spec", [(f"spec.{p}", r) for p, r in exc.errors]) from None
         task = task_of.get(body.model, "classification")
         errors: list[tuple[str, str]] = []
+        if spec.baseline is not None:
+            errors.append(
+                (
+                    "spec.baseline",
+                    "not supported yet: the built-in gateway has no "
+                    "baseline role to send the canary's share to",
+                )
+            )
+        criteria: dict[str, list[Any]] = {}
         for mode in ("shadow", "canary"):
             try:
-                build_criteria(spec, mode, task)
+                criteria[mode] = build_criteria(spec, mode, task)
             except ConfigError as exc:
                 errors.extend((f"spec.{path}", reason) for path, reason in exc.errors)
         if errors:
             raise ConfigError("spec", errors)
-        record = rollouts.create(body.model, body.candidate, str(body.url), spec)
-        return _rollout_dict(record)
+        if routes.get(body.model) is None:
+            raise NotFound(f"unknown model {body.model!r}")
+        rps, label_rate = observed_rates(engine, body.model)
+        warnings = plan_warnings(spec, criteria["canary"], rps=rps, label_rate=label_rate)
+        record = rollouts.create(body.model, body.candidate, str(body.url), spec, notes=warnings)
+        out = _rollout_dict(record)
+        out["warnings"] = warnings
+        return out
 
     @api.get("/rollouts", tags=["rollouts"])
     def list_rollouts(

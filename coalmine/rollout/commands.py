@@ -154,6 +154,8 @@ def start(
         except ValueError as exc:  # unreadable YAML
             raise _fail(f"--spec {spec}: {exc}") from None
         console.print(f"started rollout #{rollout.id} of {model} {candidate}", highlight=False)
+        for warning in rollout.data.get("warnings") or []:
+            err.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
         if wait:
             raise typer.Exit(follow(client, rollout.id, poll))
 

@@ -165,6 +165,7 @@ class RolloutRepository:
         spec: RolloutSpec,
         *,
         now: float | None = None,
+        notes: list[str] | None = None,
     ) -> RolloutRecord:
         """Register the candidate version and a pending rollout of it.
 
@@ -225,7 +226,12 @@ class RolloutRepository:
                         step_index=0,
                         canary_weight_bp=0,
                         mirror_bp=0,
-                        reason=f"rollout of {candidate} ({candidate_url}) over {route.stable}",
+                        reason="; ".join(
+                            [
+                                f"rollout of {candidate} ({candidate_url}) over {route.stable}",
+                                *(f"warning: {n}" for n in notes or []),
+                            ]
+                        ),
                     )
                 )
                 set_route_in(conn, model, rollout_id=rollout_id)

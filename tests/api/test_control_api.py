@@ -117,6 +117,7 @@ def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
     with Client(api, TOKEN) as client:
         assert [m["model"] for m in client.models()] == ["iris"]
         rollout = client.start_rollout("iris", "v2", "http://127.0.0.1:10", SPEC)
+        assert rollout.data["warnings"] and "no traffic" in rollout.data["warnings"][0]
         status = rollout.status()
         assert status["phase"] == "pending" and status["steps"] == [10, 100]
         assert client.model("iris")["active_rollout"]["id"] == rollout.id
@@ -170,6 +171,16 @@ def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
             "spec.canary.criteria.0",
         ),
         ({"model": "iris", "candidate": "v2", "url": "not a url"}, 422, None),
+        (
+            {
+                "model": "iris",
+                "candidate": "v2",
+                "url": "http://h:1",
+                "spec": {"baseline": "http://h:2"},
+            },
+            422,
+            "spec.baseline",
+        ),
         ({"model": "iris", "candidate": "v1", "url": "http://h:1"}, 409, None),
     ],
 )

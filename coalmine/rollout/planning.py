@@ -1,0 +1,80 @@
+"""Warnings at rollout start: steps whose maximum duration cannot reach a decision.
+
+Uses the analysis engine's planning math (`step_can_decide`, the same as `coalmine plan`)
+with the traffic the model has actually seen recently. Pure except `observed_rates`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from coalmine.rollout.spec import RolloutSpec
+from coalmine.store.schema import feedback, predictions
+
+__all__ = ["WINDOW_S", "observed_rates", "plan_warnings"]
+
+WINDOW_S = 300.0
+# (base success proportion, needs labels) of the proportion metrics the plan can size
+_PROPORTIONS = {"accuracy": (0.9, True), "error_rate": (0.99, False)}
+_SMALLEST_REGRESSION = 0.01  # one point beyond the criterion's margin
+
+
+def observed_rates(engine: Engine, model: str, now: float | None = None) -> tuple[float, float]:
+    """(requests per second served by `model`, labels per request) over the last 5 minutes."""
+    since = (time.time() if now is None else now) - WINDOW_S
+    served = select(func.count()).where(
+        (predictions.c.model == model)
+        & (predictions.c.ts >= since)
+        & (predictions.c.role.in_(("stable", "canary")))
+    )
+    labelled = select(func.count()).where(feedback.c.ts >= since)
+    with engine.connect() as conn:
+        n = int(conn.execute(served).scalar() or 0)
+        labels = int(conn.execute(labelled).scalar() or 0)
+    return n / WINDOW_S, (min(1.0, labels / n) if n else 0.0)
+
+
+def plan_warnings(
+    spec: RolloutSpec, criteria: list[Any], *, rps: float, label_rate: float
+) -> list[str]:
+    """One sentence per canary step that cannot decide within its max duration."""
+    from coalmine.analysis.plan import step_can_decide
+
+    if rps <= 0:
+        return [
+            "no traffic seen in the last 5 minutes: steps will wait for their minimum samples "
+            "and the plan cannot be checked"
+        ]
+    sized = [c for c in criteria if c.metric in _PROPORTIONS]
+    warnings: list[str] = []
+    for step in spec.canary.steps:
+        if step.weight >= 100:
+            continue
+        for c in sized:
+            base, needs_labels = _PROPORTIONS[c.metric]
+            rate = label_rate if needs_labels else 1.0
+            if rate <= 0:
+                warnings.append(
+                    f"step {step.weight:g}%: {c.name} needs labels and none "
+                    "arrived in the last 5 minutes"
+                )
+                continue
+            margin = c.margin or 0.0
+            plan = step_can_decide(
+                share_percent=step.weight,
+                rps=rps,
+                label_rate=rate,
+                min_effect=margin + _SMALLEST_REGRESSION,
+                base=base,
+                margin=margin,
+                alpha=spec.alpha,
+                tests=max(1, len(criteria)),
+                max_duration_s=spec.canary.step_max_duration(step),
+            )
+            text = plan.warning()
+            if text:
+                warnings.append(f"{c.name}: {text}")
+    return warnings
