@@ -88,6 +88,10 @@ def sentence(
     cs = f"{level(alpha)} CS"
     fam = c.spec.family
     higher = c.higher_is_better
+    if verdict is Verdict.INCONCLUSIVE and (n_c == 0 or n_b == 0):
+        what = "labelled examples" if c.spec.needs_labels else "samples"
+        side = "candidate" if n_c == 0 else "production"
+        return f"{where}{arm} {c.metric}: no {side} {what} yet: INCONCLUSIVE"
     if fam == "drift":
         from coalmine.analysis import drift
 
