@@ -44,7 +44,7 @@ async def test_shadow_never_changes_production_status_or_latency(
         tmp_path,
         {"v1": upstreams["v1"].url, "v3": shadow_url},
         routing={"shadow": "v3", "mirror_share": 100},
-        gateway={"shadow": {"queue_size": 32, "workers": 4, "timeout_s": 0.5}},
+        gateway={"shadow": {"queue_size": 32, "workers": 4, "timeout_s": 1.0}},
     )
     gw = await start_gateway(config)
     n = 300
@@ -58,8 +58,9 @@ async def test_shadow_never_changes_production_status_or_latency(
 
     assert base_statuses == [200] * n
     assert statuses == [200] * n
-    # generous: a shadow that leaked into the request path would add 0.5-2 s to the p99
-    assert p99 <= 3 * base_p99 + 0.1, (p99, base_p99)
+    # generous (the machine is shared): a slow shadow leaking into the request path would
+    # add its 1-2 s to the p99
+    assert p99 <= 3 * base_p99 + 0.25, (p99, base_p99)
 
     mirror = gw.runner.gateway.mirror
     await gw.stop()
@@ -71,4 +72,4 @@ async def test_shadow_never_changes_production_status_or_latency(
     expected = {"slow": "timeout", "error": "http_5xx", "down": "connection"}[shadow_mode]
     assert shadow_rows and all(r.error_class == expected for r in shadow_rows)
     if shadow_mode == "slow":
-        assert mirror.dropped > 0  # 4 workers x 0.5 s cannot keep up: the queue overflowed
+        assert mirror.dropped > 0  # 4 workers x 1 s cannot keep up: the queue overflowed
