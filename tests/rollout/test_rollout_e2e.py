@@ -65,6 +65,17 @@ def rollout_row(db: Path, rollout_id: int) -> tuple[Any, ...]:
         ).fetchone()
 
 
+def calls_after(db: Path, version: str, ts: float) -> int:
+    """Logged calls to `version` that started after `ts`."""
+    with sqlite3.connect(db) as conn:
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM predictions WHERE model='iris' AND version=? AND ts > ?",
+                (version, ts),
+            ).fetchone()[0]
+        )
+
+
 def test_good_candidate_is_promoted_through_every_step(
     coalmine_factory: Any, traffic_factory: Any, model_servers: dict[str, str], tmp_path: Path
 ) -> None:
@@ -172,6 +183,9 @@ def test_less_accurate_candidate_is_rolled_back_with_the_reason(
     rollback = next(e for e in events if e["kind"] == "rollback")
     assert rollback["from_phase"] == "shadow" and rollback["judgement"]["verdict"] == "FAIL"
     assert route(cm.db) == ("v1", None, 0, None, 0)
+    # the mirror stopped within a second of the decision (the gateway polls every 0.5 s)
+    time.sleep(1.5)
+    assert calls_after(cm.db, "bad", rollback["ts"] + 1.0) == 0
 
 
 def test_fast_guard_trip_rolls_the_canary_back(
@@ -209,6 +223,8 @@ def test_fast_guard_trip_rolls_the_canary_back(
     rollback = next(e for e in events if e["kind"] == "rollback")
     assert rollback["from_phase"] == "canary" and rollback["canary_weight_bp"] == 0
     assert route(cm.db) == ("v1", None, 0, None, 0)
+    time.sleep(1.5)
+    assert calls_after(cm.db, "flaky", rollback["ts"] + 1.0) == 0
 
 
 def test_second_rollout_is_409_and_status_commands_work(
