@@ -106,21 +106,28 @@ async def serve(
     on_listening: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until `stop` is set (default: SIGTERM/SIGINT), then shut down gracefully."""
-    stop = stop or asyncio.Event()
+    """Serve until `stop` is set, then shut down gracefully.
+
+    Without a `stop` event, SIGTERM and SIGINT stop it; a caller that passes its own event
+    (running the gateway beside other services) keeps the signals to itself.
+    """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    if own_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     runner, bound = await start_site(config, port=port)
     if on_listening is not None:
         on_listening(bound)
     try:
         await stop.wait()
     finally:
-        # stops accepting, waits for in-flight handlers, then on_cleanup flushes the log
+        # stops accepting, waits for in-flight requests, then flushes the mirror and the log
         await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        if own_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 def _announce(bound: int, host: str) -> None:

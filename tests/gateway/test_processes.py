@@ -141,3 +141,28 @@ async def test_a_real_model_server_upstream_over_v1_and_v2(
     assert json.dumps([0, 2]) in shadow_predictions
     assert json.dumps([0]) in shadow_predictions
     assert os.path.exists(tmp_path / "coalmine.db")
+
+
+async def test_serve_in_process_until_the_callers_stop_event(
+    tmp_path: Path, upstreams: dict[str, Upstream]
+) -> None:
+    from coalmine.gateway.server import seed_routes, serve
+
+    config = make_config(tmp_path, {"v1": upstreams["v1"].url})
+    seed_routes(config)
+    stop = asyncio.Event()
+    ports: list[int] = []
+    task = asyncio.create_task(serve(config, port=0, on_listening=ports.append, stop=stop))
+    while not ports:
+        await asyncio.sleep(0.01)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{ports[0]}/models/m/predict", json={"instances": [1]}) as r,
+    ):
+        assert r.status == 200
+    stop.set()
+    await task
+    engine = open_engine(config.store.url)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(predictions)).scalar() == 1
+    engine.dispose()
