@@ -227,11 +227,16 @@ def test_fast_guard_trip_rolls_the_canary_back(
     assert calls_after(cm.db, "flaky", rollback["ts"] + 1.0) == 0
 
 
-def test_second_rollout_is_409_and_status_commands_work(
-    coalmine_factory: Any, model_servers: dict[str, str]
+def test_409_gate_approve_pause_resume_and_manual_promote(
+    coalmine_factory: Any, traffic_factory: Any, model_servers: dict[str, str]
 ) -> None:
     cm = coalmine_factory()
-    spec = {"shadow": {"enabled": False}, "canary": {**FAST_CANARY, "approval_before": [1]}}
+    traffic_factory(cm.gateway_url, rate=60)
+    spec = {
+        "shadow": {"enabled": False},
+        "canary": {**FAST_CANARY, "min_duration": 600, "max_duration": 900, "approval_before": [1]},
+        "interval": 0.3,
+    }
     with Client(cm.api_url, TOKEN) as client:
         first = client.start_rollout("iris", "v2", model_servers["v2"], spec)
     second = cli(
@@ -239,17 +244,43 @@ def test_second_rollout_is_409_and_status_commands_work(
     )
     assert second.returncode == 2
     assert "409" in second.stderr and f"#{first.id}" in second.stderr
-    time.sleep(0.6)  # a few controller ticks: the gate before 1% holds it in pending
+    # the gate before the 1% step holds it in pending until a person approves
     status = cli(cm.api_url, "rollout", "status", "iris", "--json")
-    assert status.returncode == 0 and json.loads(status.stdout)["awaiting_approval"] == 1
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["phase"] == "pending"
+    assert json.loads(status.stdout)["awaiting_approval"] == 1
+    approved = cli(cm.api_url, "rollout", "approve", "iris")
+    assert approved.returncode == 0, approved.stderr
     with Client(cm.api_url, TOKEN) as client:
-        assert client.pause(first.id)["phase"] == "paused"
-        assert client.resume(first.id)["phase"] == "pending"
-    out = cli(cm.api_url, "rollout", "abort", "iris", "--reason", "test over")
-    assert out.returncode == 0 and "aborted" in out.stdout, out.stderr
+        deadline = time.monotonic() + 10
+        while client.status(first.id)["phase"] != "canary" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert route(cm.db)[1:3] == ("v2", 100)
+        paused = client.pause(first.id, "looking at a dashboard")
+        assert paused["phase"] == "paused" and paused["canary_weight"] == 1
+        assert client.resume(first.id)["phase"] == "canary"
+    # step 1 needs 10 minutes; a person promotes now instead
+    out = cli(cm.api_url, "rollout", "promote", "iris", "--reason", "verified by hand")
+    assert out.returncode == 0, out.stderr
     with Client(cm.api_url, TOKEN) as client:
-        assert client.status(first.id)["reason"] == "test over"
-        assert route(cm.db) == ("v1", None, 0, None, 0)
+        final = client.wait(first.id, timeout=30, poll_s=0.2)
+        events = client.events(first.id)
+        metrics = client._http.get("/metrics").text
+    assert final["phase"] == "promoted"
+    assert [e["kind"] for e in events] == [
+        "created",
+        "approve",
+        "advance",
+        "pause",
+        "resume",
+        "promote",
+        "promoted",
+    ]
+    promote = next(e for e in events if e["kind"] == "promote")
+    assert promote["evidence"] == "manual" and promote["reason"] == "verified by hand"
+    assert route(cm.db)[:2] == ("v2", None)
+    assert 'coalmine_rollouts_total{outcome="promoted"} 1.0' in metrics
+    assert 'coalmine_rollout_canary_weight_percent{model="iris"} 0.0' in metrics
 
 
 def test_sigkill_of_the_controller_resumes_at_the_same_step(
