@@ -197,7 +197,8 @@ class RolloutSpec(Strict):
     baseline: AnyHttpUrl | None = Field(
         default=None,
         description="a fresh instance of the stable version, judged against instead of the "
-        "long-running production (Kayenta's practice)",
+        "long-running production (Kayenta's practice). Reserved: the control API refuses it "
+        "until the gateway can route a baseline share",
     )
     interval: Duration = Field(default=2.0, gt=0, description="seconds between evaluations")
     alpha: float = Field(default=0.05, gt=0, lt=1)
