@@ -204,3 +204,27 @@ def test_malformed_json_is_a_4xx(api: str) -> None:
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
     assert r.status_code == 422
+
+
+def test_serve_refuses_to_start_the_api_without_a_token(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"store: {{url: 'sqlite:///{tmp_path / 'c.db'}'}}\n"
+        "gateway: {port: 0}\napi: {port: 0}\n"
+        "models: [{name: iris, versions: [{name: v1, url: 'http://127.0.0.1:9'}], "
+        "routing: {stable: v1}}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "COALMINE_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "coalmine.cli", "serve", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "refusing to start the control API without a token" in done.stderr
