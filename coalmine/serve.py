@@ -27,11 +27,16 @@ import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 import uvicorn
 
 from coalmine.config import CoalmineConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from coalmine.registry import RegistryListener
+    from coalmine.rollout.controller import Controller
 
 __all__ = ["run_serve", "serve_command"]
 
@@ -78,6 +83,7 @@ async def run_serve(
     RouteRepository(engine).seed_from_config(config)
     tasks: dict[str, str] = {m.name: m.task for m in config.models}
     ctl = Controller(engine, EngineJudge(engine, tasks), notifier=WebhookNotifier(), tick_s=tick_s)
+    registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None
     server: _Uvicorn | None = None
@@ -117,9 +123,25 @@ async def run_serve(
             await asyncio.gather(*running, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
+        if registry_listener is not None:
+            await asyncio.to_thread(registry_listener.close)
         await asyncio.to_thread(engine.dispose)
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+async def _attach_registry(ctl: Controller) -> RegistryListener | None:
+    """With $COALMINE_REGISTRY set (e.g. mlflow), write rollout outcomes to the registry,
+    first replaying endings it missed while no controller ran."""
+    from coalmine.registry import RegistryListener, registry_from_env
+
+    registry = registry_from_env()
+    if registry is None:
+        return None
+    listener = RegistryListener(registry)
+    await asyncio.to_thread(listener.catch_up, [r.to_dict() for r in ctl.repo.recent()])
+    ctl.listeners.append(listener.on_transition)
+    return listener
 
 
 def serve_command(

@@ -101,6 +101,9 @@ class Controller:
         self.clock = clock
         self._last_eval: dict[int, float] = {}
         self._stopping = asyncio.Event()
+        # Called with every transition's payload (the webhook body); must not block.
+        # The model-registry listener (coalmine.registry) is one.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -213,6 +216,11 @@ class Controller:
             self.judge.forget(s.id)
             self._last_eval.pop(s.id, None)
         payload = transition_payload(before, after, t)
+        for listen in self.listeners:
+            try:
+                listen(payload)
+            except Exception:
+                log.exception("transition listener failed for rollout %s", s.id)
         for hook in s.spec.webhooks:
             self.notifier.notify(str(hook.url), hook.secret, payload)
 

@@ -1,8 +1,8 @@
-"""The real rollout controller, wired to a RegistryListener the way the integrator will
-(one call per transition in `Controller._observe`), against a real MLflow store.
+"""The real rollout controller with a RegistryListener among its transition listeners (as
+`coalmine serve` wires it), against a real MLflow store.
 
-The controller is unchanged: the subclass adds exactly the proposed line. The judge is
-scripted (the analysis engine has its own tests): good candidates pass, bad ones fail.
+The judge is scripted (the analysis engine has its own tests): good candidates pass, bad
+ones fail; what is under test is the registry write-back on real transitions.
 """
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from coalmine.config import parse_config
 from coalmine.registry import ModelVersionRef, RegistryListener, make_registry, prepare_candidate
 from coalmine.registry.mlflow_registry import MlflowRegistry
-from coalmine.rollout.controller import Controller, transition_payload
-from coalmine.rollout.machine import Evidence, Transition
+from coalmine.rollout.controller import Controller
+from coalmine.rollout.machine import Evidence
 from coalmine.rollout.spec import parse_spec
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
 from coalmine.store.engine import open_engine
@@ -48,18 +47,6 @@ class ScriptedJudge:
 
     def forget(self, rollout_id: int) -> None:
         pass
-
-
-class WiredController(Controller):
-    def __init__(self, *args: Any, listener: RegistryListener, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.registry_listener = listener
-
-    def _observe(
-        self, before: RolloutRecord, after: RolloutRecord, t: Transition, now: float
-    ) -> None:
-        super()._observe(before, after, t, now)
-        self.registry_listener.on_transition(transition_payload(before, after, t))  # the line
 
 
 @pytest.fixture
@@ -96,9 +83,8 @@ async def test_controller_outcomes_reach_mlflow(
     listener = RegistryListener(registry)
     engine = open_engine(engine_url)
     clock = itertools.count(1000.0, 5.0)
-    ctl = WiredController(
-        engine, ScriptedJudge({bad.candidate}), listener=listener, clock=lambda: next(clock)
-    )
+    ctl = Controller(engine, ScriptedJudge({bad.candidate}), clock=lambda: next(clock))
+    ctl.listeners.append(listener.on_transition)  # what `coalmine serve` does
     repo = RolloutRepository(engine)
     try:
         for cand, url in ((good, "http://127.0.0.1:10"), (bad, "http://127.0.0.1:11")):
