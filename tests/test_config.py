@@ -77,3 +77,15 @@ def test_validate_reports_yaml_syntax_and_missing_file(tmp_path: Path) -> None:
     broken.write_text("models: [\n")
     assert runner.invoke(app, ["validate", str(broken)]).exit_code == 1
     assert runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")]).exit_code == 1
+
+
+def test_example_rollout_spec_is_valid_for_the_controller_and_the_engine() -> None:
+    from coalmine.analysis.criteria import Criterion
+    from coalmine.rollout.spec import load_spec
+
+    spec = load_spec(EXAMPLE.parent / "rollout.yaml")
+    assert [s.weight for s in spec.canary.steps] == [1, 5, 25, 50, 100]
+    criteria = [*(spec.shadow.criteria or []), *(spec.canary.criteria or [])]
+    assert len(criteria) == 8
+    for c in criteria:
+        Criterion.model_validate(c.model_dump())
