@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -38,6 +38,8 @@ __all__ = [
     "format_errors",
     "load_config",
     "parse_config",
+    "read_yaml",
+    "validate_model",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -247,23 +249,33 @@ def format_errors(error: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def parse_config(data: Any, source: str = "<config>") -> CoalmineConfig:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_model(model: type[M], data: Any, source: str) -> M:
+    """`model` from `data`, or ConfigError with every (field path, reason)."""
     if not isinstance(data, dict):
         raise ConfigError(source, [("(top level)", "expected a mapping")])
     try:
-        return CoalmineConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, format_errors(exc)) from None
 
 
-def load_config(path: str | Path) -> CoalmineConfig:
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a file; unreadable files and bad YAML are ConfigErrors."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
-    try:
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [("(yaml)", str(exc))]) from None
-    return parse_config(data, str(path))
+
+
+def parse_config(data: Any, source: str = "<config>") -> CoalmineConfig:
+    return validate_model(CoalmineConfig, data, source)
+
+
+def load_config(path: str | Path) -> CoalmineConfig:
+    return parse_config(read_yaml(path), str(path))

@@ -23,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coalmine.analysis import registry
-from coalmine.config import ConfigError, format_errors
+from coalmine.config import ConfigError, read_yaml, validate_model
 
 __all__ = ["CriteriaFile", "Criterion", "load_criteria", "parse_criteria"]
 
@@ -146,21 +145,11 @@ def parse_criteria(data: Any, source: str = "<criteria>") -> CriteriaFile:
         data = {"criteria": data}
     if not isinstance(data, dict):
         raise ConfigError(source, [("(top level)", "expected a list or a mapping")])
-    try:
-        return CriteriaFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, format_errors(exc)) from None
+    return validate_model(CriteriaFile, data, source)
 
 
 def load_criteria(path: str | Path) -> CriteriaFile:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [("(yaml)", str(exc))]) from None
-    return parse_criteria(data, str(path))
+    return parse_criteria(read_yaml(path), str(path))
 
 
 def default_criteria(task: str, mode: str) -> list[Criterion]:

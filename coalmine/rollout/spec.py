@@ -15,19 +15,17 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from coalmine.config import ConfigError, format_errors
+from coalmine.config import read_yaml, validate_model
 
 __all__ = [
     "CanarySpec",
@@ -219,22 +217,8 @@ class RolloutSpec(Strict):
 
 def parse_spec(data: Any, source: str = "<spec>") -> RolloutSpec:
     """A RolloutSpec from a mapping (None = all defaults); errors carry field paths."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, [("(top level)", "expected a mapping")])
-    try:
-        return RolloutSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, format_errors(exc)) from None
+    return validate_model(RolloutSpec, {} if data is None else data, source)
 
 
 def load_spec(path: str | Path) -> RolloutSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [("(yaml)", str(exc))]) from None
-    return parse_spec(data, str(path))
+    return parse_spec(read_yaml(path), str(path))
