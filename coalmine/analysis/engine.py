@@ -100,9 +100,13 @@ class Evaluator:
         return self.analysis.criteria
 
     # -- SQL pieces ----------------------------------------------------------------------------
-    def _arm_filter(self, t: Any) -> ColumnElement[bool]:
+    def _arm_filter(self, t: Any, *, model_index: bool = True) -> ColumnElement[bool]:
+        # model_index=False writes the model test as `model || ''`, which no index serves:
+        # for the pair side of a join on request_id, SQLite otherwise walks (model, id) over
+        # every earlier row for each new row (quadratic; minutes at 20k rows).
+        model = t.c.model if model_index else t.c.model + ""
         cond = and_(
-            t.c.model == self.model,
+            model == self.model,
             or_(
                 and_(t.c.version == self.candidate, t.c.role == self.candidate_role),
                 and_(t.c.version == self.baseline, t.c.role == "stable"),
@@ -249,7 +253,8 @@ class Evaluator:
                 .outerjoin(F, and_(F.c.request_id == P.c.request_id, F.c.id <= f_old,
                                    self._first_feedback()))
             )
-            .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P), self._arm_filter(Q),
+            .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P),
+                   self._arm_filter(Q, model_index=False),
                    or_(P.c.version != Q.c.version, P.c.role != Q.c.role))
         )  # fmt: skip
         request_pairs: list[tuple[Obs, Obs]] = []
