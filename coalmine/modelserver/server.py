@@ -23,6 +23,11 @@ __all__ = ["run_model_server"]
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
+    # Handlers first: a SIGTERM right after "listening" must still be a clean stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -31,10 +36,6 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
     url = f"http://{bound_host}:{bound_port}"
     sys.stdout.write(json.dumps({"event": "listening", "url": url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
