@@ -10,6 +10,7 @@ from rich.console import Console
 
 from coalmine.analysis.cli import analyze_command, plan_command
 from coalmine.config import ConfigError, load_config
+from coalmine.demo.command import demo_command
 from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
 from coalmine.rollout.commands import rollback_command, rollout_app
@@ -46,6 +47,7 @@ def validate(config: Path = typer.Argument(..., help="YAML configuration file"))
 app.command("serve-model")(serve_model_command)
 app.command("analyze")(analyze_command)
 app.command("plan")(plan_command)
+app.command("demo")(demo_command)
 app.command("gateway")(gateway_command)
 app.add_typer(rollout_app, name="rollout")
 app.command("rollback")(rollback_command)

@@ -1,0 +1,149 @@
+"""The demo's processes: one `serve-model` per version and one `coalmine serve`.
+
+Everything listens on loopback, on ports the kernel picks (port 0), and announces them on
+stdout; nothing here decides anything about a rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+from coalmine.modelserver import ModelServerHandle, start_model_server_async
+
+__all__ = ["ServeProcess", "demo_config", "start_model_servers", "start_serve"]
+
+MODEL = "digits"
+_ANNOUNCE = re.compile(r"coalmine serve: (gateway|api) (http://\S+)")
+
+
+def demo_config(work: Path, stable_url: str, token: str) -> dict[str, object]:
+    """The embedded defaults: SQLite in the work dir, loopback, ports chosen by the kernel."""
+    return {
+        "gateway": {"host": "127.0.0.1", "port": 0, "routing_poll_s": 0.2},
+        "logging": {"flush_interval_s": 0.2, "inputs": "full"},
+        "store": {"url": f"sqlite:///{work / 'coalmine.db'}"},
+        "api": {"host": "127.0.0.1", "port": 0, "token": token},
+        "models": [
+            {
+                "name": MODEL,
+                "task": "classification",
+                "versions": [{"name": "v1", "url": stable_url}],
+                "routing": {"stable": "v1", "sticky": {"header": "X-User-Id"}},
+                "slices": [{"name": "region", "header": "X-Region"}],
+            }
+        ],
+    }
+
+
+async def start_model_servers(
+    paths: dict[str, Path], log_dir: Path
+) -> dict[str, ModelServerHandle]:
+    """Start every version's server at once (each loads scikit-learn: ~1 s of CPU)."""
+    versions = list(paths)
+    started = await asyncio.gather(
+        *(
+            start_model_server_async(paths[v], name=MODEL, version=v, log_dir=log_dir)
+            for v in versions
+        ),
+        return_exceptions=True,
+    )
+    handles = {
+        v: h for v, h in zip(versions, started, strict=True) if not isinstance(h, BaseException)
+    }
+    errors = [h for h in started if isinstance(h, BaseException)]
+    if errors:
+        for h in handles.values():
+            h.stop()
+        raise errors[0]
+    return handles
+
+
+@dataclass
+class ServeProcess:
+    """`coalmine serve` in a child process; stdout and stderr go to `log_path`."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    token: str
+    gateway_url: str = ""
+    api_url: str = ""
+    _lines: list[str] = field(default_factory=list)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.api_url}/ui"
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _pump(stream: IO[bytes], sink: IO[bytes], lines: list[str], ready: threading.Event) -> None:
+    """Copy the child's stdout to its log, noting the announcements; never blocks the child."""
+    for raw in iter(stream.readline, b""):
+        sink.write(raw)
+        sink.flush()
+        lines.append(raw.decode(errors="replace"))
+        ready.set()
+    ready.set()
+
+
+def start_serve(work: Path, stable_url: str, timeout: float = 60.0) -> ServeProcess:
+    token = secrets.token_urlsafe(24)
+    config_path = work / "coalmine.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(work, stable_url, token), sort_keys=False))
+    log_path = work / "coalmine-serve.log"
+    sink = open(log_path, "wb")  # noqa: SIM115 - owned by the pump thread for the child's life
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coalmine.cli", "serve", "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=sink,
+    )
+    assert process.stdout is not None
+    serve = ServeProcess(process, log_path, token)
+    ready = threading.Event()
+    threading.Thread(
+        target=_pump, args=(process.stdout, sink, serve._lines, ready), daemon=True
+    ).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in serve._lines:
+            match = _ANNOUNCE.search(line)
+            if match and match.group(1) == "gateway":
+                serve.gateway_url = match.group(2)
+            elif match:
+                serve.api_url = match.group(2)
+        if serve.gateway_url and serve.api_url:
+            return serve
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"coalmine serve exited with code {process.returncode}:\n{serve.log_tail()}"
+            )
+        ready.wait(0.1)
+        ready.clear()
+    serve.stop()
+    raise TimeoutError(f"coalmine serve did not announce its ports in {timeout:.0f}s")
