@@ -149,7 +149,10 @@ async def _follow(
                 seen_event = max(seen_event, int(event.get("id", 0)))
                 view.events.append(event)
                 if not console.is_terminal:  # a log, not a screen: one line per event
-                    console.print(f"  #{rid} {event.get('kind')}: {event.get('reason')}")
+                    reason = str(event.get("reason") or "")
+                    if len(reason) > 300:
+                        reason = reason[:300] + "…"
+                    console.print(f"  #{rid} {event.get('kind')}: {reason}")
             view.traffic = _traffic_numbers(traffic, settings)
             view.served_share = split.update(traffic.stats.by_version)
             live.update(render(view))
