@@ -6,33 +6,21 @@ status codes, error bodies, commands); tests/rollout/test_rollout_e2e.py runs ev
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from coalmine import Client
-from coalmine.api.app import create_app
 from coalmine.client import CoalmineAPIError
 from coalmine.config import parse_config
-from coalmine.rollout.controller import Controller
-from coalmine.rollout.judge import EngineJudge
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
+from tests.control_api import control_api
 
 TOKEN = "s3cret-token"
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # a thread cannot own signals
-        pass
 
 
 @pytest.fixture
@@ -51,21 +39,10 @@ def api(tmp_path: Path) -> Iterator[str]:
     )
     engine = open_engine(config.store.url)
     RouteRepository(engine).seed_from_config(config)
-    controller = Controller(engine, EngineJudge(engine))
-    app = create_app(engine, token=TOKEN, controller=controller)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with control_api(engine, TOKEN) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(10)
         engine.dispose()
 
 

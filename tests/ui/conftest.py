@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
 from sqlalchemy import Engine
 
-from coalmine.api.app import create_app
-from coalmine.rollout.controller import Controller
-from coalmine.rollout.judge import EngineJudge
+from tests.control_api import control_api as _control_api
 
 TOKEN = "ui-test-token"
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # a thread cannot own signals
-        pass
 
 
 @contextmanager
 def control_api(engine: Engine) -> Iterator[str]:
     """The real control API over `engine` (no controller loop), served from a thread."""
-    app = create_app(engine, token=TOKEN, controller=Controller(engine, EngineJudge(engine)))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with _control_api(engine, TOKEN) as url:
+        yield url
