@@ -5,6 +5,10 @@ A request's key (user id, session, ...) is hashed with a per-rollout salt into o
 adds buckets to the canary: a user once on the canary stays there, and users only ever move
 from stable to canary, never back, while a rollout ramps up. A new salt (a new rollout)
 reshuffles who is first.
+
+An optional baseline (a fresh instance of the stable version) owns the buckets at the *top*,
+[BUCKETS − baseline, BUCKETS): as both shares grow, users move from stable to baseline (the
+same version) or to the canary, and a canary user never leaves the canary.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ __all__ = ["BUCKETS", "Role", "assign", "bucket_of", "mirror_sampled", "random_b
 
 BUCKETS = BASIS_POINTS  # one bucket per basis point: weights move in steps of 0.01%
 
-Role = Literal["stable", "canary"]
+Role = Literal["stable", "canary", "baseline"]
 
 
 def bucket_of(key: str, salt: str) -> int:
@@ -35,19 +39,25 @@ def random_bucket(rng: random.Random) -> int:
     return rng.randrange(BUCKETS)
 
 
-def assign(bucket: int, canary_weight_bp: int) -> Role:
-    """The role that serves `bucket` when the canary has `canary_weight_bp` basis points."""
-    return "canary" if bucket < canary_weight_bp else "stable"
+def assign(bucket: int, canary_weight_bp: int, baseline_bp: int = 0) -> Role:
+    """The role that serves `bucket`: canary below its weight, baseline in the top share."""
+    if bucket < canary_weight_bp:
+        return "canary"
+    if bucket >= BUCKETS - baseline_bp:
+        return "baseline"
+    return "stable"
 
 
-def route(key: str | None, salt: str, canary_weight_bp: int, rng: random.Random) -> Role:
+def route(
+    key: str | None, salt: str, canary_weight_bp: int, rng: random.Random, baseline_bp: int = 0
+) -> Role:
     """`assign` for a request: sticky when it has a key, random per request when not."""
-    if canary_weight_bp <= 0:
+    if canary_weight_bp <= 0 and baseline_bp <= 0:
         return "stable"
     if canary_weight_bp >= BUCKETS:
         return "canary"
     bucket = bucket_of(key, salt) if key is not None else random_bucket(rng)
-    return assign(bucket, canary_weight_bp)
+    return assign(bucket, canary_weight_bp, baseline_bp)
 
 
 def mirror_sampled(rng: random.Random, mirror_bp: int) -> bool:

@@ -22,12 +22,24 @@ class RouteState:
     revision: int = 1
     urls: dict[str, str] = field(default_factory=dict)  # version -> base URL
     guard_failures: int = 0  # fast-guard threshold for this model; 0 = gateway default
+    # A fresh instance of the stable version (Kayenta's baseline): it serves the top
+    # `baseline_bp` buckets, like-for-like with the canary, and in shadow it also receives
+    # every mirrored copy, so production-vs-baseline disagreement is the noise floor.
+    baseline_url: str | None = None
+    baseline_bp: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("canary_weight_bp", "mirror_bp"):
+        for name in ("canary_weight_bp", "mirror_bp", "baseline_bp"):
             value = getattr(self, name)
             if not 0 <= value <= BASIS_POINTS:
                 raise ValueError(f"{name} must be within 0..{BASIS_POINTS}, got {value}")
+        if self.canary_weight_bp + self.baseline_bp > BASIS_POINTS:
+            raise ValueError(
+                f"canary_weight_bp + baseline_bp must not exceed {BASIS_POINTS}, got "
+                f"{self.canary_weight_bp} + {self.baseline_bp}"
+            )
+        if self.baseline_bp > 0 and not self.baseline_url:
+            raise ValueError("baseline_bp > 0 needs a baseline_url")
 
 
 def percent_to_bp(percent: float) -> int:

@@ -31,8 +31,11 @@ __all__ = [
 
 # The columns a caller may change; model, salt, revision and updated_at are managed here.
 ROUTE_FIELDS = frozenset(
-    {"stable", "canary", "canary_weight_bp", "shadow", "mirror_bp", "rollout_id", "guard_failures"}
-)
+    {
+        "stable", "canary", "canary_weight_bp", "shadow", "mirror_bp", "rollout_id",
+        "guard_failures", "baseline_url", "baseline_bp",
+    }
+)  # fmt: skip
 _VERSION_FIELDS = ("stable", "canary", "shadow")
 
 
@@ -63,6 +66,8 @@ def _state(row: Any, urls: dict[str, str]) -> RouteState:
         revision=row.revision,
         urls=urls,
         guard_failures=row.guard_failures,
+        baseline_url=row.baseline_url,
+        baseline_bp=row.baseline_bp,
     )
 
 
@@ -162,6 +167,8 @@ def _state_from_values(current: RouteState, row: dict[str, Any]) -> RouteState:
         revision=current.revision + 1,
         urls=current.urls,
         guard_failures=row["guard_failures"],
+        baseline_url=row["baseline_url"],
+        baseline_bp=row["baseline_bp"],
     )
 
 
@@ -193,6 +200,7 @@ class RouteRepository:
                         "revision": 1,
                         "updated_at": now,
                         "guard_failures": 0,
+                        "baseline_bp": 0,
                     },
                 )
 

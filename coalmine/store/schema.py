@@ -83,6 +83,10 @@ routes = Table(
     Column("revision", Integer, nullable=False, default=1),
     Column("updated_at", Float, nullable=False),
     Column("guard_failures", Integer, nullable=False, default=0),  # 0 = gateway default
+    # a fresh instance of the stable version, routed a share like the canary's (role
+    # "baseline"); in shadow it also receives the mirrored copies
+    Column("baseline_url", String(512)),
+    Column("baseline_bp", Integer, nullable=False, default=0),  # 0..10000
 )
 
 # Each time the gateway's fast guard routed away from a failing canary; the controller
@@ -165,4 +169,25 @@ judgement_snapshots = Table(
     Column("verdict", String(16), nullable=False),
     Column("judgement", Text, nullable=False),  # JSON of Judgement.to_dict()
     Index("ix_judgement_snapshots_rollout_id", "rollout_id", "id"),
+)
+
+# The webhook outbox: one row per (transition, webhook URL), inserted in the transition's
+# transaction; a sender delivers due rows and records the result, so a delivery survives a
+# controller killed at any moment.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("rollout_id", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),  # the rollout version of the transition
+    Column("url", String(1024), nullable=False),
+    Column("secret", Text),  # None: $COALMINE_WEBHOOK_SECRET at delivery time
+    Column("payload", Text, nullable=False),  # JSON body, exactly as signed and sent
+    Column("state", String(16), nullable=False),  # pending | delivered | rejected | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("last_error", Text),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
 )

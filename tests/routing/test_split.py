@@ -112,3 +112,41 @@ def test_route_state_rejects_out_of_range_weights() -> None:
         RouteState(model="m", stable="v1", canary="v2", canary_weight_bp=10_001)
     with pytest.raises(ValueError, match="mirror_bp"):
         RouteState(model="m", stable="v1", mirror_bp=-1)
+
+
+def test_baseline_takes_the_top_share_and_canary_users_never_move() -> None:
+    rng = random.Random(7)
+    keys = [f"user-{i}" for i in range(20_000)]
+    ramp = [(100, 100), (500, 500), (2500, 2500), (5000, 5000)]
+    previous: dict[str, str] = {}
+    for canary_bp, baseline_bp in ramp:
+        roles = {k: route(k, "s", canary_bp, rng, baseline_bp) for k in keys}
+        n = len(keys)
+        for role, bp in (("canary", canary_bp), ("baseline", baseline_bp)):
+            hits = sum(r == role for r in roles.values())
+            assert within_binomial(hits, n, bp / BUCKETS), (role, bp, hits)
+        for k, before in previous.items():
+            if before == "canary":
+                assert roles[k] == "canary"  # a canary user stays on the canary
+            if before == "baseline":
+                assert roles[k] in ("baseline", "canary")  # never back to production
+        previous = roles
+    # at 50/50 production serves nobody
+    assert "stable" not in set(previous.values())
+
+
+def test_baseline_without_canary_and_unkeyed_requests() -> None:
+    rng = random.Random(3)
+    assert assign(9999, 0, 1) == "baseline"
+    assert assign(9998, 0, 1) == "stable"
+    assert assign(0, 1, 1) == "canary"
+    hits = sum(route(None, "s", 0, rng, 1000) == "baseline" for _ in range(20_000))
+    assert within_binomial(hits, 20_000, 0.1)
+
+
+def test_route_state_rejects_overlapping_or_urlless_baseline() -> None:
+    with pytest.raises(ValueError, match="must not exceed"):
+        RouteState(model="m", stable="v1", canary="v2", canary_weight_bp=6000,
+                   baseline_url="http://b", baseline_bp=5000)  # fmt: skip
+    with pytest.raises(ValueError, match="needs a baseline_url"):
+        RouteState(model="m", stable="v1", baseline_bp=100)

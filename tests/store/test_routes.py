@@ -164,3 +164,23 @@ def test_failed_guard_trip_leaves_no_row_and_no_route_change(store_engine: Engin
         repo.record_guard_trip("iris", "v2", None, None)  # type: ignore[arg-type]
     assert repo.guard_trips_since("iris") == []
     assert repo.get("iris").canary_weight_bp == 1234  # type: ignore[union-attr]
+
+
+def test_baseline_share_is_stored_and_validated(store_engine: Engine) -> None:
+    repo = RouteRepository(store_engine)
+    repo.seed_from_config(_config())
+    assert repo.get("iris").baseline_bp == 0  # type: ignore[union-attr]
+    new = repo.set_route(
+        "iris", canary="v2", canary_weight_bp=500, baseline_url="http://127.0.0.1:9100",
+        baseline_bp=500,
+    )  # fmt: skip
+    assert (new.baseline_url, new.baseline_bp) == ("http://127.0.0.1:9100", 500)
+    assert repo.get("iris") == new
+    assert repo.load_all()["iris"] == new
+    with pytest.raises(ValueError, match="must not exceed"):
+        repo.set_route("iris", canary_weight_bp=9600)
+    with pytest.raises(ValueError, match="needs a baseline_url"):
+        repo.set_route("iris", baseline_url=None)
+    cleared = repo.set_route("iris", baseline_url=None, baseline_bp=0)
+    assert (cleared.baseline_url, cleared.baseline_bp) == (None, 0)
+    assert repo.get("iris") == cleared
