@@ -108,10 +108,18 @@ class Client:
         candidate: str,
         url: str,
         spec: dict[str, Any] | str | Path | None = None,
+        *,
+        baseline: str | None = None,
     ) -> Rollout:
-        """Start a rollout; `spec` is a mapping, a YAML file path, or None for defaults."""
+        """Start a rollout; `spec` is a mapping, a YAML file path, or None for defaults.
+
+        `baseline`: base URL of a fresh instance of the stable version to judge the
+        candidate against (the same as `spec: {baseline: URL}`; this one wins).
+        """
         if isinstance(spec, str | Path):
             spec = yaml.safe_load(Path(spec).read_text()) or {}
+        if baseline is not None:
+            spec = {**(spec or {}), "baseline": baseline}
         body = {"model": model, "candidate": candidate, "url": url, "spec": spec}
         return Rollout(self, self._call("POST", "/rollouts", json=body))
 

@@ -190,14 +190,6 @@ def create_app(
             raise ConfigError("spec", [(f"spec.{p}", r) for p, r in exc.errors]) from None
         task = task_of.get(body.model, "classification")
         errors: list[tuple[str, str]] = []
-        if spec.baseline is not None:
-            errors.append(
-                (
-                    "spec.baseline",
-                    "not supported yet: the built-in gateway has no "
-                    "baseline role to send the canary's share to",
-                )
-            )
         criteria: dict[str, list[Any]] = {}
         for mode in ("shadow", "canary"):
             try:

@@ -140,6 +140,12 @@ def start(
     candidate: str = typer.Option(..., "--candidate", help="candidate version name"),
     url: str = typer.Option(..., "--url", help="base URL of the candidate's model server"),
     spec: Path | None = typer.Option(None, "--spec", help="rollout spec YAML (default: defaults)"),
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        help="base URL of a fresh instance of the stable version to judge "
+        "the candidate against (routed the canary's share; the shadow's noise floor)",
+    ),
     wait: bool = typer.Option(False, "--wait", help="follow until it ends; exit 0/1/2"),
     poll: float = typer.Option(1.0, "--poll", help="seconds between status polls with --wait"),
     api_url: str | None = ApiUrl,
@@ -150,7 +156,7 @@ def start(
         raise _fail(f"--spec {spec}: no such file")
     with _client(api_url, token) as client:
         try:
-            rollout = _call(client.start_rollout, model, candidate, url, spec)
+            rollout = _call(client.start_rollout, model, candidate, url, spec, baseline=baseline)
         except ValueError as exc:  # unreadable YAML
             raise _fail(f"--spec {spec}: {exc}") from None
         console.print(f"started rollout #{rollout.id} of {model} {candidate}", highlight=False)

@@ -194,9 +194,11 @@ class RolloutSpec(Strict):
     )
     baseline: AnyHttpUrl | None = Field(
         default=None,
-        description="a fresh instance of the stable version, judged against instead of the "
-        "long-running production (Kayenta's practice). Reserved: the control API refuses it "
-        "until the gateway can route a baseline share",
+        description="base URL of a fresh instance of the stable version. It is routed a share "
+        "equal to the canary's and the canary is judged against it rather than the "
+        "long-running production (Kayenta's practice); in shadow it receives the same "
+        "mirrored copies, and production-vs-baseline disagreement is the noise floor the "
+        "candidate's disagreement is measured against (Diffy's practice)",
     )
     interval: Duration = Field(default=2.0, gt=0, description="seconds between evaluations")
     alpha: float = Field(default=0.05, gt=0, lt=1)

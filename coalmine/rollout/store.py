@@ -146,6 +146,7 @@ def _route_for(state: RolloutState) -> dict[str, Any]:
         mirror_bp=state.mirror_bp,
         rollout_id=state.id,
         guard_failures=state.spec.canary.guard_failures,
+        baseline_url=str(state.spec.baseline).rstrip("/") if state.spec.baseline else None,
     ).as_changes()
 
 

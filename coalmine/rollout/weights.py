@@ -12,7 +12,9 @@ from typing import Any
 from coalmine.rollout.spec import RolloutSpec
 from coalmine.routing.state import BASIS_POINTS, percent_to_bp
 
-__all__ = ["RouteTarget", "desired_route", "mirror_bp", "step_weight_bp", "step_weights_bp"]
+__all__ = [
+    "RouteTarget", "baseline_bp", "desired_route", "mirror_bp", "step_weight_bp", "step_weights_bp",
+]  # fmt: skip
 
 
 def step_weights_bp(spec: RolloutSpec) -> list[int]:
@@ -27,6 +29,15 @@ def mirror_bp(spec: RolloutSpec) -> int:
     return min(BASIS_POINTS, percent_to_bp(spec.shadow.mirror_share))
 
 
+def baseline_bp(canary_weight_bp: int) -> int:
+    """The baseline's share: the canary's, like for like, as far as the traffic allows.
+
+    At a 50% step canary and baseline split all traffic; above it the baseline gets what is
+    left (production keeps none); at 100% there is nothing left to compare on.
+    """
+    return max(0, min(canary_weight_bp, BASIS_POINTS - canary_weight_bp))
+
+
 @dataclass(frozen=True, slots=True)
 class RouteTarget:
     """What the `routes` row of the model should hold (the fields a rollout controls)."""
@@ -38,6 +49,8 @@ class RouteTarget:
     mirror_bp: int
     rollout_id: int | None
     guard_failures: int = 0  # the fast guard's threshold while the rollout runs; 0 = default
+    baseline_url: str | None = None  # set while a baseline is routed or mirrored to
+    baseline_bp: int = 0
 
     def as_changes(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,8 +65,14 @@ def desired_route(
     mirror_bp: int,
     rollout_id: int,
     guard_failures: int = 0,
+    baseline_url: str | None = None,
 ) -> RouteTarget:
-    """The route for a rollout in `phase` holding the given weights."""
+    """The route for a rollout in `phase` holding the given weights.
+
+    With a `baseline_url` the baseline is routed a share equal to the canary's and, while
+    the shadow is mirrored, receives the same copies (the gateway's rule); it is cleared
+    with the rest of the rollout's route when the rollout ends.
+    """
     idle = RouteTarget(previous_stable, None, 0, None, 0, None)
     if phase == "promoted":
         return RouteTarget(candidate, None, 0, None, 0, None)
@@ -62,6 +81,7 @@ def desired_route(
     if phase == "pending":
         return RouteTarget(previous_stable, None, 0, None, 0, rollout_id)
     # shadow, canary, paused, promoting: hold whatever weights the state carries
+    share = baseline_bp(canary_weight_bp) if baseline_url else 0
     return RouteTarget(
         stable=previous_stable,
         canary=candidate if canary_weight_bp > 0 else None,
@@ -70,4 +90,6 @@ def desired_route(
         mirror_bp=mirror_bp,
         rollout_id=rollout_id,
         guard_failures=guard_failures,
+        baseline_url=baseline_url if share > 0 or mirror_bp > 0 else None,
+        baseline_bp=share,
     )

@@ -153,7 +153,7 @@ def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
                 "model": "iris",
                 "candidate": "v2",
                 "url": "http://h:1",
-                "spec": {"baseline": "http://h:2"},
+                "spec": {"baseline": "not a url"},
             },
             422,
             "spec.baseline",

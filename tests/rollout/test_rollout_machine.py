@@ -355,3 +355,27 @@ def test_state_is_frozen() -> None:
     with pytest.raises(AttributeError):
         s.phase = Phase.CANARY  # type: ignore[misc]
     assert replace(s, phase=Phase.CANARY).phase == Phase.CANARY
+
+
+@pytest.mark.parametrize(
+    ("phase", "weight", "mirror", "expect"),
+    [
+        ("pending", 0, 0, (None, 0)),
+        ("shadow", 0, 10_000, ("http://b", 0)),  # mirrored copies only
+        ("canary", 100, 0, ("http://b", 100)),
+        ("canary", 5000, 0, ("http://b", 5000)),
+        ("canary", 7500, 0, ("http://b", 2500)),  # what is left beside the canary
+        ("canary", 10_000, 0, (None, 0)),
+        ("paused", 500, 0, ("http://b", 500)),
+        ("promoted", 10_000, 0, (None, 0)),
+        ("rolled_back", 0, 0, (None, 0)),
+    ],
+)
+def test_desired_route_with_a_baseline(
+    phase: str, weight: int, mirror: int, expect: tuple[Any, ...]
+) -> None:
+    r = desired_route(
+        phase, candidate="v2", previous_stable="v1", canary_weight_bp=weight, mirror_bp=mirror,
+        rollout_id=7, baseline_url="http://b",
+    )  # fmt: skip
+    assert (r.baseline_url, r.baseline_bp) == expect
