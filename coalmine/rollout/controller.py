@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from coalmine.rollout import machine
 from coalmine.rollout.judge import Judge
-from coalmine.rollout.machine import Event, Phase, Tick, Transition
+from coalmine.rollout.machine import Event, Evidence, Phase, Tick, Transition
 from coalmine.rollout.store import RolloutConflict, RolloutRecord, RolloutRepository
 from coalmine.rollout.webhooks import WebhookNotifier
 
@@ -168,7 +168,8 @@ class Controller:
         except Exception as exc:
             EVALUATION_ERRORS.labels(s.model).inc()
             log.warning("rollout %s: evaluation failed: %s", s.id, exc)
-            return None
+            # still a tick: the step's max duration applies to a failing analysis too
+            return Tick(Evidence(error=f"{type(exc).__name__}: {exc}"[:300]))
         if evidence.judgement is not None:
             verdict = str(evidence.judgement.get("verdict", "inconclusive"))
             await asyncio.to_thread(self.repo.record_judgement, record, verdict, evidence.judgement)

@@ -105,7 +105,10 @@ class Evidence:
     failing: one sentence per FAILed criterion (any FAIL fails the step, whatever `must`);
     unproven: one sentence per `must: pass` criterion not yet PASS;
     samples: candidate calls logged in the current step (or shadow phase);
-    must_pass / must_not_fail: how many criteria of each kind the step was judged on.
+    must_pass / must_not_fail: how many criteria of each kind the step was judged on;
+    error: the analysis itself raised (no judgement): the step cannot advance, and its max
+    duration ends it like any inconclusive step, so a broken analysis never holds a
+    rollout in place for ever.
     """
 
     failing: tuple[str, ...] = ()
@@ -115,6 +118,7 @@ class Evidence:
     must_not_fail: int = 0
     summary: str = ""
     judgement: Mapping[str, Any] | None = None
+    error: str | None = None
 
     @property
     def basis(self) -> str:
@@ -296,13 +300,15 @@ def _judge_window(
     if ev.failing:
         return "fail", f"{what}: " + "; ".join(ev.failing)
     elapsed = now - state.step_started_at
-    ready = elapsed >= min_duration and ev.samples >= min_samples
+    ready = elapsed >= min_duration and ev.samples >= min_samples and ev.error is None
     if ready and not ev.unproven:
         kinds = f"{ev.must_pass} must-pass PASS, {ev.must_not_fail} not failing"
         return "advance", f"{what} passed after {elapsed:.0f}s and {ev.samples} samples ({kinds})"
     if elapsed >= max_duration:
         missing = []
-        if ev.samples < min_samples:
+        if ev.error is not None:
+            missing.append(f"the analysis keeps failing: {ev.error}")
+        elif ev.samples < min_samples:
             missing.append(f"{ev.samples}/{min_samples} samples")
         missing.extend(ev.unproven)
         detail = "; ".join(missing) or "no decision"
@@ -312,6 +318,8 @@ def _judge_window(
             f"on_inconclusive: {on_inconclusive}, {verb}"
         )
     waiting = []
+    if ev.error is not None:
+        waiting.append(f"the analysis failed: {ev.error}")
     if elapsed < min_duration:
         waiting.append(f"{elapsed:.0f}/{min_duration:g}s")
     if ev.samples < min_samples:

@@ -33,6 +33,7 @@ FAST: dict[str, Any] = {
 OK = Evidence(samples=1000, must_not_fail=2)
 FEW = Evidence(samples=3, must_not_fail=2)
 BAD = Evidence(failing=("accuracy 0.85 vs 0.90 is below the margin: FAIL",), samples=500)
+BROKEN = Evidence(error="OperationalError: database is locked")
 UNPROVEN = Evidence(unproven=("agreement not yet PASS",), samples=1000, must_pass=1)
 
 
@@ -180,6 +181,27 @@ CASES: list[tuple[str, RolloutState, Event, float, dict[str, Any]]] = [
         {"phase": Phase.ROLLING_BACK},
     ),
     (
+        "a failing analysis never advances a step",
+        state(Phase.CANARY, **CANARY0),
+        Tick(BROKEN),
+        50,
+        {"changed": False},
+    ),
+    (
+        "a failing analysis ends the step at its max duration",
+        state(Phase.CANARY, spec={"canary": {"on_inconclusive": "fail"}}, **CANARY0),
+        Tick(BROKEN),
+        100_000,
+        {"phase": Phase.ROLLING_BACK, "reason_has": "analysis keeps failing: OperationalError"},
+    ),
+    (
+        "a failing analysis in shadow holds at its max duration",
+        state(Phase.SHADOW, mirror_bp=10000),
+        Tick(BROKEN),
+        100,
+        {"phase": Phase.PAUSED, "kind": "hold"},
+    ),
+    (
         "guard trip rolls back a canary",
         state(Phase.CANARY, **CANARY0),
         GuardTrip("5 x 502"),
@@ -249,6 +271,8 @@ def test_step(
     for key, value in expect.items():
         if key in ("changed", "evidence", "kind"):
             assert getattr(t, key) == value, (key, t)
+        elif key == "reason_has":
+            assert value in t.reason, t.reason
         else:
             assert getattr(t.state, key) == value, (key, t)
     if t.changed and t.state.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
