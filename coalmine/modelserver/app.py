@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from coalmine.modelserver.model import InputError, LoadedModel
+from coalmine.modelserver.model import InputError, LoadedModel, Prediction
 from coalmine.modelserver.protocols import predict_plain, predict_v1, predict_v2
 
 __all__ = ["Faults", "build_app"]
@@ -30,16 +30,39 @@ class Faults:
     delay_ms: float = 0.0
     error_rate: float = 0.0
     seed: int | None = None
+    # a nondeterministic model: this share of answers is replaced by another class at
+    # random (sampling, racy features, GPU nondeterminism); what a baseline's noise floor
+    # measures
+    flip_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
-        if not 0.0 <= self.error_rate <= 1.0:
-            raise ValueError("error_rate must be between 0 and 1")
+        for name in ("error_rate", "flip_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
         self._rng = random.Random(self.seed)
 
     def should_fail(self) -> bool:
         return self.error_rate > 0 and self._rng.random() < self.error_rate
+
+    def flip(self, prediction: Prediction, classes: list[Any]) -> Prediction:
+        """Replace each answer by another class with probability `flip_rate`.
+
+        The probability row swaps the two classes' columns, so argmax and label agree.
+        """
+        labels = list(prediction.labels)
+        probabilities = [list(r) for r in prediction.probabilities or []] or None
+        for i, label in enumerate(labels):
+            if self._rng.random() >= self.flip_rate or label not in classes:
+                continue
+            other = self._rng.choice([c for c in classes if c != label])
+            labels[i] = other
+            if probabilities is not None:
+                a, b = classes.index(label), classes.index(other)
+                row = probabilities[i]
+                row[a], row[b] = row[b], row[a]
+        return Prediction(labels=labels, probabilities=probabilities)
 
 
 FAULTS_KEY = web.AppKey("faults", Faults)
@@ -116,8 +139,12 @@ async def _not_found(request: web.Request) -> web.Response:
 
 def build_app(model: LoadedModel, faults: Faults | None = None) -> web.Application:
     app = web.Application(client_max_size=16 << 20)
+    faults = faults or Faults()
     app[MODEL_KEY] = model
-    app[FAULTS_KEY] = faults or Faults()
+    app[FAULTS_KEY] = faults
+    classes = model.classes
+    if faults.flip_rate > 0 and classes is not None and len(classes) > 1:
+        model.flip = lambda p: faults.flip(p, classes)
     app.router.add_post("/v1/models/{name}:predict", _inference(predict_v1))
     app.router.add_post("/v2/models/{name}/infer", _inference(predict_v2))
     app.router.add_post("/models/{name}/predict", _inference(predict_plain))

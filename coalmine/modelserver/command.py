@@ -22,7 +22,13 @@ def serve_model_command(
     error_rate: float = typer.Option(
         0.0, min=0.0, max=1.0, help="share of inference calls answered with a 500"
     ),
-    seed: int | None = typer.Option(None, help="seed for --error-rate draws"),
+    seed: int | None = typer.Option(None, help="seed for --error-rate / --flip-rate draws"),
+    flip_rate: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="share of answers replaced by another class at random (a nondeterministic classifier)",
+    ),
 ) -> None:
     """Serve a scikit-learn estimator or Pipeline saved with joblib (trusted files only)."""
     run_model_server(
@@ -31,5 +37,5 @@ def serve_model_command(
         port=port,
         name=name,
         version=version,
-        faults=Faults(delay_ms=delay_ms, error_rate=error_rate, seed=seed),
+        faults=Faults(delay_ms=delay_ms, error_rate=error_rate, seed=seed, flip_rate=flip_rate),
     )

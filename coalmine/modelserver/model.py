@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class LoadedModel:
             to_jsonable(np.asarray(classes)) if classes is not None else None
         )
         self.has_proba = hasattr(estimator, "predict_proba") and self.classes is not None
+        self.flip: Callable[[Prediction], Prediction] | None = None  # fault injection
 
     @property
     def task(self) -> str:
@@ -103,7 +105,8 @@ class LoadedModel:
         probabilities = None
         if self.has_proba:
             probabilities = to_jsonable(np.round(np.asarray(self.estimator.predict_proba(x)), 6))
-        return Prediction(labels=labels, probabilities=probabilities)
+        result = Prediction(labels=labels, probabilities=probabilities)
+        return self.flip(result) if self.flip is not None else result
 
     def _frame(self, matrix: np.ndarray) -> Any:
         """Models fitted on a DataFrame want one back (else sklearn warns on every call)."""

@@ -85,6 +85,7 @@ def start_model_server(
     delay_ms: float = 0.0,
     error_rate: float = 0.0,
     seed: int | None = None,
+    flip_rate: float = 0.0,
     log_dir: str | Path | None = None,
     startup_timeout: float = 60.0,
 ) -> ModelServerHandle:
@@ -94,6 +95,7 @@ def start_model_server(
         sys.executable, "-m", "coalmine.modelserver", str(model_path),
         "--port", str(port), "--host", host, "--name", name, "--version", version,
         "--delay-ms", str(delay_ms), "--error-rate", str(error_rate),
+        "--flip-rate", str(flip_rate),
     ]  # fmt: skip
     if seed is not None:
         args += ["--seed", str(seed)]

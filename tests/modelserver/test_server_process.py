@@ -125,3 +125,18 @@ def test_cli_command_is_registered(model_files: dict[str, Path]) -> None:
         timeout=60,
     )
     assert out.returncode == 0 and "--error-rate" in out.stdout
+
+
+async def test_flip_rate_makes_a_nondeterministic_classifier(
+    model_files: dict[str, Path],
+) -> None:
+    with start_model_server(model_files["iris"], name="iris", flip_rate=0.3, seed=5) as server:
+        answers = [
+            (await _post(f"{server.url}/v1/models/iris:predict", {"instances": [ROW]}))[1]
+            for _ in range(80)
+        ]
+    labels = [a["predictions"][0] for a in answers]
+    majority = max(set(labels), key=labels.count)
+    flipped = sum(label != majority for label in labels)
+    # Binomial(80, 0.3): P(outside 8..40) < 1e-4
+    assert 8 <= flipped <= 40
