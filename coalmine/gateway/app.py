@@ -1,10 +1,10 @@
 """The gateway's aiohttp application: the data plane, and nothing that controls it.
 
 Per inference request: resolve the model's compiled route, derive the sticky key, pick
-stable or canary, queue a mirror copy for the shadow, forward, and hand one log record per
-upstream call to the prediction log's buffer. Nothing on this path touches the database or
-blocks: route changes arrive through the table's poller thread, and records are written in
-batches by the log writer.
+stable, canary or baseline, queue mirror copies for the shadow (and the baseline), forward,
+and hand one log record per upstream call to the prediction log's buffer. Nothing on this
+path touches the database or blocks: route changes arrive through the table's poller thread,
+and records are written in batches by the log writer.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from sqlalchemy import Engine
 
 from coalmine.config import CoalmineConfig
 from coalmine.gateway.guard import FastGuard
-from coalmine.gateway.metrics import FAILOVERS, GUARD_TRIPS, REJECTED
+from coalmine.gateway.metrics import (
+    BASELINE_FAILOVERS,
+    FAILOVERS,
+    GUARD_TRIPS,
+    REJECTED,
+    RoleMetrics,
+)
 from coalmine.gateway.mirror import ShadowJob, ShadowMirror
 from coalmine.gateway.protocols import Protocol, match_inference_path, parse_prediction
 from coalmine.gateway.table import CompiledRoute, RouteTable
@@ -210,29 +216,25 @@ class Gateway:
             forward_headers.append(("X-Request-ID", request_id))
         path = request.raw_path
 
+        role = (
+            pick_role(key, route.salt, route.weight_bp, self.rng, route.baseline_bp)
+            if route.split
+            else "stable"
+        )
         if route.mirror_bp and mirror_sampled(self.rng, route.mirror_bp):
-            assert route.shadow_url is not None
-            self.mirror.offer(
-                ShadowJob(
-                    route,
-                    protocol,
-                    route.shadow_url + path,
-                    body,
-                    [*forward_headers, ("X-Shadow", "1")],
-                    request_id,
-                    shaped,
-                    slices,
-                )
+            self._mirror(
+                route, role, protocol, path, body, forward_headers, request_id, shaped, slices
             )
 
-        role = (
-            pick_role(key, route.salt, route.weight_bp, self.rng) if route.weight_bp else "stable"
-        )
-        if role == "canary":
+        metrics: RoleMetrics | None
+        if role == "stable":
+            version, url, metrics = route.stable, route.stable_url, route.stable_metrics
+        elif role == "canary":
             assert route.canary_url is not None and route.canary is not None
             version, url, metrics = route.canary, route.canary_url, route.canary_metrics
-        else:
-            version, url, metrics = route.stable, route.stable_url, route.stable_metrics
+        else:  # the baseline: the stable version on its fresh instance
+            assert route.baseline_url is not None
+            version, url, metrics = route.stable, route.baseline_url, route.baseline_metrics
         while True:
             ts = time.time()
             start = time.perf_counter()
@@ -267,6 +269,11 @@ class Gateway:
                             route.stable_metrics,
                         )
                         continue
+                elif role == "baseline":
+                    # the baseline only measures: its user gets production's answer
+                    BASELINE_FAILOVERS.labels(route.model).inc()
+                    role, url, metrics = "stable", route.stable_url, route.stable_metrics
+                    continue
                 status = 504 if error_class == "timeout" else 502
                 return web.json_response(
                     {"error": f"upstream {version} {error_class}: {exc}"},
@@ -293,10 +300,57 @@ class Gateway:
             )
             if role == "canary":
                 self._canary_outcome(route, failed=status >= 500)
+            elif role == "baseline" and status >= 500:
+                # unlike a canary's 5xx (the candidate's answer, which the guard judges), a
+                # baseline's 5xx is a broken measuring instance: production answers instead
+                BASELINE_FAILOVERS.labels(route.model).inc()
+                role, url, metrics = "stable", route.stable_url, route.stable_metrics
+                continue
             out_headers = {"X-Request-ID": request_id, "X-Model-Version": version}
             if response.content_type:
                 out_headers["Content-Type"] = response.content_type
             return web.Response(body=response.body, status=status, headers=out_headers)
+
+    def _mirror(
+        self,
+        route: CompiledRoute,
+        role: str,
+        protocol: Protocol,
+        path: str,
+        body: bytes,
+        forward_headers: list[tuple[str, str]],
+        request_id: str,
+        shaped: str | None,
+        slices: dict[str, Any],
+    ) -> None:
+        """Queue the sampled request's copies: the shadow's and, with a baseline, the baseline's.
+
+        Both copies are of the same request, so the analysis pairs them by request id. A
+        request the split already sent to the baseline gets no second baseline copy: its
+        routed call is the baseline's row for that request id.
+        """
+        assert route.shadow_url is not None
+        headers = [*forward_headers, ("X-Shadow", "1")]
+        mirror = self.mirror
+        mirror.offer(
+            ShadowJob(
+                route, protocol, route.shadow_url + path, body, headers, request_id, shaped, slices
+            )
+        )
+        if route.baseline_url is not None and role != "baseline":
+            mirror.offer(
+                ShadowJob(
+                    route,
+                    protocol,
+                    route.baseline_url + path,
+                    body,
+                    headers,
+                    request_id,
+                    shaped,
+                    slices,
+                    "baseline",
+                )
+            )
 
     def _log(
         self,

@@ -30,6 +30,11 @@ GUARD_TRIPS = Counter(
     "coalmine_gateway_guard_trips", "Fast-guard trips (canary routed away)", ["model", "version"]
 )
 FAILOVERS = Counter("coalmine_gateway_failovers", "Canary calls retried on stable", ["model"])
+BASELINE_FAILOVERS = Counter(
+    "coalmine_gateway_baseline_failovers",
+    "Baseline calls (connection, timeout, 5xx) answered by stable instead",
+    ["model"],
+)
 
 
 class RoleMetrics:

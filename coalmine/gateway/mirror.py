@@ -4,6 +4,11 @@ A bounded queue with its own worker tasks and its own timeout. The request path 
 `put_nowait`; a full queue drops the copy and counts it, so a slow, failing or unreachable
 shadow can never add latency to, or change the status of, a production response. The
 shadow's answer is parsed and logged (role "shadow"), never returned.
+
+With a baseline on the route, each sampled request is also copied to the baseline (a fresh
+instance of the stable version) through the same queue, logged as role "baseline" with the
+stable version: production-vs-baseline disagreement on the same request ids is the noise
+floor that production-vs-shadow disagreement is measured against.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ log = logging.getLogger(__name__)
 class ShadowJob:
     """One mirror copy: everything the worker needs to call the shadow and log its answer."""
 
-    __slots__ = ("body", "headers", "input", "protocol", "request_id", "route", "slices", "url")
+    __slots__ = (
+        "body", "headers", "input", "protocol", "request_id", "role", "route", "slices", "url",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -39,8 +46,10 @@ class ShadowJob:
         request_id: str,
         input: str | None,
         slices: dict[str, Any],
+        role: str = "shadow",  # or "baseline": the copy for the stable version's fresh instance
     ) -> None:
         self.route = route
+        self.role = role
         self.protocol = protocol
         self.url = url
         self.body = body
@@ -143,13 +152,17 @@ class ShadowMirror:
                 error_class = "http_4xx"
             prediction = parse_prediction(job.protocol, response.body, status)
         elapsed = time.perf_counter() - start
-        route.shadow_metrics.observe(elapsed, error_class)
+        if job.role == "baseline":
+            metrics, version = route.baseline_metrics, route.stable
+        else:
+            metrics, version = route.shadow_metrics, route.shadow
+        metrics.observe(elapsed, error_class)
         self._sink.submit(
             PredictionRecord(
                 job.request_id,
                 route.model,
-                route.shadow,
-                "shadow",
+                version,
+                job.role,
                 ts,
                 elapsed * 1000.0,
                 status,

@@ -28,6 +28,9 @@ class CompiledRoute:
     """One model's route as the request path uses it."""
 
     __slots__ = (
+        "baseline_bp",
+        "baseline_metrics",
+        "baseline_url",
         "canary",
         "canary_metrics",
         "canary_url",
@@ -40,6 +43,7 @@ class CompiledRoute:
         "shadow_metrics",
         "shadow_url",
         "slice_fields",
+        "split",
         "stable",
         "stable_metrics",
         "stable_url",
@@ -81,6 +85,19 @@ class CompiledRoute:
             self.shadow_url = urls[state.shadow].rstrip("/")
             self.shadow_metrics = role_metrics(state.model, state.shadow, "shadow")
             self.mirror_bp = state.mirror_bp
+        # The baseline: a fresh instance of the stable version, logged as role "baseline".
+        # It serves the top `baseline_bp` buckets and, while the shadow is mirrored, gets the
+        # same sampled copies. A canary tripped by the guard leaves it alone: it runs the
+        # production version, and the controller clears it when it rolls back.
+        self.baseline_url: str | None = None
+        self.baseline_metrics: RoleMetrics | None = None
+        self.baseline_bp = 0
+        if state.baseline_url:
+            self.baseline_url = state.baseline_url.rstrip("/")
+            self.baseline_metrics = role_metrics(state.model, state.stable, "baseline")
+            self.baseline_bp = state.baseline_bp
+        # one test on the request path decides whether there is any split to compute
+        self.split = self.weight_bp > 0 or self.baseline_bp > 0
         self.sticky_header = sticky.header if sticky else None
         self.sticky_cookie = sticky.cookie if sticky else None
         self.sticky_json = sticky.json_field if sticky else None
