@@ -41,7 +41,9 @@ def _arm(arm: str) -> str:
         raise ValueError(f"arm: must be 'candidate' or 'baseline' (got {arm!r})") from None
 
 
-def check_criteria(criteria: Sequence[Criterion], *, task: str, mode: str) -> None:
+def check_criteria(
+    criteria: Sequence[Criterion], *, task: str, mode: str, noise_floor: bool = False
+) -> None:
     """Reject criteria that cannot be judged in this mode or task, naming the criterion."""
     names = [c.name for c in criteria]
     for i, c in enumerate(criteria):
@@ -51,6 +53,12 @@ def check_criteria(criteria: Sequence[Criterion], *, task: str, mode: str) -> No
             raise ValueError(f"{where}: {c.metric} can be judged in {'/'.join(spec.modes)} only")
         if task not in spec.tasks:
             raise ValueError(f"{where}: {c.metric} applies to {'/'.join(spec.tasks)} models")
+        if spec.family == "agreement" and c.margin is not None and not noise_floor:
+            limit = "min" if c.metric == "agreement" else "max"
+            raise ValueError(
+                f"{where}: {c.metric} margin needs a baseline (noise floor): run the shadow "
+                f"with a baseline, or give an absolute {limit} instead"
+            )
         if names.count(c.name) > 1:
             raise ValueError(f"{where}: duplicate criterion name; give each a distinct name")
 
@@ -78,9 +86,12 @@ class Analysis:
         alpha: float = 0.05,
         classes: list[Any] | None = None,
         max_slices: int = 20,
+        noise_floor: bool = False,
     ) -> None:
         if mode not in ("canary", "shadow"):
             raise ValueError(f"mode: must be 'canary' or 'shadow' (got {mode!r})")
+        if noise_floor and mode != "shadow":
+            raise ValueError("noise_floor: a noise floor needs shadow mode (the same requests)")
         if task not in ("classification", "regression"):
             raise ValueError(f"task: must be 'classification' or 'regression' (got {task!r})")
         if not 0 < alpha < 1:
@@ -88,14 +99,15 @@ class Analysis:
         if max_slices < 0:
             raise ValueError("max_slices: must be ≥ 0")
         if criteria is None:
-            criteria = default_criteria(task, mode)
+            criteria = default_criteria(task, mode, noise_floor)
         self.criteria = [
             c if isinstance(c, Criterion) else Criterion.model_validate(c) for c in criteria
         ]
         if not self.criteria:
             raise ValueError("criteria: give at least one criterion")
-        check_criteria(self.criteria, task=task, mode=mode)
+        check_criteria(self.criteria, task=task, mode=mode, noise_floor=noise_floor)
         self.task, self.mode, self.alpha, self.max_slices = task, mode, alpha, max_slices
+        self.noise_floor = noise_floor
         self.classes = classes
         user = {c.metric: registry.load_user_metric(c.metric) for c in self.criteria
                 if c.spec.family == "user"}  # fmt: skip
@@ -160,6 +172,10 @@ class Analysis:
     def observe_label_pairs(self, pairs: Sequence[tuple[Obs, Obs]]) -> None:
         self.stats.add_label_pairs(pairs)
 
+    def observe_request_triples(self, triples: Sequence[tuple[Obs, Obs, Obs]]) -> None:
+        """Noise floor: (candidate, production, fresh baseline) answers to one request."""
+        self.stats.add_request_triples(triples)
+
     def add_batch(
         self,
         arm: str,
@@ -195,18 +211,32 @@ class Analysis:
         candidate_errors: Sequence[str | bool | None] | None = None,
         baseline_errors: Sequence[str | bool | None] | None = None,
         slices: Sequence[Mapping[str, Any] | None] | None = None,
+        noise_baseline: Sequence[Any] | None = None,
     ) -> None:
-        """Shadow: request i answered by both versions (predictions, latencies, errors)."""
+        """Shadow: request i answered by both versions (predictions, latencies, errors).
+
+        `noise_baseline[i]`: the answer of a fresh instance of production's version to the
+        same request (None where it has none). Its agreement with production is the noise
+        floor that `agreement`/`mean_abs_diff` criteria with `margin` are judged against;
+        the Analysis must be built with `noise_floor=True` for such criteria.
+        """
         c_rows = _rows(predictions=candidate, labels=labels, latency_ms=candidate_latency_ms,
                        errors=candidate_errors, slices=slices)  # fmt: skip
         b_rows = _rows(predictions=baseline, labels=labels, latency_ms=baseline_latency_ms,
                        errors=baseline_errors, slices=slices)  # fmt: skip
         if len(c_rows) != len(b_rows):
             raise ValueError("baseline: must have as many entries as candidate")
+        if noise_baseline is not None and len(noise_baseline) != len(c_rows):
+            raise ValueError("noise_baseline: must have as many entries as candidate")
         self.observe_requests("candidate", c_rows)
         self.observe_requests("baseline", b_rows)
         pairs = list(zip(c_rows, b_rows, strict=True))
         self.observe_request_pairs(pairs)
+        if noise_baseline is not None:
+            self.observe_request_triples([
+                (c, b, Obs(prediction=n, slices=b.slices))
+                for (c, b), n in zip(pairs, noise_baseline, strict=True) if n is not None
+            ])  # fmt: skip
         labelled = [(c, b) for c, b in pairs if c.has_label]
         self.observe_labels("candidate", [c for c, _ in labelled])
         self.observe_labels("baseline", [b for _, b in labelled])
@@ -257,7 +287,7 @@ class Analysis:
             "criteria": [c.model_dump() for c in self.criteria],
             "task": self.task, "mode": self.mode, "alpha": self.alpha,
             "classes": self.classes, "max_slices": self.max_slices,
-            "stats": self.stats.to_dict(),
+            "noise_floor": self.noise_floor, "stats": self.stats.to_dict(),
             "evalues": {k: e.to_dict() for k, e in self.evalues.items()},
         }  # fmt: skip
 
@@ -266,7 +296,7 @@ class Analysis:
         a = cls(
             [Criterion.model_validate(c) for c in state["criteria"]], task=state["task"],
             mode=state["mode"], alpha=state["alpha"], classes=state.get("classes"),
-            max_slices=state["max_slices"],
+            max_slices=state["max_slices"], noise_floor=bool(state.get("noise_floor", False)),
         )  # fmt: skip
         a.stats.load(state["stats"])
         a.evalues = {k: ErrorCountEValue.from_dict(v) for k, v in state["evalues"].items()}

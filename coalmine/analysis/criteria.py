@@ -8,6 +8,9 @@ these models. Thresholds are in the metric's own units:
 - `max_ratio` — lower-is-better metrics: m_cand ≤ max_ratio × m_prod (latency, loss, CPU).
 - `max` / `min` — absolute limits on the candidate's own value (or, for drift and
   agreement, on the comparison itself: PSI ≤ max, agreement ≥ min).
+- `margin` on `agreement` / `mean_abs_diff` (shadow with a baseline only) — relative to
+  the noise floor: the candidate's agreement with production ≥ a fresh baseline's (same
+  version as production, same requests) − margin; |difference| ≤ the baseline's + margin.
 - `critical` — the controller acts on a FAIL at once. With `error_classes` (error_rate
   only) any single candidate call whose error class (or `http_<status>`) is listed fails
   the criterion immediately; no statistics are needed for "it crashed".
@@ -152,11 +155,29 @@ def load_criteria(path: str | Path) -> CriteriaFile:
     return parse_criteria(read_yaml(path), str(path))
 
 
-def default_criteria(task: str, mode: str) -> list[Criterion]:
-    """What `coalmine analyze` judges when no criteria file is given."""
-    names = ["error_rate", "latency_p95"]
-    names += ["accuracy"] if task == "classification" else ["mae"]
-    if mode == "shadow":
-        names += ["agreement"] if task == "classification" else []
-    names += ["psi"]
-    return [Criterion(metric=n) for n in names]
+# With a noise floor the default agreement criterion is relative to it. An absolute
+# `min: 0.95` fails a model that disagrees with itself more than 5% of the time whatever the
+# candidate does, and waves through a real change hidden under a low floor; "at most 1 point
+# more disagreement with production than production's own fresh instance" asks only what the
+# candidate changed. Why 1 point: it is the default accuracy margin (the same size of change
+# counts), and it is what a shadow can resolve in a few tens of thousands of mirrored
+# requests when the floor is ~10% (Var(a_c − a_b) is about twice the floor). Agreement is the
+# label-free signal; accuracy, once labels arrive, judges quality itself.
+NOISE_FLOOR_AGREEMENT_MARGIN = 0.01
+
+
+def default_criteria(task: str, mode: str, noise_floor: bool = False) -> list[Criterion]:
+    """What is judged when no criteria are given (`coalmine analyze`, rollout defaults).
+
+    `noise_floor=True` (a shadow with a baseline): agreement is judged against the
+    baseline's agreement with production (`margin: 0.01`) instead of `min: 0.95`.
+    """
+    out = [Criterion(metric=n) for n in ("error_rate", "latency_p95")]
+    out.append(Criterion(metric="accuracy" if task == "classification" else "mae"))
+    if mode == "shadow" and task == "classification":
+        if noise_floor:
+            out.append(Criterion(metric="agreement", margin=NOISE_FLOOR_AGREEMENT_MARGIN))
+        else:
+            out.append(Criterion(metric="agreement"))
+    out.append(Criterion(metric="psi"))
+    return out

@@ -15,6 +15,15 @@ and stable on the same request_id) is counted when the later of the two is read,
 request_id index. Each evaluation therefore costs O(new rows × log(table)), not O(log):
 see benchmarks/analysis.py.
 
+Baseline (`baseline_role="baseline"`): a fresh instance of the stable version that the
+gateway logs with role "baseline". In a canary it is routed the canary's share and is the
+arm the canary is judged against (like for like: same share, same warm-up; production's
+"stable" rows are then ignored). In a shadow it answers every mirrored request as well, and
+production-vs-baseline disagreement is the noise floor (Diffy's practice): a request with
+production, shadow and baseline rows is a triple, counted once when its last row is read,
+and feeds the paired difference a_c − a_b (candidate's and baseline's agreement with
+production) that `agreement`/`mean_abs_diff` criteria with `margin` are judged on.
+
 Only the first feedback row of a request counts (a label is given once; later rows for the
 same request are ignored).
 
@@ -49,6 +58,7 @@ __all__ = ["CriterionResult", "Evaluator", "Judgement"]
 
 P = predictions.alias("p")
 Q = predictions.alias("q")
+R = predictions.alias("r")
 F = feedback.alias("f")
 F2 = feedback.alias("f2")
 
@@ -81,36 +91,61 @@ class Evaluator:
         batch_limit: int = 50_000,
         max_slices: int = 20,
         classes: list[Any] | None = None,
+        baseline_role: Literal["stable", "baseline"] = "stable",
     ) -> None:
+        if baseline_role not in ("stable", "baseline"):
+            raise ValueError(
+                f"baseline_role: must be 'stable' or 'baseline' (got {baseline_role!r})"
+            )
         self.engine = engine
         self.model, self.candidate, self.baseline = model, candidate, baseline
         self.mode, self.rollout_id, self.since_ts = mode, rollout_id, since_ts
+        self.baseline_role = baseline_role
         self.batch_limit = batch_limit
         self.candidate_role = "shadow" if mode == "shadow" else "canary"
-        self.analysis = Analysis(
-            criteria, task=task, mode=mode, alpha=alpha, classes=classes, max_slices=max_slices
+        # The one rule for which rows are whose (`_arm_filter`, `_matches` and `_arm_of` all
+        # read it): (version, role) -> arm. Canary with a baseline: the canary is judged
+        # against the fresh baseline instance routed the same share, and production's
+        # long-running "stable" rows are ignored. Shadow with a baseline: the main
+        # comparison stays shadow vs production; the baseline's rows only feed the noise
+        # floor (the triple query), as arm "noise".
+        like_for_like = mode == "canary" and baseline_role == "baseline"
+        production_role = "baseline" if like_for_like else "stable"
+        self.arms: dict[tuple[str, str], str] = {
+            (candidate, self.candidate_role): "candidate",
+            (baseline, production_role): "baseline",
+        }
+        self.noise_floor = mode == "shadow" and baseline_role == "baseline"
+        self.triple_arms: dict[tuple[str, str], str] = (
+            {**self.arms, (baseline, "baseline"): "noise"} if self.noise_floor else {}
         )
+        self.analysis = Analysis(
+            criteria, task=task, mode=mode, alpha=alpha, classes=classes, max_slices=max_slices,
+            noise_floor=self.noise_floor,
+        )  # fmt: skip
         self.last_prediction_id = 0
         self.last_feedback_id = 0
         self.rows_read = 0
         self.labels_read = 0
+        self.triples_read = 0
 
     @property
     def criteria(self) -> list[Criterion]:
         return self.analysis.criteria
 
     # -- SQL pieces ----------------------------------------------------------------------------
-    def _arm_filter(self, t: Any, *, model_index: bool = True) -> ColumnElement[bool]:
+    def _arm_filter(
+        self, t: Any, *, model_index: bool = True, arms: Mapping[tuple[str, str], str] | None = None
+    ) -> ColumnElement[bool]:
         # model_index=False writes the model test as `model || ''`, which no index serves:
         # for the pair side of a join on request_id, SQLite otherwise walks (model, id) over
-        # every earlier row for each new row (quadratic; minutes at 20k rows).
+        # every earlier row for each new row (quadratic; minutes at 20k rows). Any join on
+        # request_id (pairs, noise-floor triples) must pass it for every side but the
+        # driving one; tests/analysis/test_noise_floor.py counts SQLite's work to keep it so.
         model = t.c.model if model_index else t.c.model + ""
         cond = and_(
             model == self.model,
-            or_(
-                and_(t.c.version == self.candidate, t.c.role == self.candidate_role),
-                and_(t.c.version == self.baseline, t.c.role == "stable"),
-            ),
+            or_(*(and_(t.c.version == v, t.c.role == r) for v, r in (arms or self.arms))),
         )
         if self.rollout_id is not None:
             cond = and_(cond, t.c.rollout_id == self.rollout_id)
@@ -119,22 +154,16 @@ class Evaluator:
         return cond
 
     def _matches(self, row: Any) -> bool:
-        """`_arm_filter` evaluated in Python on one row."""
-        if row["model"] != self.model:
-            return False
-        if not (
-            (row["version"] == self.candidate and row["role"] == self.candidate_role)
-            or (row["version"] == self.baseline and row["role"] == "stable")
-        ):
+        """`_arm_filter` (main arms) evaluated in Python on one row."""
+        if row["model"] != self.model or (row["version"], row["role"]) not in self.arms:
             return False
         if self.rollout_id is not None and row["rollout_id"] != self.rollout_id:
             return False
         return self.since_ts is None or row["ts"] >= self.since_ts
 
     def _arm_of(self, version: str, role: str) -> str:
-        return (
-            "candidate" if version == self.candidate and role == self.candidate_role else "baseline"
-        )
+        """The arm of a row `_arm_filter` selected ("candidate", "baseline" or "noise")."""
+        return self.triple_arms.get((version, role)) or self.arms[(version, role)]
 
     def _first_feedback(self) -> ColumnElement[bool]:
         return ~exists().where(and_(F2.c.request_id == F.c.request_id, F2.c.id < F.c.id))
@@ -187,6 +216,9 @@ class Evaluator:
             self._read_predictions(rows)
             if self.mode == "shadow" and rows:
                 self._read_new_pairs(conn, p_old, p_new, f_old)
+            if self.noise_floor and p_new > p_old:
+                # not only when `rows` has some: the baseline's row may complete a triple alone
+                self._read_new_triples(conn, p_old, p_new)
 
             # B: new feedback rows joined to prediction rows already read (id ≤ P_new).
             # Two queries driven by the new feedback ids, so the database never walks the
@@ -274,6 +306,41 @@ class Evaluator:
         self.analysis.observe_request_pairs(request_pairs)
         self.analysis.observe_label_pairs(label_pairs)
 
+    def _read_new_triples(self, conn: Any, p_old: int, p_new: int) -> None:
+        """Noise floor: requests answered by production, shadow and baseline, counted once.
+
+        Driven by the new rows (P, via the (model, id) index) like the pair query; the other
+        two rows of the request (Q, R) are found through the request_id index and must be
+        older than P, so a triple is read exactly once: when its last row is read. Q's role
+        sorts before R's, so the two orders of the older rows are not both counted.
+        """
+        arms = self.triple_arms
+        cols = ("version", "role", "prediction", "latency_ms", "status", "error_class",
+                "slices", "canary_weight_bp")  # fmt: skip
+        stmt = (
+            select(*(P.c[k] for k in cols), *(Q.c[k].label(f"q_{k}") for k in cols),
+                   *(R.c[k].label(f"r_{k}") for k in cols))
+            .select_from(
+                P.join(Q, and_(Q.c.request_id == P.c.request_id, Q.c.id < P.c.id))
+                .join(R, and_(R.c.request_id == P.c.request_id, R.c.id < P.c.id))
+            )
+            .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P, arms=arms),
+                   self._arm_filter(Q, model_index=False, arms=arms),
+                   self._arm_filter(R, model_index=False, arms=arms),
+                   P.c.role != Q.c.role, P.c.role != R.c.role, Q.c.role < R.c.role)
+        )  # fmt: skip
+        triples: list[tuple[Obs, Obs, Obs]] = []
+        for r in conn.execute(stmt):
+            row = r._mapping
+            by_arm = {
+                self._arm_of(row[f"{x}version"], row[f"{x}role"]): self._obs(row, x)
+                for x in ("", "q_", "r_")
+            }
+            if len(by_arm) == 3:
+                triples.append((by_arm["candidate"], by_arm["baseline"], by_arm["noise"]))
+        self.analysis.observe_request_triples(triples)
+        self.triples_read += len(triples)
+
     def _read_feedback(self, rows: list[Mapping[str, Any]]) -> None:
         groups: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
         for row in rows:
@@ -314,7 +381,8 @@ class Evaluator:
             "version": 1,
             "model": self.model, "candidate": self.candidate, "baseline": self.baseline,
             "mode": self.mode, "rollout_id": self.rollout_id, "since_ts": self.since_ts,
-            "batch_limit": self.batch_limit,
+            "batch_limit": self.batch_limit, "baseline_role": self.baseline_role,
+            "triples_read": self.triples_read,
             "last_prediction_id": self.last_prediction_id,
             "last_feedback_id": self.last_feedback_id,
             "rows_read": self.rows_read, "labels_read": self.labels_read,
@@ -331,10 +399,11 @@ class Evaluator:
             criteria=[Criterion.model_validate(c) for c in a["criteria"]], mode=state["mode"],
             alpha=a["alpha"], rollout_id=state["rollout_id"], since_ts=state["since_ts"],
             task=a["task"], batch_limit=state["batch_limit"], max_slices=a["max_slices"],
-            classes=a.get("classes"),
+            classes=a.get("classes"), baseline_role=state.get("baseline_role", "stable"),
         )  # fmt: skip
         ev.analysis = Analysis.from_state(a)
         ev.last_prediction_id = int(state["last_prediction_id"])
         ev.last_feedback_id = int(state["last_feedback_id"])
         ev.rows_read, ev.labels_read = int(state["rows_read"]), int(state["labels_read"])
+        ev.triples_read = int(state.get("triples_read", 0))
         return ev

@@ -12,6 +12,10 @@
 - latency quantiles: per-arm quantile confidence sequences (Howard & Ramdas 2022) at α/2
   each, combined into bounds on the ratio; p99 cannot PASS before its upper bound is finite
   (~3,000 samples at α = 0.05), only FAIL;
+- agreement / mean |difference| with `margin`: the paired CS on d_i = a_c(i) − a_b(i),
+  the candidate's and a fresh baseline's agreement with production on the same request
+  (the noise floor, Diffy's practice); with `min` / `max`: a one-sample CS on the
+  candidate's own agreement;
 - drift: PSI / JS on merged bins, descriptive (see drift.py);
 - `critical` with `error_classes`: any listed error class in the candidate → FAIL at once.
 
@@ -26,7 +30,7 @@ from typing import Any
 
 from coalmine.analysis import drift
 from coalmine.analysis.criteria import Criterion
-from coalmine.analysis.metrics import AUC_BATCH, ArmSlice, SliceStats, drift_order
+from coalmine.analysis.metrics import AUC_BATCH, FLOOR, ArmSlice, SliceStats, drift_order
 from coalmine.analysis.result import CriterionResult
 from coalmine.analysis.sequential import (
     ErrorCountEValue,
@@ -73,7 +77,7 @@ def _scaled(m: Moments, k: float) -> Moments:
     return Moments(m.n, k * m.total, k * k * m.total_sq)
 
 
-BINARY_KEYS = frozenset({"error", "accuracy", "agree"})
+BINARY_KEYS = frozenset({"error", "accuracy", "agree", "agree" + FLOOR})
 
 
 def _floored(m: Moments, floor: float) -> Moments:
@@ -250,6 +254,26 @@ def _drift_test(c: Criterion, ev: Evidence) -> _Test:
     return _Test(verdict, value, NAN, NAN, limit, "value", value)
 
 
+def _floor_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
+    """Agreement relative to the noise floor: paired d_i = a_c(i) − a_b(i) on the triples.
+
+    a_c(i), a_b(i): the candidate's and a fresh baseline's agreement with production on
+    request i (|difference| for regression). Higher agreement is better; lower |difference|.
+    """
+    key = c.spec.key + FLOOR
+    pairs = ev.stats.pairs
+    m = _pairs(ev.stats, key)
+    margin = float(c.margin or 0.0)
+    cand, base = pairs.side(key, "c"), pairs.side(key, "b")
+    cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
+    iv = paired_mean_cs(m, alpha)
+    higher = c.higher_is_better
+    verdict = decide_higher_better(iv, margin) if higher else decide_lower_better(iv, margin)
+    estimate = iv.estimate if m.n else NAN
+    return _Test(verdict, estimate, iv.lower, iv.upper, -margin if higher else margin, "floor",
+                 cv, bv)  # fmt: skip
+
+
 def _agreement_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
     m = ev.stats.pairs.single.get(c.spec.key, Moments())
     iv = _one_sample(m, alpha, c.spec.key)
@@ -264,6 +288,9 @@ def _counts(c: Criterion, ev: Evidence) -> tuple[int, int]:
     fam = c.spec.family
     if fam in ("error", "latency_mean", "latency_quantile", "drift"):
         return s.candidate.requests, s.baseline.requests
+    if fam == "agreement" and c.margin is not None:
+        n = s.pairs.paired(c.spec.key + FLOOR).n  # triples: production, shadow and baseline
+        return n, n
     if fam == "agreement":
         return s.pairs.pairs, s.pairs.pairs
     if ev.mode == "shadow" and s.pairs.has(c.spec.key) and fam != "resource":
@@ -284,7 +311,12 @@ def _tests(c: Criterion, ev: Evidence, alpha: float) -> list[_Test]:
     if fam == "drift":
         return [_drift_test(c, ev)]
     if fam == "agreement":
-        return [_agreement_test(c, ev, alpha)]
+        # margin (noise floor) and min/max (absolute) may be given together: α/2 each
+        floor, absolute = c.margin is not None, c.min is not None or c.max is not None
+        a = alpha / (int(floor) + int(absolute))
+        return ([_floor_test(c, ev, a)] if floor else []) + (
+            [_agreement_test(c, ev, a)] if absolute else []
+        )
     if fam == "latency_quantile":
         return [_quantile_test(c, ev, alpha)]
     k = int(relative) + int(limit)

@@ -27,7 +27,7 @@ import numpy as np
 from coalmine.analysis import outputs
 from coalmine.analysis.sequential import LogHistogram, Moments
 
-__all__ = ["ARMS", "OVERALL", "ArmSlice", "Obs", "PairCell", "SliceStats", "Stats"]
+__all__ = ["ARMS", "FLOOR", "OVERALL", "ArmSlice", "Obs", "PairCell", "SliceStats", "Stats"]
 
 ARMS = ("candidate", "baseline")
 OVERALL = ""  # the slice key of all traffic
@@ -36,6 +36,7 @@ NO_RESPONSE = frozenset({"timeout", "connection"})
 AUC_BATCH = 200  # labelled examples per AUC batch (see `_auc`)
 MAX_DRIFT_BINS = 512
 MAX_CATEGORIES = 64
+FLOOR = "_floor"  # suffix of the noise-floor keys: "agree_floor", "abs_diff_floor"
 
 
 @dataclass(slots=True)
@@ -209,6 +210,15 @@ class PairCell:
         v[3] += c * c
         v[4] += b * b
         v[5] += c * b
+
+    def side(self, key: str, which: str) -> Moments:
+        """Moments of one side's own values of `key` ("c" or "b"), from the cross moments.
+
+        For the noise-floor keys "b" is the baseline's agreement with production: the noise
+        floor itself, as a one-sample stream (kept inside the cross moments, not twice).
+        """
+        n, sc, sb, scc, sbb, _ = self.cross.get(key, [0.0] * 6)
+        return Moments(int(n), sc, scc) if which == "c" else Moments(int(n), sb, sbb)
 
     def has(self, key: str) -> bool:
         return self.cross.get(key, [0.0])[0] > 0 or (key in self.diffs and self.diffs[key].n > 0)
@@ -461,19 +471,26 @@ class Stats:
         self._flush(arm, pending)
 
     # -- shadow pairs -----------------------------------------------------------------------
+    def _closeness(self, c: Obs, b: Obs) -> tuple[str, float] | None:
+        """("agree", 0/1) or ("abs_diff", |c − b|) of two answers to one request, if defined."""
+        if c.prediction is None or b.prediction is None:
+            return None
+        oc = outputs.normalize(c.prediction, self.task)
+        ob = outputs.normalize(b.prediction, self.task)
+        if len(oc) != 1 or len(ob) != 1 or oc[0] is None or ob[0] is None:
+            return None
+        if self.task == "classification" and oc[0].cls is not None:
+            return "agree", float(outputs.same_class(oc[0].cls, ob[0].cls, self.classes))
+        if self.task == "regression" and None not in (oc[0].value, ob[0].value):
+            return "abs_diff", abs(float(oc[0].value) - float(ob[0].value))  # type: ignore[arg-type]
+        return None
+
     def add_request_pairs(self, pairs: Iterable[tuple[Obs, Obs]]) -> None:
         """The same request answered by candidate (first) and baseline (second)."""
         for c, b in pairs:
-            agree: float | None = None
-            abs_diff: float | None = None
-            if c.prediction is not None and b.prediction is not None:
-                oc = outputs.normalize(c.prediction, self.task)
-                ob = outputs.normalize(b.prediction, self.task)
-                if len(oc) == len(ob) == 1 and oc[0] is not None and ob[0] is not None:
-                    if self.task == "classification" and oc[0].cls is not None:
-                        agree = float(outputs.same_class(oc[0].cls, ob[0].cls, self.classes))
-                    if self.task == "regression" and None not in (oc[0].value, ob[0].value):
-                        abs_diff = abs(float(oc[0].value) - float(ob[0].value))  # type: ignore[arg-type]
+            close = self._closeness(c, b)
+            agree = close[1] if close and close[0] == "agree" else None
+            abs_diff = close[1] if close and close[0] == "abs_diff" else None
             for key in self.keys_for(b.slices or c.slices):
                 p = self.slices[key].pairs
                 p.pairs += 1
@@ -489,6 +506,23 @@ class Stats:
                     p.s("agree").add_one(agree)
                 if abs_diff is not None:
                     p.s("abs_diff").add_one(abs_diff)
+
+    def add_request_triples(self, triples: Iterable[tuple[Obs, Obs, Obs]]) -> None:
+        """Noise floor: one request answered by candidate, production and a fresh baseline.
+
+        Per request, a_c = closeness of candidate to production and a_b = closeness of the
+        baseline (same version as production) to production: agreement (classification)
+        or |difference| (regression). They go in as cross moments under "agree_floor" /
+        "abs_diff_floor", so the judge gets the paired differences a_c − a_b (Var small,
+        every request counts for both) and `PairCell.side(key, "b")` the noise floor itself.
+        """
+        for c, p, b in triples:
+            close_c, close_b = self._closeness(c, p), self._closeness(b, p)
+            if close_c is None or close_b is None:
+                continue
+            name = f"{close_c[0]}{FLOOR}"
+            for key in self.keys_for(p.slices or c.slices or b.slices):
+                self.slices[key].pairs.add_cross(name, close_c[1], close_b[1])
 
     def add_label_pairs(self, pairs: Iterable[tuple[Obs, Obs]]) -> None:
         """Labelled shadow pairs: d_i = metric_c(i) − metric_b(i) on the same example."""

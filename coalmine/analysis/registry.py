@@ -19,6 +19,10 @@ Family = Literal[
     "outcome", "resource", "user",
 ]  # fmt: skip
 
+# `agreement` / `mean_abs_diff` with `margin` are judged against the noise floor: the
+# candidate's agreement with production vs a fresh baseline's (same version as production)
+# on the same requests; `min` / `max` are absolute limits on the candidate's own.
+
 # Every metric is a number per example (or per request) whose mean is compared, except the
 # quantiles (histograms), AUC (batch AUCs) and drift (binned distributions).
 
@@ -67,9 +71,9 @@ METRICS: dict[str, MetricSpec] = {
                    defaults={"max_ratio": 1.05}, key="sq_err"),
         MetricSpec("agreement", "agreement", True, "pts", modes=("shadow",),
                    tasks=("classification",), defaults={"min": 0.95},
-                   allows=frozenset({"min"}), key="agree"),
+                   allows=frozenset({"min", "margin"}), key="agree"),
         MetricSpec("mean_abs_diff", "agreement", False, "", modes=("shadow",),
-                   tasks=("regression",), allows=frozenset({"max"}), key="abs_diff"),
+                   tasks=("regression",), allows=frozenset({"max", "margin"}), key="abs_diff"),
         MetricSpec("psi", "drift", False, "", defaults={"max": 0.25},
                    allows=frozenset({"max"}), key="drift"),
         MetricSpec("js", "drift", False, "", defaults={"max": 0.1},

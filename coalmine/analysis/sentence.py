@@ -88,6 +88,9 @@ def sentence(
     cs = f"{level(alpha)} CS"
     fam = c.spec.family
     higher = c.higher_is_better
+    if kind == "floor":
+        return floor_sentence(c, ev, verdict, estimate, lower, upper, threshold, cand, base,
+                              alpha, n_c)  # fmt: skip
     if verdict is Verdict.INCONCLUSIVE and (n_c == 0 or n_b == 0):
         what = "labelled examples" if c.spec.needs_labels else "samples"
         side = "candidate" if n_c == 0 else "production"
@@ -133,6 +136,42 @@ def sentence(
         f"({delta(estimate, unit)}, {cs} {bound(lower, unit)} to {bound(upper, unit)}) "
         f"{_relation(verdict, higher)} the allowed "
         f"{delta(threshold, unit)}{_tail(verdict, n_c, n_b)}"
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else value(x, "")
+
+
+def _signed_bound(x: float, unit: str) -> str:
+    if not math.isfinite(x):
+        return value(x, unit)
+    return _signed(f"{100 * x:+.1f}" if unit == "pts" else f"{x:+.3g}")
+
+
+def floor_sentence(
+    c: Criterion, ev: Evidence, verdict: Verdict, estimate: float, lower: float, upper: float,
+    threshold: float, cand: float, base: float, alpha: float, n: int,
+) -> str:  # fmt: skip
+    """Agreement against the noise floor, e.g. "shadow agreement with production 91.2% vs
+    the baseline's 92.0% (noise floor), −0.8 pts (95% CS −2.1 to +0.5), allowed −1.0 pts"."""
+    where = f"in slice {ev.slice}, " if ev.slice else ""
+    arm = "shadow" if ev.mode == "shadow" else "canary"
+    agreement = c.metric == "agreement"
+    what = "agreement with production" if agreement else "mean |difference| from production"
+    if n == 0:
+        return (
+            f"{where}{arm} {c.metric} margin needs a baseline (noise floor): no request "
+            f"answered by production, {arm} and baseline yet: INCONCLUSIVE"
+        )
+    unit = c.spec.unit
+    show = _pct if agreement else (lambda x: value(x, unit))
+    tail = f": INCONCLUSIVE ({n:,} requests with a baseline so far)"
+    return (
+        f"{where}{arm} {what} {show(cand)} vs the baseline's {show(base)} (noise floor), "
+        f"{delta(estimate, unit)} ({level(alpha)} CS {_signed_bound(lower, unit)} to "
+        f"{_signed_bound(upper, unit)}), allowed {delta(threshold, unit)}"
+        f"{tail if verdict is Verdict.INCONCLUSIVE else f': {verdict.value}'}"
     )
 
 
