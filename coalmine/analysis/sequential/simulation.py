@@ -105,6 +105,56 @@ def simulate_paired_shadow(
     return DifferencePaths(total / n, info, np.broadcast_to(n, total.shape).copy(), n)
 
 
+def _paired_paths(total: FloatArray, total_sq: FloatArray, n: FloatArray) -> DifferencePaths:
+    """One-sample paths (the paired CS) from cumulative Σd and Σd² at every look."""
+    var = np.maximum(total_sq - total * total / n, 0.0) / (n - 1.0) / n
+    info = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+    return DifferencePaths(total / n, info, np.broadcast_to(n, total.shape).copy(), n)
+
+
+def noise_floor_cells(
+    flip_production: float, flip_baseline: float, flip_candidate: float
+) -> FloatArray:
+    """P(a_c, a_b) over the cells (1,1), (1,0), (0,1), (0,0) for binary answers that flip
+    the true class independently: a_c = [candidate == production], a_b = [baseline ==
+    production] on the same request."""
+    out = np.zeros(4)
+    for fp in (0, 1):
+        for fc in (0, 1):
+            for fb in (0, 1):
+                pr = (flip_production if fp else 1 - flip_production) * (
+                    (flip_candidate if fc else 1 - flip_candidate)
+                    * (flip_baseline if fb else 1 - flip_baseline)
+                )
+                out[2 * int(fc != fp) + int(fb != fp)] += pr
+    return out
+
+
+def simulate_noise_floor_shadow(
+    rng: np.random.Generator,
+    *,
+    runs: int,
+    flip_production: float,
+    flip_baseline: float,
+    flip_candidate: float,
+    look_every: int,
+    max_requests: int,
+) -> tuple[DifferencePaths, DifferencePaths]:
+    """Shadow with a baseline: every request answered by production, candidate and a fresh
+    baseline of production's version, each flipping the true (binary) class at random.
+
+    Returns the paths of d = a_c − a_b (the noise-floor criterion, `agreement margin`) and of
+    a_c itself (the absolute criterion, `agreement min`).
+    """
+    cells = noise_floor_cells(flip_production, flip_baseline, flip_candidate)
+    looks = max_requests // look_every
+    counts = rng.multinomial(look_every, cells, size=(runs, looks)).cumsum(axis=1).astype(float)
+    n = np.arange(1, looks + 1, dtype=float) * look_every
+    up, down = counts[..., 1], counts[..., 2]  # (1,0): d = +1, (0,1): d = −1
+    own = counts[..., 0] + counts[..., 1]  # a_c = 1
+    return _paired_paths(up - down, up + down, n), _paired_paths(own, own, n)
+
+
 def mixture_crossings(
     paths: DifferencePaths,
     *,
