@@ -11,7 +11,8 @@ Each part can be switched off (`--no-gateway`, `--no-api`, `--no-controller`), s
 command runs a controller alone (e.g. one per store, restarted independently of the
 gateway) or a gateway with a multi-process gateway elsewhere. SIGTERM/SIGINT stop all parts
 gracefully: the gateway drains and flushes its log, the controller finishes its tick and
-queued webhooks get a few seconds.
+due webhooks get a few seconds; undelivered ones stay in the store's outbox for the next
+start (webhooks are durable: a SIGKILL loses none).
 
 The API refuses to start without a token (`api.token` or $COALMINE_TOKEN);
 `--generate-token` makes a random one and prints it, for a laptop.
@@ -69,7 +70,7 @@ async def run_serve(
     from coalmine.api.app import create_app
     from coalmine.rollout.controller import Controller
     from coalmine.rollout.judge import EngineJudge
-    from coalmine.rollout.webhooks import WebhookNotifier
+    from coalmine.rollout.webhooks import WebhookSender
     from coalmine.store.engine import open_engine
     from coalmine.store.routes import RouteRepository
 
@@ -82,7 +83,9 @@ async def run_serve(
     engine = open_engine(config.store.url)
     RouteRepository(engine).seed_from_config(config)
     tasks: dict[str, str] = {m.name: m.task for m in config.models}
-    ctl = Controller(engine, EngineJudge(engine, tasks), notifier=WebhookNotifier(), tick_s=tick_s)
+    ctl = Controller(
+        engine, EngineJudge(engine, tasks), sender=WebhookSender(engine), tick_s=tick_s
+    )
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None

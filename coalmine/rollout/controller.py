@@ -3,10 +3,11 @@
 Every tick (default 0.25 s) it loads the active rollouts and, for each one: reads fast-guard
 trips (-> GuardTrip), asks the Judge for evidence when the rollout's evaluation interval has
 passed (-> Tick), calls `machine.step`, and applies the transition in ONE transaction
-(state + event + route, compare-and-swap on the rollout's version). Then it queues the
-webhooks. All state is in the store, so a controller killed at any moment resumes where the
-store says it was: step timers are persisted timestamps, and a transition either committed
-entirely or not at all.
+(state + event + route + webhook outbox rows, compare-and-swap on the rollout's version);
+its WebhookSender delivers the outbox from its own task. All state is in the store, so a
+controller killed at any moment resumes where the store says it was: step timers are
+persisted timestamps, and a transition either committed entirely (with its webhook
+deliveries, sent by whichever sender runs next) or not at all.
 
 Operators' commands (pause, promote, ...) go through `command()`, the same apply path, so
 they race safely with the loop.
@@ -24,11 +25,11 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
 
-from coalmine.rollout import machine
+from coalmine.rollout import machine, outbox
 from coalmine.rollout.judge import Judge
 from coalmine.rollout.machine import Event, Evidence, Phase, Tick, Transition
 from coalmine.rollout.store import RolloutConflict, RolloutRecord, RolloutRepository
-from coalmine.rollout.webhooks import WebhookNotifier
+from coalmine.rollout.webhooks import WebhookSender
 
 __all__ = ["Controller", "transition_payload"]
 
@@ -60,26 +61,10 @@ _JUDGED = (Phase.SHADOW, Phase.CANARY)
 def transition_payload(
     before: RolloutRecord, after: RolloutRecord, t: Transition
 ) -> dict[str, Any]:
-    """The webhook body for one transition."""
-    s = after.state
-    return {
-        "kind": t.kind,
-        "rollout_id": s.id,
-        "model": s.model,
-        "candidate": s.candidate,
-        "from_phase": before.state.phase.value,
-        "to_phase": s.phase.value,
-        "step_index": s.step_index,
-        "canary_weight": s.canary_weight_bp / 100,
-        "mirror_share": s.mirror_bp / 100,
-        "reason": t.reason,
-        "evidence": t.evidence,
-        "outcome": s.outcome,
-        "alert": "alert" in t.effects,
-        "seq": after.version,
-        "ts": after.updated_at,
-        "judgement": t.judgement,
-    }
+    """The webhook body for one transition (what the outbox row of `apply` holds)."""
+    return outbox.transition_payload(
+        before.state, after.state, t, seq=after.version, ts=after.updated_at
+    )
 
 
 class Controller:
@@ -90,13 +75,14 @@ class Controller:
         engine: Engine,
         judge: Judge,
         *,
-        notifier: WebhookNotifier | None = None,
+        sender: WebhookSender | None = None,
         tick_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.repo = RolloutRepository(engine)
         self.judge = judge
-        self.notifier = notifier or WebhookNotifier()
+        # delivers the webhook outbox that `repo.apply` fills, in its own task
+        self.sender = sender or WebhookSender(engine)
         self.tick_s = tick_s
         self.clock = clock
         self._last_eval: dict[int, float] = {}
@@ -109,7 +95,7 @@ class Controller:
 
     async def run(self) -> None:
         """Tick until `stop()`; a failing tick is logged and the loop goes on."""
-        self.notifier.start()
+        self.sender.start()
         try:
             while not self._stopping.is_set():
                 try:
@@ -119,7 +105,7 @@ class Controller:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.tick_s)
         finally:
-            await self.notifier.close()
+            await self.sender.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -222,8 +208,8 @@ class Controller:
                 listen(payload)
             except Exception:
                 log.exception("transition listener failed for rollout %s", s.id)
-        for hook in s.spec.webhooks:
-            self.notifier.notify(str(hook.url), hook.secret, payload)
+        if s.spec.webhooks:
+            self.sender.wake()  # its rows were committed with the transition
 
     # -- operators' commands ----------------------------------------------------------------
 

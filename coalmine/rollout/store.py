@@ -1,7 +1,8 @@
 """Persistence of rollouts: create, read, and apply a transition in ONE transaction.
 
 `apply` writes the rollout's new state with a compare-and-swap on its `version`, the event
-row (unique on rollout and version), and the route change, all committed together. Two
+row (unique on rollout and version), the route change and the webhook deliveries (the
+outbox, coalmine.rollout.outbox), all committed together. Two
 controllers racing on one rollout therefore apply a transition exactly once, and a crash
 leaves either all of it or none of it.
 """
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from coalmine.rollout.machine import TERMINAL, Phase, RolloutState, Transition
+from coalmine.rollout.outbox import enqueue_in, transition_payload
 from coalmine.rollout.spec import RolloutSpec
 from coalmine.rollout.weights import desired_route
 from coalmine.store.routes import get_route_in, set_route_in, upsert_version_in
@@ -371,6 +373,11 @@ class RolloutRepository:
             )
             if "route" in transition.effects:
                 set_route_in(conn, s.model, **_route_for(s))
+            # the webhook outbox: committed with the transition or not at all
+            payload = transition_payload(
+                record.state, s, transition, seq=record.version + 1, ts=now
+            )
+            enqueue_in(conn, s.spec.webhooks, payload, now=now)
         return self.get(record.id)
 
     def record_judgement(
