@@ -22,7 +22,7 @@ from typing import Any
 from coalmine.analysis import registry
 from coalmine.analysis.criteria import Criterion, default_criteria
 from coalmine.analysis.judge import Evidence, judge
-from coalmine.analysis.metrics import ARMS, OVERALL, Obs, Stats
+from coalmine.analysis.metrics import ARMS, FLOOR, OVERALL, Obs, Stats
 from coalmine.analysis.result import CriterionResult, Judgement, combine
 from coalmine.analysis.sequential import ErrorCountEValue
 
@@ -273,6 +273,8 @@ class Analysis:
                 f"{self.stats.untracked_slice_rows:,} row-slice values beyond the first "
                 f"{self.max_slices} slices were not judged per slice"
             )
+        if self.noise_floor:
+            notes.append(self.noise_floor_note())
         unscorable = overall.candidate.unscorable + overall.baseline.unscorable
         if unscorable:
             notes.append(f"{unscorable:,} labelled requests could not be scored (format)")
@@ -280,6 +282,26 @@ class Analysis:
             combine(results), results, overall.candidate.requests, overall.baseline.requests,
             time.time() if now is None else now, notes,
         )  # fmt: skip
+
+    def noise_floor_note(self) -> str:
+        """The noise floor itself: how closely a fresh baseline matches production."""
+        from coalmine.analysis.judge import _one_sample
+        from coalmine.analysis.sentence import level, value
+
+        classification = self.task == "classification"
+        key = ("agree" if classification else "abs_diff") + FLOOR
+        m = self.stats.slices[OVERALL].pairs.side(key, "b")
+        if m.n == 0:
+            return "noise floor: no request answered by production, shadow and baseline yet"
+        iv = _one_sample(m, self.alpha, key)
+        show = (lambda x: f"{100 * x:.1f}%") if classification else (lambda x: value(x, ""))
+        what = "agrees with production on" if classification else "differs from production by"
+        cs = f"({level(self.alpha)} CS {show(iv.lower)} to {show(iv.upper)})"
+        per = "of" if classification else "on average over"
+        return (
+            f"noise floor: a fresh baseline of production's version {what} {show(m.mean)} "
+            f"{cs} {per} {m.n:,} requests"
+        )
 
     # -- persistence --
     def state_dict(self) -> dict[str, Any]:

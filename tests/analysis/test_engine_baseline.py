@@ -184,6 +184,9 @@ def test_noise_floor_without_triples_yet_is_inconclusive_and_says_it_needs_a_bas
     r = a.judge().results[0]
     assert r.verdict is Verdict.INCONCLUSIVE and r.n_candidate == 0
     assert "needs a baseline (noise floor)" in r.sentence
+    assert a.judge().notes == [
+        "noise floor: no request answered by production, shadow and baseline yet"
+    ]
 
 
 def test_regression_mean_abs_diff_margin_against_the_noise_floor() -> None:
@@ -214,7 +217,12 @@ def test_floor_sentence_names_both_agreements_and_the_allowance() -> None:
     cand = [1 - p if i % 100 < 9 else p for i, p in enumerate(prod)]  # 91.0% agreement
     base = [1 - p if i % 100 >= 92 else p for i, p in enumerate(prod)]  # 92.0%
     a.add_pairs(candidate=cand, baseline=prod, noise_baseline=base)
-    s = a.judge().results[0].sentence
+    j = a.judge()
+    s = j.results[0].sentence
+    assert j.notes == [
+        "noise floor: a fresh baseline of production's version agrees with production on "
+        "92.0% (95% CS 89.2% to 94.8%) of 1,000 requests"
+    ]
     assert s.startswith(
         "shadow agreement with production 91.0% vs the baseline's 92.0% (noise floor), "
         "\u22121.0 pts (95% CS \u2212"
