@@ -73,7 +73,9 @@ class Analysis:
     """Judge a candidate against production from batches of outcomes.
 
     mode "canary": each arm answered different requests (pass `steps`, the canary weight in
-    basis points, if it changed). mode "shadow": both answered the same requests; feed them
+    basis points, if it changed); `like_for_like=True` when the baseline arm is a fresh
+    instance routed the canary's own share (not production's remaining traffic).
+    mode "shadow": both answered the same requests; feed them
     with `add_pairs` so every request counts for both.
     """
 
@@ -87,6 +89,7 @@ class Analysis:
         classes: list[Any] | None = None,
         max_slices: int = 20,
         noise_floor: bool = False,
+        like_for_like: bool = False,
     ) -> None:
         if mode not in ("canary", "shadow"):
             raise ValueError(f"mode: must be 'canary' or 'shadow' (got {mode!r})")
@@ -108,6 +111,10 @@ class Analysis:
         check_criteria(self.criteria, task=task, mode=mode, noise_floor=noise_floor)
         self.task, self.mode, self.alpha, self.max_slices = task, mode, alpha, max_slices
         self.noise_floor = noise_floor
+        # A canary judged against a fresh baseline routed the same share: each error event
+        # is the candidate's with probability θ(κ, ½) under H0, whatever the canary weight
+        # (the count e-value conditions on the candidate's share of the COMPARED traffic).
+        self.like_for_like = like_for_like
         self.classes = classes
         user = {c.metric: registry.load_user_metric(c.metric) for c in self.criteria
                 if c.spec.family == "user"}  # fmt: skip
@@ -161,7 +168,7 @@ class Analysis:
                 if e is None:
                     e = self.evalues[f"{name}|{key}"] = ErrorCountEValue(kappa)
                 c, b = (count, 0) if arm == "candidate" else (0, count)
-                e.update(c, b, step / 10_000)
+                e.update(c, b, 0.5 if self.like_for_like else step / 10_000)
 
     def observe_labels(self, arm: str, rows: Sequence[Obs]) -> None:
         self.stats.add_labels(_arm(arm), rows)
@@ -309,7 +316,8 @@ class Analysis:
             "criteria": [c.model_dump() for c in self.criteria],
             "task": self.task, "mode": self.mode, "alpha": self.alpha,
             "classes": self.classes, "max_slices": self.max_slices,
-            "noise_floor": self.noise_floor, "stats": self.stats.to_dict(),
+            "noise_floor": self.noise_floor, "like_for_like": self.like_for_like,
+            "stats": self.stats.to_dict(),
             "evalues": {k: e.to_dict() for k, e in self.evalues.items()},
         }  # fmt: skip
 
@@ -319,6 +327,7 @@ class Analysis:
             [Criterion.model_validate(c) for c in state["criteria"]], task=state["task"],
             mode=state["mode"], alpha=state["alpha"], classes=state.get("classes"),
             max_slices=state["max_slices"], noise_floor=bool(state.get("noise_floor", False)),
+            like_for_like=bool(state.get("like_for_like", False)),
         )  # fmt: skip
         a.stats.load(state["stats"])
         a.evalues = {k: ErrorCountEValue.from_dict(v) for k, v in state["evalues"].items()}

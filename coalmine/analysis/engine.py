@@ -121,7 +121,7 @@ class Evaluator:
         )
         self.analysis = Analysis(
             criteria, task=task, mode=mode, alpha=alpha, classes=classes, max_slices=max_slices,
-            noise_floor=self.noise_floor,
+            noise_floor=self.noise_floor, like_for_like=like_for_like,
         )  # fmt: skip
         self.last_prediction_id = 0
         self.last_feedback_id = 0

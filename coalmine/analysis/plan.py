@@ -90,10 +90,14 @@ def step_can_decide(
     power: float = 0.9,
     tests: int = 1,
     max_duration_s: float | None = None,
+    like_for_like: bool = False,
 ) -> StepPlan:
     """The wait of one step for a proportion metric (accuracy, error rate) at `base`.
 
     The controller calls this at rollout start and warns when `can_decide` is False.
+    `like_for_like=True`: the canary is judged against a fresh baseline routed its own
+    share, so the comparison arm has as many samples as the candidate (not the rest of
+    the traffic): the wait is longer at small shares.
     """
     _check(rps, label_rate, min_effect, margin, base)
     if tests < 1:
@@ -103,7 +107,7 @@ def step_can_decide(
     rate = rps * share_percent / 100 * label_rate
     if share_percent >= 100:
         return StepPlan(share_percent, rate, None, None, 0.0, 0.0, max_duration_s)
-    share = share_percent / 100
+    share = 0.5 if like_for_like else share_percent / 100
     a = alpha / tests
     cand = min(max(base - min_effect, 1e-6), 1 - 1e-6)
     var_c, var_b = cand * (1 - cand), base * (1 - base)
@@ -125,6 +129,7 @@ def plan_steps(
     power: float = 0.9,
     tests: int = 1,
     max_duration_s: float | None = None,
+    like_for_like: bool = False,
 ) -> list[StepPlan]:
     return [
         step_can_decide(
@@ -138,6 +143,7 @@ def plan_steps(
             power=power,
             tests=tests,
             max_duration_s=max_duration_s,
+            like_for_like=like_for_like,
         )
         for s in steps_percent
     ]

@@ -74,6 +74,7 @@ def test_canary_is_judged_against_the_baseline_rows_not_production(
         common: dict[str, Any] = dict(model=model, candidate="v2", baseline="v1",
                                       criteria=ACCURACY, mode="canary", max_slices=2)  # fmt: skip
         ev = Evaluator(store_engine, baseline_role="baseline", **common)
+        assert ev.analysis.like_for_like and not ev.analysis.noise_floor
         acc = _accuracy(ev)
         assert acc.verdict in with_baseline, acc.sentence
         assert acc.n_baseline == n_base[model]  # only the baseline's rows, every one
@@ -228,3 +229,33 @@ def test_floor_sentence_names_both_agreements_and_the_allowance() -> None:
         "\u22121.0 pts (95% CS \u2212"
     ), s
     assert s.endswith("allowed \u22121.0 pts: INCONCLUSIVE (1,000 requests with a baseline so far)")
+
+
+def test_error_count_evalue_uses_the_equal_split_of_a_like_for_like_canary() -> None:
+    """At a 5% canary with a fresh baseline at 5% too, an error is the candidate's with
+    probability ½ under H0, not 5%: conditioning on the weight would FAIL an equal
+    candidate at once (the e-value sees 10× 'too many' candidate errors)."""
+    rng = np.random.default_rng(9)
+    crit = [Criterion(metric="error_rate", max_ratio=1.5)]
+    verdicts = {}
+    for like in (True, False):
+        a = Analysis(crit, mode="canary", max_slices=0, like_for_like=like)
+        for _ in range(20):  # equal arms, equal 2% error rates
+            for arm in ("candidate", "baseline"):
+                errors = (rng.random(1000) < 0.02).tolist()
+                a.add_batch(arm, errors=errors, steps=[500] * 1000)
+        verdicts[like] = a.judge().results[0].verdict
+        assert Analysis.from_state(json.loads(json.dumps(a.state_dict()))).like_for_like is like
+    assert verdicts[True] is not Verdict.FAIL
+    assert verdicts[False] is Verdict.FAIL  # what a canary against production's rest would do
+
+
+def test_planning_a_like_for_like_step_counts_the_baseline_arm_as_small() -> None:
+    from coalmine.analysis.plan import step_can_decide
+
+    plain = step_can_decide(share_percent=5, rps=100, label_rate=1, min_effect=0.02)
+    like = step_can_decide(share_percent=5, rps=100, label_rate=1, min_effect=0.02,
+                           like_for_like=True)  # fmt: skip
+    assert like.samples_per_second == plain.samples_per_second
+    assert like.anytime_samples is not None and plain.anytime_samples is not None
+    assert 1.5 * plain.anytime_samples < like.anytime_samples < 2.5 * plain.anytime_samples
