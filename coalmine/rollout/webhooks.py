@@ -102,8 +102,9 @@ class WebhookSender:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.timeout_s = timeout_s
-        # longer than one POST can take, so a live sender's claim never expires under it
-        self.lease_s = lease_s if lease_s is not None else max(30.0, 3 * timeout_s)
+        # longer than one POST can take (timeout_s) plus recording it, so a live sender's
+        # claim never expires under it; short enough that a dead sender's rows resume soon
+        self.lease_s = lease_s if lease_s is not None else max(10.0, 3 * timeout_s)
         self.clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
