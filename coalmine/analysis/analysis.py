@@ -113,7 +113,8 @@ class Analysis:
         self.noise_floor = noise_floor
         # A canary judged against a fresh baseline routed the same share: each error event
         # is the candidate's with probability θ(κ, ½) under H0, whatever the canary weight
-        # (the count e-value conditions on the candidate's share of the COMPARED traffic).
+        # (the count e-value conditions on the candidate's share of the COMPARED traffic;
+        # see `_candidate_share`).
         self.like_for_like = like_for_like
         self.classes = classes
         user = {c.metric: registry.load_user_metric(c.metric) for c in self.criteria
@@ -168,7 +169,18 @@ class Analysis:
                 if e is None:
                     e = self.evalues[f"{name}|{key}"] = ErrorCountEValue(kappa)
                 c, b = (count, 0) if arm == "candidate" else (0, count)
-                e.update(c, b, 0.5 if self.like_for_like else step / 10_000)
+                e.update(c, b, self._candidate_share(step))
+
+    def _candidate_share(self, step: int) -> float:
+        """The candidate's share of the compared traffic at canary weight `step` (bp).
+
+        Like for like, the baseline is routed the canary's weight while the two fit
+        (min(w, 10000 − w): equal up to 50%), so the candidate has half the compared
+        traffic; against production, production has all the rest.
+        """
+        if not self.like_for_like:
+            return step / 10_000
+        return step / (step + min(step, 10_000 - step))
 
     def observe_labels(self, arm: str, rows: Sequence[Obs]) -> None:
         self.stats.add_labels(_arm(arm), rows)

@@ -107,7 +107,9 @@ def step_can_decide(
     rate = rps * share_percent / 100 * label_rate
     if share_percent >= 100:
         return StepPlan(share_percent, rate, None, None, 0.0, 0.0, max_duration_s)
-    share = 0.5 if like_for_like else share_percent / 100
+    share = share_percent / 100
+    if like_for_like:  # the baseline gets the canary's share while it fits (as analysis.py)
+        share = share / (share + min(share, 1 - share))
     a = alpha / tests
     cand = min(max(base - min_effect, 1e-6), 1 - 1e-6)
     var_c, var_b = cand * (1 - cand), base * (1 - base)
