@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from coalmine.rollout.machine import RolloutState, Transition
 from coalmine.rollout.spec import WebhookSpec
@@ -122,18 +122,16 @@ class Outbox:
 
     def due(self, now: float, limit: int) -> list[OutboxRow]:
         """Pending rows whose time has come and that head their (rollout, URL) queue."""
-        earlier = wd.alias("earlier")
-        blocked = exists().where(
-            and_(
-                earlier.c.state == PENDING,
-                earlier.c.rollout_id == wd.c.rollout_id,
-                earlier.c.url == wd.c.url,
-                earlier.c.id < wd.c.id,
-            )
+        # the head of each queue: one grouped pass over the pending rows (a correlated
+        # "no earlier pending row" test would be quadratic in a backlog)
+        heads = (
+            select(func.min(wd.c.id))
+            .where(wd.c.state == PENDING)
+            .group_by(wd.c.rollout_id, wd.c.url)
         )
         stmt = (
             select(wd)
-            .where((wd.c.state == PENDING) & (wd.c.next_attempt_at <= now) & ~blocked)
+            .where((wd.c.state == PENDING) & (wd.c.next_attempt_at <= now) & wd.c.id.in_(heads))
             .order_by(wd.c.id)
             .limit(limit)
         )

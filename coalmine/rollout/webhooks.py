@@ -134,7 +134,8 @@ class WebhookSender:
         if current is loop:
             self._wake.set()
         else:
-            loop.call_soon_threadsafe(self._wake.set)
+            with contextlib.suppress(RuntimeError):  # its loop closed in between
+                loop.call_soon_threadsafe(self._wake.set)
 
     async def close(self, drain_timeout_s: float = 2.0) -> None:
         """Send what is due for up to `drain_timeout_s`, then stop. Whatever is left stays

@@ -384,6 +384,32 @@ async def test_a_claimed_row_is_not_sent_by_another_sender_until_its_lease_ends(
     assert len(receiver.calls) == 1
 
 
+def test_a_row_backing_off_holds_back_later_rows_of_its_queue_only(store_engine: Engine) -> None:
+    a, b = (
+        WebhookSpec(url="http://127.0.0.1:9/hook/a"),
+        WebhookSpec(url="http://127.0.0.1:9/hook/b"),
+    )
+    with store_engine.begin() as conn:
+        for seq in (2, 3, 4):
+            enqueue_in(conn, [a, b], {"rollout_id": 1, "seq": seq}, now=10.0)
+        enqueue_in(conn, [a], {"rollout_id": 2, "seq": 2}, now=10.0)
+    outbox = Outbox(store_engine)
+    heads = outbox.due(11.0, 10)
+    assert [(r.rollout_id, r.url[-1], r.seq) for r in heads] == [
+        (1, "a", 2),
+        (1, "b", 2),
+        (2, "a", 2),
+    ]
+    outbox.retry_at(heads[0].id, 100.0, "HTTP 503")  # rollout 1's seq 2 to /a backs off
+    assert [(r.rollout_id, r.url[-1], r.seq) for r in outbox.due(11.0, 10)] == [
+        (1, "b", 2),
+        (2, "a", 2),
+    ]
+    outbox.finish(heads[0].id, "failed", 12.0, "gave up")  # once it is final, seq 3 is next
+    assert (1, "a", 3) in [(r.rollout_id, r.url[-1], r.seq) for r in outbox.due(12.0, 10)]
+    assert outbox.pending_count() == 6
+
+
 # -- the controller ----------------------------------------------------------------------
 
 
