@@ -259,3 +259,42 @@ def test_planning_a_like_for_like_step_counts_the_baseline_arm_as_small() -> Non
     assert like.samples_per_second == plain.samples_per_second
     assert like.anytime_samples is not None and plain.anytime_samples is not None
     assert 1.5 * plain.anytime_samples < like.anytime_samples < 2.5 * plain.anytime_samples
+
+
+def _export_csv(path: Any, rows: list[tuple[str, str, str, int]]) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["request_id", "model", "version", "role", "ts", "latency_ms", "status",
+                    "prediction", "canary_weight_bp", "label"])  # fmt: skip
+        for rid, version, role, pred in rows:
+            w.writerow([rid, "m", version, role, 1000, 20.0, 200, pred, 2500, 1])
+
+
+def test_exported_logs_follow_the_same_baseline_rule(tmp_path: Any) -> None:
+    from coalmine.analysis.sources.export import analyze_export
+
+    # shadow: production always 1, the baseline 1 on 92%, the shadow 1 on 91% of requests
+    shadow = tmp_path / "shadow.csv"
+    rows = []
+    for i in range(1000):
+        rows += [(f"r{i}", "v1", "stable", 1), (f"r{i}", "v2", "shadow", int(i % 100 >= 9))]
+        if i < 900:
+            rows.append((f"r{i}", "v1", "baseline", int(i % 100 < 92)))
+    _export_csv(shadow, rows)
+    a = analyze_export(shadow, model="m", candidate="v2", baseline="v1", criteria=None,
+                       max_slices=0)  # fmt: skip
+    assert a.mode == "shadow" and a.noise_floor
+    floor = next(r for r in a.judge().results if r.metric == "agreement")
+    assert floor.n_candidate == 900 and "(noise floor)" in floor.sentence
+    assert a.stats.slices[""].pairs.pairs == 1000  # shadow vs production only
+    # canary: judged against the baseline's rows (all right) instead of production's (wrong)
+    canary = tmp_path / "canary.csv"
+    _export_csv(canary, [(f"r{i}", *[("v2", "canary"), ("v1", "baseline"), ("v1", "stable")][i % 3],
+                          int(i % 3 != 2)) for i in range(3000)])  # fmt: skip
+    a = analyze_export(canary, model="m", candidate="v2", baseline="v1",
+                       criteria=ACCURACY, max_slices=0)  # fmt: skip
+    assert a.mode == "canary" and a.like_for_like
+    acc = a.judge().results[0]
+    assert acc.baseline_value == 1.0 and acc.n_baseline == 1000 and acc.verdict is Verdict.PASS

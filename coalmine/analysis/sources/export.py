@@ -3,8 +3,10 @@
 Columns are those of the `predictions` table (request_id, model, version, role, ts,
 latency_ms, status, error_class, prediction, slices, canary_weight_bp, ...) plus `label`
 (and optionally `outcomes`); JSON columns hold JSON text. Missing optional columns are fine.
-Candidate rows: version == candidate with role canary or shadow; baseline rows: version ==
-baseline with role stable or baseline (any role when the log has no role column).
+Candidate rows: version == candidate with role canary or shadow; production rows: version
+== baseline with role stable (any role when the log has no role column). Rows of role
+"baseline" (a fresh instance of the stable version) follow the Evaluator's rule: a canary is
+judged against them instead of production; in a shadow they give the noise floor.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = ["ExportError", "analyze_export", "read_export"]
 
 REQUIRED = ("model", "version")
 CANDIDATE_ROLES = {"canary", "shadow"}
-BASELINE_ROLES = {"stable", "baseline"}
+BASELINE_ROLES = {"stable"}
 
 
 class ExportError(ValueError):
@@ -102,6 +104,7 @@ def analyze_export(
             raise ExportError(f"{path}: missing column(s) {', '.join(missing)}")
     cand: list[tuple[str, Obs]] = []
     base: list[tuple[str, Obs]] = []
+    fresh: list[tuple[str, Obs]] = []  # role "baseline": a fresh instance of production
     roles: set[str] = set()
     for i, row in enumerate(rows):
         if row.get("model") != model:
@@ -115,16 +118,23 @@ def analyze_export(
         if row.get("version") == candidate and (not role or role in CANDIDATE_ROLES):
             cand.append((rid, obs))
             roles.add(role)
+        elif row.get("version") == baseline and role == "baseline":
+            fresh.append((rid, obs))
         elif row.get("version") == baseline and (not role or role in BASELINE_ROLES):
             base.append((rid, obs))
+    if mode == "auto":
+        mode = "shadow" if "shadow" in roles else "canary"
+    like_for_like = mode == "canary" and bool(fresh)
+    if like_for_like:
+        base = fresh  # judged against the like-for-like baseline, not production
     if not cand or not base:
         raise ExportError(
             f"{path}: found {len(cand)} candidate ({candidate}) and {len(base)} baseline "
             f"({baseline}) rows of model {model!r}; need both"
         )
-    if mode == "auto":
-        mode = "shadow" if "shadow" in roles else "canary"
-    a = Analysis(criteria, task=task, mode=mode, alpha=alpha, max_slices=max_slices)
+    noise_floor = mode == "shadow" and bool(fresh)
+    a = Analysis(criteria, task=task, mode=mode, alpha=alpha, max_slices=max_slices,
+                 noise_floor=noise_floor, like_for_like=like_for_like)  # fmt: skip
     a.observe_requests("candidate", [o for _, o in cand])
     a.observe_requests("baseline", [o for _, o in base])
     a.observe_labels("candidate", [o for _, o in cand if o.has_label or o.outcomes])
@@ -141,4 +151,10 @@ def analyze_export(
                 c.has_label = b.has_label = True
                 labelled.append((c, b))
         a.observe_label_pairs(labelled)
+        if noise_floor:
+            by_fresh = {rid: o for rid, o in fresh}
+            a.observe_request_triples([
+                (o, by_id[rid], by_fresh[rid]) for rid, o in cand
+                if rid in by_id and rid in by_fresh
+            ])  # fmt: skip
     return a
