@@ -25,7 +25,10 @@ INCONCLUSIVE: 4 candidate and 4 baseline calls judged
   INCONCLUSIVE canary accuracy 0.750 vs 1.000 ...
 
 Shadow (both versions answered the same requests) is fed with `add_pairs(candidate=...,
-baseline=..., labels=...)`; every request then counts for both. `coalmine analyze` runs the
+baseline=..., labels=...)`; every request then counts for both. With a fresh instance of
+production's version answering the same requests (`Analysis(..., noise_floor=True)` and
+`add_pairs(..., noise_baseline=...)`), `Criterion(metric="agreement", margin=0.01)` judges the
+candidate's agreement with production against production's agreement with itself. `coalmine analyze` runs the
 same over an exported prediction log, and `coalmine.analysis.engine.Evaluator` over the live
 log for the rollout controller.
 """

@@ -73,7 +73,13 @@ def _loads(text: str | None) -> Any:
 
 
 class Evaluator:
-    """Judges `candidate` against `baseline` of `model` from the prediction log and feedback."""
+    """Judges `candidate` against `baseline` of `model` from the prediction log and feedback.
+
+    `baseline_role="baseline"`: the gateway also runs a fresh instance of the `baseline`
+    version (rows with role "baseline"). Canary: the canary is judged against it instead of
+    production's "stable" rows. Shadow: judged against production as before, plus the noise
+    floor, so `agreement`/`mean_abs_diff` criteria may use `margin` (refused otherwise).
+    """
 
     def __init__(
         self,
@@ -141,7 +147,7 @@ class Evaluator:
         # for the pair side of a join on request_id, SQLite otherwise walks (model, id) over
         # every earlier row for each new row (quadratic; minutes at 20k rows). Any join on
         # request_id (pairs, noise-floor triples) must pass it for every side but the
-        # driving one; tests/analysis/test_noise_floor.py counts SQLite's work to keep it so.
+        # driving one; tests/analysis/test_engine_linear.py counts SQLite's work to keep it so.
         model = t.c.model if model_index else t.c.model + ""
         cond = and_(
             model == self.model,
