@@ -28,9 +28,9 @@ Shadow (both versions answered the same requests) is fed with `add_pairs(candida
 baseline=..., labels=...)`; every request then counts for both. With a fresh instance of
 production's version answering the same requests (`Analysis(..., noise_floor=True)` and
 `add_pairs(..., noise_baseline=...)`), `Criterion(metric="agreement", margin=0.01)` judges the
-candidate's agreement with production against production's agreement with itself. `coalmine analyze` runs the
-same over an exported prediction log, and `coalmine.analysis.engine.Evaluator` over the live
-log for the rollout controller.
+candidate's agreement with production against production's agreement with itself.
+`coalmine analyze` runs the same over an exported prediction log, and
+`coalmine.analysis.engine.Evaluator` over the live log for the rollout controller.
 """
 
 from coalmine.analysis.analysis import Analysis
