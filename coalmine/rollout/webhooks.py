@@ -252,5 +252,5 @@ class WebhookSender:
                     return DELIVERED, None
                 error = f"HTTP {resp.status}"
                 return ("retry" if _retryable(resp.status) else REJECTED), error
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except Exception as exc:  # network, timeout, or anything odd: count it as an attempt
             return "retry", f"{type(exc).__name__}: {exc}"[:300]
