@@ -131,12 +131,40 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def noise_floor_table(seed: int = 2025, runs: int = 2_000) -> str:
+    """Shadow agreement, every instance flipping 8% of answers at random (a nondeterministic
+    model): `min: 0.95` vs `margin: 0.01` against a fresh baseline's agreement (noise floor)."""
+    from coalmine.analysis.sequential.simulation import simulate_noise_floor_shadow
+
+    rng = np.random.default_rng(seed)
+    out = ["| shadow candidate | min 0.95 FAILs | margin 0.01 FAILs | margin median n to FAIL |",
+           "|---|---|---|---|"]  # fmt: skip
+    for label, excess in (("A/A (same model)", 0.0), ("+5 pts disagreement", 0.05)):
+        floor, own = simulate_noise_floor_shadow(
+            rng, runs=runs, flip_production=0.08, flip_baseline=0.08,
+            flip_candidate=0.08 + excess / (1 - 2 * 0.08), look_every=LOOK, max_requests=20_000,
+        )  # fmt: skip
+        shifted = DifferencePaths(own.estimate - 0.95, own.information, own.effective_n,
+                                  own.candidate_n)  # fmt: skip
+        f_min = mixture_crossings(shifted, alpha=ALPHA, margin=0.0)[0] != NEVER
+        t = mixture_crossings(floor, alpha=ALPHA, margin=0.01)[0]
+        med = _samples(quantile_of_times(t, 0.5))
+        out.append(f"| {label} | {f_min.mean():.1%} | {np.mean(t != NEVER):.1%} | "
+                   f"{'never' if math.isinf(med) else f'{med:,.0f}'} |")  # fmt: skip
+    return "\n".join(out)
+
+
 def main() -> None:
     print(
         f"Canary at {SHARE:.0%} share, accuracy {P_BASE:.2f}, α = {ALPHA}, a look every {LOOK} "
         f"candidate samples up to {MAX_CANDIDATE:,}; n = candidate labelled samples to FAIL."
     )
     print(format_table(rates_table()))
+    print(
+        f"\nShadow agreement with a noise floor: production, baseline and candidate each flip "
+        f"8% of answers; α = {ALPHA}, a look every {LOOK} mirrored requests up to 20,000."
+    )
+    print(noise_floor_table())
 
 
 if __name__ == "__main__":
