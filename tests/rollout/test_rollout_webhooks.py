@@ -66,6 +66,8 @@ class Receiver:
     script: list[int] = field(default_factory=list)
     default: int = 204
     delay_s: float = 0.0
+    gate: asyncio.Event | None = None  # when set, every request waits for it
+    arrived: int = 0  # requests received, answered or not
     calls: list[Receipt] = field(default_factory=list)
     url: str = ""
     port: int = 0
@@ -88,9 +90,12 @@ class Receiver:
             self.runner = None
 
     async def _hook(self, request: web.Request) -> web.Response:
+        self.arrived += 1
         body = await request.read()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.gate is not None:
+            await self.gate.wait()
         status = self.script.pop(0) if self.script else self.default
         self.calls.append(
             Receipt(
@@ -453,3 +458,32 @@ async def test_the_controller_loop_and_its_commands_deliver_through_the_outbox(
 def test_signature_format() -> None:
     assert sign("s", b"{}").startswith("sha256=") and len(sign("s", b"{}")) == 7 + 64
     assert not verify_signature("s", b"{}", None)
+
+
+async def test_a_hanging_receiver_never_holds_up_the_controller(
+    repo: RolloutRepository, store_engine: Engine, receiver: Receiver
+) -> None:
+    receiver.gate = asyncio.Event()  # the receiver takes every request and answers nothing
+    spec = spec_with({"url": f"{receiver.url}/a"})
+    rec = repo.create("iris", "v2", "http://127.0.0.1:10/", spec)
+    ctl = Controller(
+        store_engine, PassingJudge(), sender=sender(store_engine, timeout_s=30), tick_s=0.05
+    )
+    loop = asyncio.create_task(ctl.run())
+    try:
+        await until(lambda: receiver.arrived == 1)
+        # the first delivery is in flight and unanswered; the controller still transitions
+        # and operators' commands still complete
+        paused = await ctl.command(rec.id, Pause("hold"))
+        aborted = await ctl.command(rec.id, Abort("enough"))
+        assert (paused.state.phase.value, aborted.state.phase.value) == ("paused", "aborted")
+        await asyncio.sleep(0.2)  # several sender polls
+        assert receiver.calls == []  # nothing answered yet
+        assert receiver.arrived == 1  # and the later transitions wait behind the first
+        receiver.gate.set()
+        await until(lambda: len(receiver.calls) == 3)
+    finally:
+        receiver.gate.set()
+        ctl.stop()
+        await loop
+    assert [json.loads(c.body)["seq"] for c in receiver.calls] == [2, 3, 4]
