@@ -157,20 +157,20 @@ def load_criteria(path: str | Path) -> CriteriaFile:
 
 # With a noise floor the default agreement criterion is relative to it. An absolute
 # `min: 0.95` fails a model that disagrees with itself more than 5% of the time whatever the
-# candidate does, and waves through a real change hidden under a low floor; "at most 1 point
-# more disagreement with production than production's own fresh instance" asks only what the
-# candidate changed. Why 1 point: it is the default accuracy margin (the same size of change
-# counts), and it is what a shadow can resolve in a few tens of thousands of mirrored
-# requests when the floor is ~10% (Var(a_c − a_b) is about twice the floor). Agreement is the
-# label-free signal; accuracy, once labels arrive, judges quality itself.
-NOISE_FLOOR_AGREEMENT_MARGIN = 0.01
+# candidate does; "at most 5 points more disagreement with production than production's own
+# fresh instance" asks only what the candidate changed. Why 5 points: a retrained model is a
+# different model and is expected to answer some requests differently, so the tolerance is
+# the same as the absolute default's (for a deterministic model, floor 0, the two coincide);
+# agreement is the label-free signal, and accuracy judges quality itself once labels arrive.
+# Teams shipping a refactor that must answer identically set a tighter margin.
+NOISE_FLOOR_AGREEMENT_MARGIN = 0.05
 
 
 def default_criteria(task: str, mode: str, noise_floor: bool = False) -> list[Criterion]:
     """What is judged when no criteria are given (`coalmine analyze`, rollout defaults).
 
     `noise_floor=True` (a shadow with a baseline): agreement is judged against the
-    baseline's agreement with production (`margin: 0.01`) instead of `min: 0.95`.
+    baseline's agreement with production (`margin: 0.05`) instead of `min: 0.95`.
     """
     out = [Criterion(metric=n) for n in ("error_rate", "latency_p95")]
     out.append(Criterion(metric="accuracy" if task == "classification" else "mae"))

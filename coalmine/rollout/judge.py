@@ -56,14 +56,17 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
     Raises coalmine.config.ConfigError (field path + reason) for an invalid criterion, so a
     bad spec is refused when the rollout starts, not at its first evaluation.
     """
+    from coalmine.analysis.analysis import check_criteria
     from coalmine.analysis.criteria import Criterion, default_criteria
     from coalmine.config import ConfigError
 
     given: list[CriterionSpec] | None = (
         spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
     )
+    # in shadow a baseline's disagreement with production is the noise floor
+    noise_floor = mode == "shadow" and spec.baseline is not None
     if given is None:
-        base = [c for c in default_criteria(task, mode) if mode in c.spec.modes]
+        base = [c for c in default_criteria(task, mode, noise_floor) if mode in c.spec.modes]
     else:
         base = []
         errors: list[tuple[str, str]] = []
@@ -74,6 +77,10 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
                 errors.append((f"{mode}.criteria.{i}", str(exc).splitlines()[-1].strip()))
         if errors:
             raise ConfigError("<spec>", errors)
+        try:
+            check_criteria(base, task=task, mode=mode, noise_floor=noise_floor)
+        except ValueError as exc:
+            raise ConfigError("<spec>", [(f"{mode}.criteria", str(exc))]) from None
     return [
         c
         if c.must is not None
@@ -114,6 +121,8 @@ class EngineJudge:
                 rollout_id=s.id,
                 since_ts=s.started_at,
                 task=cast(Literal["classification", "regression"], task),
+                # with a baseline the canary is judged against it, like for like
+                baseline_role="baseline" if s.spec.baseline is not None else "stable",
             )
             self._evaluators[key] = (evaluator, criteria)
         return self._evaluators[key]

@@ -73,6 +73,7 @@ def plan_warnings(
                 alpha=spec.alpha,
                 tests=max(1, len(criteria)),
                 max_duration_s=spec.canary.step_max_duration(step),
+                like_for_like=spec.baseline is not None,
             )
             text = plan.warning()
             if text:

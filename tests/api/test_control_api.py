@@ -153,6 +153,17 @@ def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
                 "model": "iris",
                 "candidate": "v2",
                 "url": "http://h:1",
+                # relative to a noise floor, with no baseline to measure it
+                "spec": {"shadow": {"criteria": [{"metric": "agreement", "margin": 0.05}]}},
+            },
+            422,
+            "spec.shadow.criteria",
+        ),
+        (
+            {
+                "model": "iris",
+                "candidate": "v2",
+                "url": "http://h:1",
                 "spec": {"baseline": "not a url"},
             },
             422,
