@@ -14,6 +14,7 @@ baseline instance of the stable version, the candidate), `coalmine serve`, real 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -89,19 +90,33 @@ def _watch_route(db: Path, rollout: Any, timeout: float) -> tuple[dict[str, Any]
     raise TimeoutError(f"rollout did not end: {rollout.status()}")
 
 
+@contextlib.contextmanager
+def _serving(tmp_path: Path, stable_url: str, traffic_factory: Any) -> Iterator[Coalmine]:
+    """`coalmine serve` over a model whose stable version is at `stable_url`, with traffic."""
+    cm = Coalmine(tmp_path, stable_url)
+    try:
+        traffic_factory(cm.gateway_url, rate=150)
+        yield cm
+    finally:
+        cm.stop()
+
+
+CANARY_ONLY = {"shadow": {"enabled": False}, "canary": CANARY, "interval": 0.3}
+
+
 def test_canary_is_judged_against_a_fresh_baseline(
     tmp_path: Path, servers: dict[str, str], traffic_factory: Any
 ) -> None:
-    cm = Coalmine(tmp_path, servers["prod"])
-    try:
-        traffic_factory(cm.gateway_url, rate=150)
-        spec = {"shadow": {"enabled": False}, "canary": CANARY, "interval": 0.3}
-        with Client(cm.api_url, TOKEN) as client:
-            rollout = client.start_rollout(
-                "iris", "v2", servers["fresh-candidate"], spec, baseline=servers["fresh-baseline"]
-            )
-            final, seen = _watch_route(cm.db, rollout, 120)
-            events = rollout.events()
+    with (
+        _serving(tmp_path, servers["prod"], traffic_factory) as cm,
+        Client(cm.api_url, TOKEN) as client,
+    ):
+        rollout = client.start_rollout(
+            "iris", "v2", servers["fresh-candidate"], CANARY_ONLY,
+            baseline=servers["fresh-baseline"],
+        )  # fmt: skip
+        final, seen = _watch_route(cm.db, rollout, 120)
+        events = rollout.events()
         assert final["phase"] == "promoted", final
         # the baseline had the canary's share at every step below 100%
         assert (2000, 2000, True) in seen and (5000, 5000, True) in seen
@@ -124,69 +139,62 @@ def test_canary_is_judged_against_a_fresh_baseline(
         latency = next(r for r in advance["judgement"]["results"] if r["name"] == "latency_p50")
         assert latency["verdict"] != "FAIL"
         assert latency["baseline_value"] > 20  # the slow fresh instance, not production's ~1 ms
-    finally:
-        cm.stop()
 
 
 def test_without_the_baseline_the_same_candidate_fails_against_production(
     tmp_path: Path, servers: dict[str, str], traffic_factory: Any
 ) -> None:
-    cm = Coalmine(tmp_path, servers["prod"])
-    try:
-        traffic_factory(cm.gateway_url, rate=150)
-        spec = {"shadow": {"enabled": False}, "canary": CANARY, "interval": 0.3}
-        with Client(cm.api_url, TOKEN) as client:
-            rollout = client.start_rollout("iris", "v2", servers["fresh-candidate"], spec)
-            final = rollout.wait(timeout=120, poll_s=0.3)
-        assert final["phase"] == "rolled_back", final
-        assert "latency_p50" in final["reason"]
-    finally:
-        cm.stop()
+    with (
+        _serving(tmp_path, servers["prod"], traffic_factory) as cm,
+        Client(cm.api_url, TOKEN) as client,
+    ):
+        rollout = client.start_rollout("iris", "v2", servers["fresh-candidate"], CANARY_ONLY)
+        final = rollout.wait(timeout=120, poll_s=0.3)
+    assert final["phase"] == "rolled_back", final
+    assert "latency_p50" in final["reason"]
 
 
 def test_shadow_disagreement_is_measured_against_the_noise_floor(
     tmp_path: Path, servers: dict[str, str], traffic_factory: Any
 ) -> None:
-    cm = Coalmine(tmp_path, servers["noisy-prod"])
-    try:
-        traffic_factory(cm.gateway_url, rate=150)
-        spec = {
-            "shadow": {
-                "min_duration": 1,
-                "min_samples": 50,
-                "max_duration": 90,
-                "then": "stop",
-                "criteria": [{"metric": "error_rate"},
-                             {"metric": "agreement", "margin": 0.1, "must": "pass"}],
-            },
-            "interval": 0.3,
-        }  # fmt: skip
-        with Client(cm.api_url, TOKEN) as client:
-            rollout = client.start_rollout(
-                "iris", "v2", servers["noisy-candidate"], spec, baseline=servers["noisy-baseline"]
-            )
-            final = rollout.wait(timeout=120, poll_s=0.3)
-            events = rollout.events()
-        assert final["outcome"] != "rolled_back", final
-        passed = next(e for e in events if e["from_phase"] == "shadow")
-        agreement = next(
-            r for r in passed["judgement"]["results"] if r["name"] == "agreement" and not r["slice"]
+    spec = {
+        "shadow": {
+            "min_duration": 1,
+            "min_samples": 50,
+            "max_duration": 90,
+            "then": "stop",
+            "criteria": [{"metric": "error_rate"},
+                         {"metric": "agreement", "margin": 0.1, "must": "pass"}],
+        },
+        "interval": 0.3,
+    }  # fmt: skip
+    with (
+        _serving(tmp_path, servers["noisy-prod"], traffic_factory) as cm,
+        Client(cm.api_url, TOKEN) as client,
+    ):
+        rollout = client.start_rollout(
+            "iris", "v2", servers["noisy-candidate"], spec, baseline=servers["noisy-baseline"]
         )
-        assert agreement["verdict"] == "PASS", agreement
-        assert "noise floor" in agreement["sentence"]
-        # the same mirrored requests reached production, the candidate and the baseline
-        triples = _rows(
-            cm.db,
-            "SELECT count(*) FROM (SELECT request_id FROM predictions GROUP BY request_id "
-            "HAVING count(DISTINCT role) = 3)",
-        )[0][0]
-        assert triples > 50
-        # and the candidate's raw agreement with production is far below 95%
-        pairs = _rows(
-            cm.db,
-            "SELECT p.prediction = q.prediction FROM predictions p JOIN predictions q "
-            "ON p.request_id = q.request_id WHERE p.role = 'shadow' AND q.role = 'stable'",
-        )
-        assert sum(a for (a,) in pairs) / len(pairs) < 0.9
-    finally:
-        cm.stop()
+        final = rollout.wait(timeout=120, poll_s=0.3)
+        events = rollout.events()
+    assert final["outcome"] != "rolled_back", final
+    passed = next(e for e in events if e["from_phase"] == "shadow")
+    agreement = next(
+        r for r in passed["judgement"]["results"] if r["name"] == "agreement" and not r["slice"]
+    )
+    assert agreement["verdict"] == "PASS", agreement
+    assert "noise floor" in agreement["sentence"]
+    # the same mirrored requests reached production, the candidate and the baseline
+    triples = _rows(
+        cm.db,
+        "SELECT count(*) FROM (SELECT request_id FROM predictions GROUP BY request_id "
+        "HAVING count(DISTINCT role) = 3)",
+    )[0][0]
+    assert triples > 50
+    # and the candidate's raw agreement with production is far below 95%
+    pairs = _rows(
+        cm.db,
+        "SELECT p.prediction = q.prediction FROM predictions p JOIN predictions q "
+        "ON p.request_id = q.request_id WHERE p.role = 'shadow' AND q.role = 'stable'",
+    )
+    assert sum(a for (a,) in pairs) / len(pairs) < 0.9
