@@ -139,6 +139,10 @@ class Client:
     def events(self, rollout_id: int, after: int = 0) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/rollouts/{rollout_id}/events", params={"after": after}))
 
+    def webhook_deliveries(self, rollout_id: int) -> list[dict[str, Any]]:
+        """The rollout's webhook deliveries: url, seq, state, attempts, last_error."""
+        return list(self._call("GET", f"/rollouts/{rollout_id}/webhooks"))
+
     def judgement(self, rollout_id: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/rollouts/{rollout_id}/judgement"))
 

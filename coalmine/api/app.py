@@ -23,6 +23,7 @@ from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
 from coalmine.rollout.judge import build_criteria
 from coalmine.rollout.machine import InvalidTransition, awaiting_approval
+from coalmine.rollout.outbox import Outbox
 from coalmine.rollout.planning import observed_rates, plan_warnings
 from coalmine.rollout.spec import parse_spec
 from coalmine.rollout.store import NotFound, RolloutConflict, RolloutRecord, RolloutRepository
@@ -228,6 +229,15 @@ def create_app(
     ) -> list[dict[str, Any]]:
         rollouts.get(rollout_id)  # 404 for an unknown rollout
         return rollouts.events(rollout_id, after)
+
+    @api.get("/rollouts/{rollout_id}/webhooks", tags=["rollouts"])
+    def rollout_webhooks(rollout_id: int) -> list[dict[str, Any]]:
+        """Webhook deliveries of a rollout: state, attempts, last error (secrets left out)."""
+        rollouts.get(rollout_id)  # 404 for an unknown rollout
+        return [
+            {k: v for k, v in row.items() if k != "secret"}
+            for row in Outbox(engine).rows(rollout_id)
+        ]
 
     @api.get("/rollouts/{rollout_id}/judgement", tags=["rollouts"])
     def rollout_judgement(rollout_id: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from coalmine.rollout.machine import RolloutState, Transition
 from coalmine.rollout.spec import WebhookSpec
@@ -206,6 +206,15 @@ class Outbox:
             return int(
                 conn.execute(select(func.count()).where(wd.c.state == PENDING)).scalar() or 0
             )
+
+    def prune(self, finished_before: float) -> int:
+        """Delete finished deliveries (delivered, rejected, failed) older than the cutoff;
+        pending rows are never pruned. Returns how many went."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(wd).where((wd.c.state != PENDING) & (wd.c.finished_at < finished_before))
+            )
+        return int(result.rowcount or 0)
 
     def rows(self, rollout_id: int | None = None) -> list[dict[str, Any]]:
         """Every delivery (of one rollout), oldest first: for status pages and tests."""

@@ -93,6 +93,7 @@ class WebhookSender:
         max_backoff_s: float = 300.0,
         timeout_s: float = 5.0,
         lease_s: float | None = None,
+        retention_s: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = Outbox(engine)
@@ -106,6 +107,9 @@ class WebhookSender:
         # claim never expires under it; short enough that a dead sender's rows resume soon
         self.lease_s = lease_s if lease_s is not None else max(10.0, 3 * timeout_s)
         self.clock = clock
+        # finished deliveries are kept this long (for the API's delivery status), then pruned
+        self.retention_s = retention_s
+        self._next_prune = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -195,6 +199,10 @@ class WebhookSender:
                 elif result:
                     sent += 1
         PENDING.set(await asyncio.to_thread(self.outbox.pending_count))
+        now = self.clock()
+        if now >= self._next_prune:  # hourly is plenty: a few rows per transition
+            self._next_prune = now + 3600.0
+            await asyncio.to_thread(self.outbox.prune, now - self.retention_s)
         return sent
 
     async def _client(self) -> aiohttp.ClientSession:

@@ -64,6 +64,7 @@ SPEC: dict[str, Any] = {
         ("GET", "/api/v1/rollouts"),
         ("POST", "/api/v1/rollouts"),
         ("POST", "/api/v1/rollouts/1/abort"),
+        ("GET", "/api/v1/rollouts/1/webhooks"),
         ("POST", "/api/v1/models/iris/rollback"),
         ("GET", "/api/v1/metrics"),
     ],
@@ -93,7 +94,10 @@ def test_openapi_document_lists_the_operations(api: str) -> None:
 def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
     with Client(api, TOKEN) as client:
         assert [m["model"] for m in client.models()] == ["iris"]
-        rollout = client.start_rollout("iris", "v2", "http://127.0.0.1:10", SPEC)
+        hook = {"url": "http://127.0.0.1:9/hook", "secret": "s3cret"}
+        rollout = client.start_rollout(
+            "iris", "v2", "http://127.0.0.1:10", {**SPEC, "webhooks": [hook]}
+        )
         assert rollout.data["warnings"] and "no traffic" in rollout.data["warnings"][0]
         status = rollout.status()
         assert status["phase"] == "pending" and status["steps"] == [10, 100]
@@ -115,8 +119,13 @@ def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
         with pytest.raises(CoalmineAPIError) as ended:
             client.promote(rollout.id)
         assert ended.value.status == 409 and "already ended" in ended.value.message
-        kinds = [e["kind"] for e in client.events(rollout.id)]
-        assert kinds == ["created", "pause", "resume", "abort"]
+        events = client.events(rollout.id)
+        assert [e["kind"] for e in events] == ["created", "pause", "resume", "abort"]
+        # one delivery per transition, queued in the outbox (no sender runs here)
+        deliveries = client.webhook_deliveries(rollout.id)
+        assert [d["seq"] for d in deliveries] == [e["seq"] for e in events[1:]]
+        assert {d["state"] for d in deliveries} == {"pending"}
+        assert all("secret" not in d for d in deliveries)
 
         with pytest.raises(CoalmineAPIError) as nothing:
             client.rollback("iris")

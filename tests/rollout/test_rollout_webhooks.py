@@ -487,3 +487,26 @@ async def test_a_hanging_receiver_never_holds_up_the_controller(
         ctl.stop()
         await loop
     assert [json.loads(c.body)["seq"] for c in receiver.calls] == [2, 3, 4]
+
+
+async def test_finished_deliveries_are_pruned_after_the_retention_pending_never(
+    repo: RolloutRepository, store_engine: Engine, receiver: Receiver
+) -> None:
+    receiver.default = 200
+    rec = repo.create(
+        "iris", "v2", "http://127.0.0.1:10/",
+        spec_with({"url": f"{receiver.url}/a"}, {"url": "http://127.0.0.1:9/closed"}),
+    )  # fmt: skip
+    advance(repo, rec, time.time())
+    s = sender(store_engine, max_attempts=50, backoff_s=30.0)
+    s.start()
+    try:
+        await until(lambda: len(receiver.calls) == 1)
+        await asyncio.sleep(0.2)
+    finally:
+        await s.close()
+    states = sorted(r["state"] for r in s.outbox.rows())
+    assert states == ["delivered", "pending"]  # the closed port is backing off
+    assert s.outbox.prune(time.time() - 3600) == 0  # finished just now: kept
+    assert s.outbox.prune(time.time() + 1) == 1
+    assert [r["state"] for r in s.outbox.rows()] == ["pending"]
