@@ -106,7 +106,10 @@ class Gateway:
         self.rng = random.Random()
         self.ready = False
         self._background: set[asyncio.Task[Any]] = set()
-        feedback = make_feedback_handler(FeedbackStore(engine))
+        # unknown ids are re-checked once the log's next batch has surely been written
+        feedback = make_feedback_handler(
+            FeedbackStore(engine), grace_s=2 * config.logging.flush_interval_s
+        )
         self._endpoints: dict[tuple[str, str], Any] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,

@@ -9,6 +9,11 @@ says what happened to each item (207-style, with status 200):
 
 Malformed JSON or an unexpected shape is a 400, too many items a 413, a store that cannot
 be reached a 503; nothing is stored in those cases.
+
+The prediction log is written in batches, so a label sent right after its prediction may
+name a request id not yet in the store (by any gateway process). Items reported unknown are
+tried once more after `grace_s` (default: twice the log's flush interval) before the error
+is returned, so a fast client needs no retry loop; only true unknowns pay the wait.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from coalmine.store.feedback import FeedbackStore
+from coalmine.store.feedback import UNKNOWN_REQUEST_ID, FeedbackStore
 
 __all__ = ["MAX_ITEMS", "FeedbackStore", "feedback_items", "make_feedback_handler"]
 
@@ -53,7 +59,20 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def make_feedback_handler(store: FeedbackStore) -> Handler:
+async def _add_with_grace(store: FeedbackStore, items: list[Any], grace_s: float) -> list[Any]:
+    """`store.add(items)`, with the items reported unknown tried once more after grace_s."""
+    results = await asyncio.to_thread(store.add, items)
+    unknown = [i for i, r in enumerate(results) if r.error == UNKNOWN_REQUEST_ID]
+    if not unknown or grace_s <= 0:
+        return results
+    await asyncio.sleep(grace_s)
+    retried = await asyncio.to_thread(store.add, [items[i] for i in unknown])
+    for i, r in zip(unknown, retried, strict=True):
+        results[i] = replace(r, index=i)
+    return results
+
+
+def make_feedback_handler(store: FeedbackStore, grace_s: float = 0.5) -> Handler:
     """The `POST /v1/feedback` handler for `store`; database work runs in a thread."""
 
     async def handle_feedback(request: web.Request) -> web.Response:
@@ -68,7 +87,7 @@ def make_feedback_handler(store: FeedbackStore) -> Handler:
         if len(items) > MAX_ITEMS:
             return _error(413, f"{len(items)} items; at most {MAX_ITEMS} per request")
         try:
-            results = await asyncio.to_thread(store.add, items)
+            results = await _add_with_grace(store, items, grace_s)
         except Exception:
             log.exception("feedback store failed")
             return _error(503, "feedback store unavailable; nothing was stored, retry later")

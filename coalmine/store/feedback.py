@@ -6,9 +6,10 @@ non-null label, outcomes merge with later values overriding earlier ones. So a c
 sent later wins, and a label and an outcome sent separately both count.
 
 An item whose request id has no logged prediction is rejected with a per-item error
-("unknown request_id") and not stored. Note the race this implies: the gateway writes its
-log in batches (every `logging.flush_interval_s`), so feedback sent within that interval of
-the prediction can be reported unknown; such a client should retry the item later.
+("unknown request_id") and not stored. The gateway writes its log in batches (every
+`logging.flush_interval_s`), so feedback sent within that interval of the prediction may not
+find it yet: the gateway's `POST /v1/feedback` re-checks such items once after two flush
+intervals before reporting them unknown (log/feedback_http.py).
 """
 
 from __future__ import annotations

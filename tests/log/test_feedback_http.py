@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -120,3 +121,29 @@ async def test_an_unreachable_store_is_a_503(tmp_path: Path) -> None:
         engine.dispose()
     assert status == 503
     assert "nothing was stored" in str(out["error"])
+
+
+async def test_a_label_racing_its_batched_prediction_is_stored_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    """The prediction row lands in the store while the label's first lookup has missed it:
+    the label is still accepted (no client retry), and a true unknown is still an error."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    store = FeedbackStore(engine)
+    app = web.Application()
+    app.router.add_post("/v1/feedback", make_feedback_handler(store, grace_s=0.5))
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        url = str(server.make_url("/v1/feedback"))
+        body = [{"request_id": "late", "label": 1}, {"request_id": "never", "label": 0}]
+        posting = asyncio.create_task(post(url, json=body))
+        await asyncio.sleep(0.2)  # the first lookup has happened; now the batch is written
+        await asyncio.to_thread(insert_batch, engine, [served("late")])
+        status, out = await posting
+        assert status == 200 and out["accepted"] == 1
+        assert [(e["index"], e["request_id"]) for e in out["errors"]] == [(1, "never")]  # type: ignore[union-attr]
+        assert [(r.request_id, r.label) for r in joined(engine, "iris")] == [("late", 1)]
+    finally:
+        await server.close()
+        engine.dispose()
