@@ -32,9 +32,10 @@ Restart: `state_dict()` holds the cursors and all running statistics (JSON-able)
 prefers can also build a fresh Evaluator, which re-reads the rollout's rows from the start
 (`rollout_id` / `since_ts` bound what it reads) — slower, same answer.
 
-Known limit: paging by id assumes ids become visible in increasing order, which holds for
-SQLite (one writer at a time). On PostgreSQL a transaction that commits late with a lower
-id could be skipped; the gateway's batch writer commits one batch at a time per process.
+Paging by id assumes ids become visible in increasing order. SQLite has one writer at a
+time; on PostgreSQL the log and feedback writers take a transaction-scoped advisory lock
+before drawing ids (store/predictions.py `serialize_writers_in`), so a lower id is never
+committed after a higher one is visible, whatever the number of gateway processes.
 """
 
 from __future__ import annotations

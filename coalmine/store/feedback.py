@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Connection, Engine, exists, insert, select
 
+from coalmine.store.predictions import serialize_writers_in
 from coalmine.store.schema import feedback, predictions
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 UNKNOWN_REQUEST_ID = "unknown request_id"
+FEEDBACK_LOCK_KEY = 0x66656564  # "feed": feedback writers commit in id order (PostgreSQL)
 _CHUNK = 500  # ids per IN (...) list: far below every backend's parameter limit
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -131,6 +133,8 @@ class FeedbackStore:
         }
         now = time.time()
         with self.engine.begin() as conn:
+            # feedback is paged by id too: the same commit-in-id-order rule as the log
+            serialize_writers_in(conn, FEEDBACK_LOCK_KEY)
             known = _known_request_ids(conn, (v.request_id for v in valid.values()))
             for i, item in valid.items():
                 if item.request_id not in known:

@@ -10,12 +10,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select
+from sqlalchemy import Connection, Engine, Row, func, insert, select, text
 
 from coalmine.log.record import PredictionRecord
 from coalmine.store.schema import predictions
 
-__all__ = ["count", "encode_record", "insert_batch", "insert_batch_in", "read_since"]
+__all__ = [
+    "LOG_LOCK_KEY", "count", "encode_record", "insert_batch", "insert_batch_in", "read_since",
+    "serialize_writers_in",
+]  # fmt: skip
 
 # Client-chosen strings (a request id from a header) must never fail a whole batch on
 # PostgreSQL's length checks, so they are cut to the column width first.
@@ -53,10 +56,24 @@ def encode_record(record: PredictionRecord) -> dict[str, Any]:
     }
 
 
+# Readers page by id, which is only safe if ids become visible in increasing order. On
+# PostgreSQL two writers (gateway processes) could commit out of id order and a reader would
+# skip the late, lower ids for good; a transaction-scoped advisory lock taken before the ids
+# are drawn makes writers draw and commit one at a time. SQLite has one writer anyway.
+LOG_LOCK_KEY = 0x636F616C  # "coal"
+
+
+def serialize_writers_in(conn: Connection, key: int = LOG_LOCK_KEY) -> None:
+    """On PostgreSQL, hold `key`'s advisory lock until this transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def insert_batch_in(conn: Connection, records: Sequence[PredictionRecord]) -> int:
     """Insert `records` on `conn` with one executemany; returns how many."""
     if not records:
         return 0
+    serialize_writers_in(conn)
     conn.execute(insert(predictions), [encode_record(r) for r in records])
     return len(records)
 
