@@ -60,7 +60,10 @@ def judgement(t: float, final: bool = False) -> dict[str, object]:
                    n // 2, "accuracy in region=south: +0.01"),
     ]  # fmt: skip
     verdict = "fail" if final or north_verdict == "fail" else "inconclusive"
-    return {"verdict": verdict, "results": results, "n_candidate": n, "n_baseline": 5 * n}
+    notes = ["noise floor: a fresh baseline of production's version agrees with production "
+             f"on 92.0% of {n} requests"]  # fmt: skip
+    return {"verdict": verdict, "results": results, "n_candidate": n, "n_baseline": 5 * n,
+            "notes": notes}  # fmt: skip
 
 
 def seed_rollout(engine: Engine, *, end_phase: str = "rolled_back") -> Seeded:

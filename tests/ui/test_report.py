@@ -122,7 +122,9 @@ def test_story_of_a_running_rollout_draws_every_chart(tmp_path: Path) -> None:
     assert set(figs["shadow"]) == {"agreement", "distribution"}
 
     out = write_report(engine, str(seeded.rollout_id), tmp_path / "r.html", now=T0 + 60)
-    assert "Failure analysis" in out.read_text()  # the section exists, hidden when empty
+    html = out.read_text()
+    assert "Failure analysis" in html  # the section exists, hidden when empty
+    assert "noise floor: a fresh baseline" in html  # the judgement's notes are shown
     engine.dispose()
 
 
