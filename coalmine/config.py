@@ -163,7 +163,8 @@ class GatewayConfig(Strict):
     processes: int = Field(default=1, ge=0, description="0 = one per CPU core (SO_REUSEPORT)")
     max_body_bytes: int = Field(default=1 << 20, ge=1)
     upstream_timeout_s: float = Field(default=10.0, gt=0)
-    upstream_client: Literal["aiohttp", "httptools"] = "aiohttp"
+    # httptools: the thin keep-alive client, 1.5-4x cheaper per call; aiohttp: ClientSession
+    upstream_client: Literal["aiohttp", "httptools"] = "httptools"
     canary_failover: bool = True
     routing_poll_s: float = Field(default=0.5, gt=0, le=1.0)
     fast_guard_failures: int = Field(

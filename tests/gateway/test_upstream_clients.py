@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import ssl
+import subprocess
+import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -52,10 +57,27 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
         await response.write_eof()
         return response
 
+    async def compressed(request: web.Request) -> web.Response:
+        # sent compressed although the client did not ask for it
+        encoding = request.headers.get("X-Encoding", "gzip")
+        data = b'{"predictions": [1, 2, 3]}'
+        packed = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
+        return web.Response(
+            body=packed,
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+
     app = web.Application()
     app.router.add_post("/echo", echo)
     app.router.add_post("/slow", slow)
     app.router.add_post("/chunked", chunked)
+    app.router.add_post("/compressed", compressed)
+
+    async def header(request: web.Request) -> web.Response:
+        # the bytes of X-Custom as the server received them
+        return web.Response(body=request.headers["X-Custom"].encode("utf-8", "surrogateescape"))
+
+    app.router.add_post("/header", header)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, keepalive_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -126,3 +148,107 @@ def test_registry_rejects_unknown_and_duplicate_names() -> None:
         make_client("curl")
     with pytest.raises(ValueError, match="already registered"):
         register_client("aiohttp", CLIENTS["aiohttp"])
+
+
+async def test_compressed_body_is_decoded(
+    client: UpstreamClient, server: tuple[str, list[str]]
+) -> None:
+    url, _ = server
+    for encoding in ("gzip", "deflate"):
+        response = await client.post(url + "/compressed", b"", [("X-Encoding", encoding)], 5)
+        assert (response.status, response.body) == (200, b'{"predictions": [1, 2, 3]}')
+
+
+async def test_interim_1xx_responses_are_skipped(client: UpstreamClient) -> None:
+    """A server that sends 100 Continue and 103 Early Hints before its answer."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n"
+            b"done"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        response = await client.post(f"http://127.0.0.1:{port}/x", b"{}", [], 5)
+        assert (response.status, response.body, response.content_type) == (
+            201,
+            b"done",
+            "text/plain",
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as a test CA would make one)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+async def tls_server(certificate: tuple[Path, Path]) -> AsyncIterator[str]:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read(), content_type="application/json")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"https://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+async def test_https_upstream_verified_against_the_given_ca(
+    name: str, certificate: tuple[Path, Path], tls_server: str
+) -> None:
+    trusting = ssl.create_default_context(cafile=str(certificate[0]))
+    client = CLIENTS[name](ssl_context=trusting)  # type: ignore[call-arg]
+    try:
+        for body in (b'{"a": 1}', b'{"b": 2}'):  # the second call reuses the TLS connection
+            response = await client.post(tls_server + "/echo", body, [], 5)
+            assert (response.status, response.body) == (200, body)
+    finally:
+        await client.close()
+    # by default the system's CAs decide, and they do not know this certificate
+    strict = make_client(name)
+    try:
+        with pytest.raises(UpstreamConnectionError):
+            await strict.post(tls_server + "/echo", b"{}", [], 5)
+    finally:
+        await strict.close()
+
+
+async def test_non_ascii_header_values_are_forwarded_as_sent(
+    client: UpstreamClient, server: tuple[str, list[str]]
+) -> None:
+    url, _ = server
+    response = await client.post(url + "/header", b"x", [("X-Custom", "café")], 5)
+    assert (response.status, response.body) == (200, "café".encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import aiohttp
 
@@ -18,8 +19,9 @@ __all__ = ["AiohttpClient"]
 
 
 class AiohttpClient(UpstreamClient):
-    def __init__(self, *, limit: int = 1024) -> None:
+    def __init__(self, *, limit: int = 1024, ssl_context: ssl.SSLContext | None = None) -> None:
         self._limit = limit
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
@@ -27,7 +29,11 @@ class AiohttpClient(UpstreamClient):
         # Created lazily so it binds to the running loop (the gateway's, not an import-time one).
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._limit, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
+                limit=self._limit,
+                limit_per_host=0,
+                keepalive_timeout=30,
+                ttl_dns_cache=300,
+                ssl=self._ssl,  # True: verify https:// upstreams against the system's CAs
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

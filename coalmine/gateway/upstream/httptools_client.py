@@ -3,12 +3,17 @@
 It does only what the gateway needs (POST a body, read status, content type and body) and
 so costs a fraction of a general client per request: no middleware, no cookie or redirect
 handling, request heads assembled from precomputed bytes. Connections are pooled per host
-and reused while the upstream keeps them alive.
+and reused while the upstream keeps them alive. It is the gateway's default client, so it
+also covers what an upstream may do that a general client handles: https:// upstreams
+(verified against the system's CAs unless given an SSL context), interim 1xx responses
+(skipped) and a compressed body sent despite the gateway dropping Accept-Encoding (decoded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+import zlib
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -25,10 +30,13 @@ from coalmine.gateway.upstream.base import (
 
 __all__ = ["HttptoolsClient"]
 
-_Target = tuple[tuple[str, int], bytes]  # (host, port), b"POST /path HTTP/1.1\r\nHost: ..\r\n"
+_Key = tuple[str, int, bool]  # host, port, TLS
+_Target = tuple[_Key, bytes]  # b"POST /path HTTP/1.1\r\nHost: ..\r\n"
 
-
-_C_OR_T = frozenset(b"CcTt")  # first letters of Content-Type, Content-Length, Transfer-Encoding
+# first letters of Content-Type, Content-Length, Content-Encoding, Transfer-Encoding
+_C_OR_T = frozenset(b"CcTt")
+# zlib's wbits for each Content-Encoding it decodes (+32 = gzip or zlib header, auto)
+_DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": 0}
 
 
 class _StaleConnection(UpstreamConnectionError):
@@ -41,6 +49,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_chunked_or_sized",
+        "_content_encoding",
         "_content_type",
         "_got_bytes",
         "_headers_done",
@@ -61,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._body: list[bytes] = []
         self._content_type = b""
+        self._content_encoding = b""
         self._got_bytes = False
         self._headers_done = False
         self._chunked_or_sized = False
@@ -101,6 +111,8 @@ class _Connection(asyncio.Protocol):
             self._content_type = value
         elif lower in (b"content-length", b"transfer-encoding"):
             self._chunked_or_sized = True
+        elif lower == b"content-encoding":
+            self._content_encoding = value.strip().lower()
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -112,22 +124,32 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # an interim response (100 Continue, 103 Early Hints): the final one follows
+            self._body = []
+            self._content_type = self._content_encoding = b""
+            self._headers_done = self._chunked_or_sized = False
+            return
         if self._timer is not None:
             self._timer.cancel()
         self.keep_alive = self._parser.should_keep_alive()
         chunks = self._body
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        waiter.set_result(
-            UpstreamResponse(
-                self._parser.get_status_code(), body, self._content_type.decode("latin-1")
-            )
-        )
+        if self._content_encoding and self._content_encoding != b"identity":
+            try:
+                body = _decode(body, self._content_encoding)
+            except (zlib.error, ValueError) as exc:
+                self.keep_alive = False
+                waiter.set_exception(UpstreamConnectionError(f"undecodable upstream body: {exc}"))
+                return
+        waiter.set_result(UpstreamResponse(status, body, self._content_type.decode("latin-1")))
 
     # the client's side
     def send(self, head: bytes, body: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
         self._waiter = waiter = self._loop.create_future()
         self._body = []
-        self._content_type = b""
+        self._content_type = self._content_encoding = b""
         self._got_bytes = self._headers_done = self._chunked_or_sized = False
         self._timer = self._loop.call_later(timeout, self._on_timeout, timeout)
         assert self.transport is not None
@@ -153,42 +175,72 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _decode(body: bytes, encoding: bytes) -> bytes:
+    wbits = _DECODERS.get(encoding)
+    if wbits is None:
+        raise ValueError(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
+    if wbits == 0:  # "deflate" is zlib-wrapped by the RFC, raw deflate by some servers
+        try:
+            return zlib.decompress(body)
+        except zlib.error:
+            return zlib.decompress(body, -zlib.MAX_WBITS)
+    return zlib.decompress(body, wbits)
+
+
 class HttptoolsClient(UpstreamClient):
-    def __init__(self, *, max_idle_per_host: int = 512, connect_timeout: float = 5.0) -> None:
-        self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+    def __init__(
+        self,
+        *,
+        max_idle_per_host: int = 512,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._idle: dict[_Key, deque[_Connection]] = {}
         self._targets: dict[str, _Target] = {}
         self._max_idle = max_idle_per_host
         self._connect_timeout = connect_timeout
+        self._ssl = ssl_context  # None: the system's CAs, made on the first https:// upstream
         self._closed = False
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
         if target is None:
             parts = urlsplit(url)
-            if parts.scheme != "http" or not parts.hostname:
-                raise UpstreamConnectionError(f"{url}: only http:// upstreams are supported")
-            port = parts.port or 80
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UpstreamConnectionError(f"{url}: only http:// and https:// URLs")
+            tls = parts.scheme == "https"
+            port = parts.port or (443 if tls else 80)
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
             host_header = parts.netloc
             head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
-            target = ((parts.hostname, port), head)
+            target = ((parts.hostname, port, tls), head)
             if len(self._targets) < 4096:  # paths come from the route table: a small set
                 self._targets[url] = target
         return target
 
-    async def _connect(self, key: tuple[str, int], timeout: float) -> _Connection:
+    async def _connect(self, key: _Key, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
+        host, port, tls = key
+        context: ssl.SSLContext | None = None
+        if tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         try:
             async with asyncio.timeout(min(timeout, self._connect_timeout)):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(loop), key[0], key[1]
+                    lambda: _Connection(loop),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if tls else None,
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"connect to {key[0]}:{key[1]} timed out") from exc
-        except OSError as exc:
-            raise UpstreamConnectionError(f"connect to {key[0]}:{key[1]}: {exc}") from exc
+            raise UpstreamTimeout(f"connect to {host}:{port} timed out") from exc
+        except OSError as exc:  # ssl.SSLError (a failed certificate check) is an OSError
+            raise UpstreamConnectionError(f"connect to {host}:{port}: {exc}") from exc
         return protocol
 
     async def post(
@@ -198,7 +250,13 @@ class HttptoolsClient(UpstreamClient):
             raise UpstreamConnectionError("client is closed")
         key, head_start = self._target(url)
         extra = "".join([f"{k}: {v}\r\n" for k, v in headers])
-        head = b"%s%sContent-Length: %d\r\n\r\n" % (head_start, extra.encode("latin-1"), len(body))
+        # aiohttp's server decodes header bytes as UTF-8 with surrogateescape: this re-encodes
+        # them to the bytes the client sent, whatever they were
+        head = b"%s%sContent-Length: %d\r\n\r\n" % (
+            head_start,
+            extra.encode("utf-8", "surrogateescape"),
+            len(body),
+        )
         idle = self._idle.get(key)
         if idle is None:
             idle = self._idle[key] = deque()
