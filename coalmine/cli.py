@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+# Every command module keeps its heavy imports (numpy/scipy, SQLAlchemy, aiohttp, FastAPI,
+# scikit-learn, httpx) inside its functions: pipelines call `coalmine rollout status` often.
+# tests/test_cli_imports.py keeps it so.
 from coalmine.analysis.cli import analyze_command, plan_command
-from coalmine.config import ConfigError, load_config
 from coalmine.demo.command import demo_command
 from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
@@ -34,6 +36,8 @@ def _root() -> None:
 @app.command()
 def validate(config: Path = typer.Argument(..., help="YAML configuration file")) -> None:
     """Check a configuration file; print every error with its field path and reason."""
+    from coalmine.config import ConfigError, load_config
+
     try:
         loaded = load_config(config)
     except ConfigError as exc:

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-import uvicorn
 
-from coalmine.config import CoalmineConfig, ConfigError, load_config
+if TYPE_CHECKING:  # uvicorn and the config models load when the command runs
+    import uvicorn
 
-if TYPE_CHECKING:
+    from coalmine.config import CoalmineConfig
     from coalmine.registry import RegistryListener
     from coalmine.rollout.controller import Controller
 
@@ -44,12 +44,17 @@ __all__ = ["run_serve", "serve_command"]
 log = logging.getLogger(__name__)
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: `coalmine serve` owns the signals."""
+def _uvicorn_server(config: uvicorn.Config) -> uvicorn.Server:
+    import uvicorn
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+    class _Uvicorn(uvicorn.Server):
+        """uvicorn without its own signal handling: `coalmine serve` owns the signals."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return _Uvicorn(config)
 
 
 def _announce(what: str, host: str, port: int) -> None:
@@ -67,6 +72,8 @@ async def run_serve(
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
 ) -> None:
+    import uvicorn
+
     from coalmine.api.app import create_app
     from coalmine.rollout.controller import Controller
     from coalmine.rollout.judge import EngineJudge
@@ -89,7 +96,7 @@ async def run_serve(
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None
-    server: _Uvicorn | None = None
+    server: uvicorn.Server | None = None
     try:
         if gateway:
             from coalmine.gateway.server import start_site
@@ -102,7 +109,7 @@ async def run_serve(
             sock = socket.socket(socket.AF_INET6 if ":" in config.api.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((config.api.host, config.api.port))
-            server = _Uvicorn(
+            server = _uvicorn_server(
                 uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
             )
             running.append(asyncio.create_task(server.serve(sockets=[sock])))
@@ -159,6 +166,8 @@ def serve_command(
     ),
 ) -> None:
     """Run gateway, control API and rollout controller together (single machine)."""
+    from coalmine.config import ConfigError, load_config
+
     try:
         loaded = load_config(config)
     except ConfigError as exc:

@@ -33,11 +33,22 @@ candidate's agreement with production against production's agreement with itself
 `coalmine.analysis.engine.Evaluator` over the live log for the rollout controller.
 """
 
-from coalmine.analysis.analysis import Analysis
-from coalmine.analysis.criteria import CriteriaFile, Criterion, default_criteria, load_criteria
-from coalmine.analysis.judge import judge
-from coalmine.analysis.result import CriterionResult, Judgement
-from coalmine.analysis.sequential import Verdict
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coalmine.analysis.analysis import Analysis
+    from coalmine.analysis.criteria import (
+        CriteriaFile,
+        Criterion,
+        default_criteria,
+        load_criteria,
+    )
+    from coalmine.analysis.judge import judge
+    from coalmine.analysis.result import CriterionResult, Judgement
+    from coalmine.analysis.sequential import Verdict
 
 __all__ = [
     "Analysis",
@@ -50,3 +61,40 @@ __all__ = [
     "judge",
     "load_criteria",
 ]
+
+
+# The public names load on first use: they pull in numpy and scipy (~1 s), and importing any
+# submodule (e.g. `coalmine.analysis.cli` for `coalmine --help`) runs this file first.
+_SOURCES = {
+    "coalmine.analysis.analysis": ("Analysis",),
+    "coalmine.analysis.criteria": (
+        "CriteriaFile",
+        "Criterion",
+        "default_criteria",
+        "load_criteria",
+    ),
+    "coalmine.analysis.judge": ("judge",),
+    "coalmine.analysis.result": ("CriterionResult", "Judgement"),
+    "coalmine.analysis.sequential": ("Verdict",),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for module, names in _SOURCES.items():  # all at once, as the eager imports did
+        loaded = importlib.import_module(module)
+        for n in names:
+            globals()[n] = getattr(loaded, n)
+    return globals()[name]
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: object) -> None:
+        # importing the submodule `judge` would bind it over the public function `judge`
+        if name == "judge" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -9,16 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coalmine.analysis.criteria import load_criteria
-from coalmine.analysis.plan import format_duration, plan_steps
-from coalmine.analysis.sequential import Verdict
-from coalmine.analysis.sources.export import ExportError, analyze_export
-from coalmine.config import ConfigError
+# The analysis modules (numpy, scipy: ~1 s) are imported inside the commands, so that
+# `coalmine --help` and the rollout commands do not pay for them.
 
 console = Console()
 err_console = Console(stderr=True)
 
-_COLOUR = {Verdict.PASS: "green", Verdict.FAIL: "red", Verdict.INCONCLUSIVE: "yellow"}
+_COLOUR = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
 
 
 def analyze_command(
@@ -37,6 +34,11 @@ def analyze_command(
 
     Exit status: 0 PASS or INCONCLUSIVE, 1 FAIL, 2 bad input.
     """
+    from coalmine.analysis.criteria import load_criteria
+    from coalmine.analysis.sequential import Verdict
+    from coalmine.analysis.sources.export import ExportError, analyze_export
+    from coalmine.config import ConfigError
+
     try:
         loaded = load_criteria(criteria) if criteria else None
         a = analyze_export(
@@ -56,7 +58,7 @@ def analyze_command(
     if as_json:
         typer.echo(json.dumps(judgement.to_dict(), indent=2, ensure_ascii=False))
     else:
-        colour = _COLOUR[judgement.verdict]
+        colour = _COLOUR[judgement.verdict.value]
         head, *rest = judgement.summary().splitlines()
         console.print(f"[bold {colour}]{head}[/]", highlight=False)
         for line in rest:
@@ -78,6 +80,8 @@ def plan_command(
     max_duration: float | None = typer.Option(None, "--max-duration", help="per step, seconds"),
 ) -> None:
     """Print the samples and the time each canary step needs to decide."""
+    from coalmine.analysis.plan import format_duration, plan_steps
+
     try:
         shares = [float(s) for s in steps.split(",") if s.strip()]
         plans = plan_steps(

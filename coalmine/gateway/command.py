@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from coalmine.config import ConfigError, load_config
-
 __all__ = ["gateway_command"]
 
 
@@ -19,6 +17,7 @@ def gateway_command(
     ),
 ) -> None:
     """Run the gateway: canary split, shadow mirror and prediction log in front of models."""
+    from coalmine.config import ConfigError, load_config
     from coalmine.gateway.server import run_gateway  # keep `coalmine --help` fast
 
     try:

@@ -6,9 +6,6 @@ from pathlib import Path
 
 import typer
 
-from coalmine.modelserver.app import Faults
-from coalmine.modelserver.server import run_model_server
-
 __all__ = ["serve_model_command"]
 
 
@@ -31,6 +28,9 @@ def serve_model_command(
     ),
 ) -> None:
     """Serve a scikit-learn estimator or Pipeline saved with joblib (trusted files only)."""
+    from coalmine.modelserver.app import Faults  # aiohttp, numpy: only when serving
+    from coalmine.modelserver.server import run_model_server
+
     run_model_server(
         model,
         host=host,

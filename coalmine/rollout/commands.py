@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from coalmine.client import TERMINAL_PHASES, Client, CoalmineAPIError
+if TYPE_CHECKING:  # httpx and the SDK load when a command runs, not for `--help`
+    from coalmine.client import Client
 
 __all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "rollback_command", "rollout_app"]
 
@@ -42,6 +40,8 @@ Token = typer.Option(None, "--token", envvar="COALMINE_TOKEN", help="control API
 
 
 def _client(api_url: str | None, token: str | None) -> Client:
+    from coalmine.client import Client
+
     return Client(api_url, token)
 
 
@@ -51,6 +51,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import httpx
+
+    from coalmine.client import CoalmineAPIError
+
     try:
         return fn(*args, **kwargs)
     except CoalmineAPIError as exc:
@@ -74,6 +78,8 @@ def _exit_code(status: dict[str, Any]) -> int:
 
 
 def _render(status: dict[str, Any], events: list[dict[str, Any]]) -> Group:
+    from rich.progress_bar import ProgressBar
+
     steps = status["steps"]
     phase = status["phase"]
     colour = {
@@ -115,6 +121,10 @@ def _render(status: dict[str, Any], events: list[dict[str, Any]]) -> Group:
 
 def follow(client: Client, rollout_id: int, poll_s: float = 1.0) -> int:
     """Live display until the rollout ends; returns the exit code."""
+    from rich.live import Live
+
+    from coalmine.client import TERMINAL_PHASES
+
     events: list[dict[str, Any]] = []
     status = _call(client.status, rollout_id)
     with Live(

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from sqlalchemy import Engine
 
-from coalmine.ui.charts import figures
-from coalmine.ui.render import environment, plotly_js, static_text
-from coalmine.ui.snapshots import to_json
-from coalmine.ui.story import RolloutNotFound, Story, find_rollout_id, load_story
+if TYPE_CHECKING:  # SQLAlchemy, jinja2 and plotly load when a report is written
+    from sqlalchemy import Engine
+
+    from coalmine.ui.story import Story
 
 __all__ = ["render_report", "report_command", "write_report"]
 
 
 def render_report(story: Story) -> str:
+    from coalmine.ui.charts import figures
+    from coalmine.ui.render import environment, plotly_js, static_text
+    from coalmine.ui.snapshots import to_json
+
     # "</" inside inlined JSON would end the <script> element early
     figures_json = to_json(figures(story)).replace("</", "<\\/")
     return (
@@ -41,6 +45,8 @@ def render_report(story: Story) -> str:
 
 def write_report(engine: Engine, rollout: str, output: Path, *, now: float | None = None) -> Path:
     """Write the report of `rollout` (an id, or a model name = its newest rollout)."""
+    from coalmine.ui.story import find_rollout_id, load_story
+
     story = load_story(engine, find_rollout_id(engine, rollout), now=now)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
@@ -70,6 +76,7 @@ def report_command(
 
     from coalmine.config import ConfigError
     from coalmine.store.engine import open_engine
+    from coalmine.ui.story import RolloutNotFound
 
     err = Console(stderr=True)
     try:
