@@ -3,9 +3,13 @@ SQLite store, real traffic; a good candidate promoted, a bad one rolled back, al
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,6 +92,21 @@ def test_a_configuration_coalmine_refuses_fails_the_start_with_the_reason() -> N
         cm.start()
     assert not cm.running and cm.returncode == 2
     assert not cm.workdir.exists()  # its own temporary directory is removed
+
+
+def test_an_instance_never_stopped_is_killed_when_its_interpreter_exits() -> None:
+    script = (
+        "from coalmine.testing import LocalCoalmine\n"
+        "cm = LocalCoalmine({'iris': {'v1': 'http://127.0.0.1:9'}}).start()\n"
+        "print(cm.pid, cm.workdir, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid, workdir = out.stdout.split()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_local_coalmine_needs_a_model_with_a_version() -> None:

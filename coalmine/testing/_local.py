@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +44,12 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 class LocalCoalmine:
@@ -143,8 +150,12 @@ class LocalCoalmine:
                 stderr=stderr,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+        # never left running, even by a test that forgets to stop it
+        weakref.finalize(self, _kill, self._process)
         # a thread keeps reading stdout for the process's whole life, so it never blocks
-        self._reader = threading.Thread(target=self._read, name="coalmine-serve-stdout")
+        self._reader = threading.Thread(
+            target=self._read, name="coalmine-serve-stdout", daemon=True
+        )
         self._reader.start()
         if not self._ready.wait(self.startup_timeout) or not (self.gateway_url and self.api_url):
             exit_code = self._process.poll()
@@ -192,6 +203,10 @@ class LocalCoalmine:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return self.returncode
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     @property
     def running(self) -> bool:

@@ -10,7 +10,10 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Traffic"]
 
@@ -75,7 +78,7 @@ class Traffic:
         self._slots = threading.BoundedSemaphore(workers * 2)  # a slow gateway is not flooded
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="coalmine-traffic")
         self._threads: list[threading.Thread] = []
-        self._http: Any = None
+        self._http: httpx.Client | None = None
 
     def start(self) -> Traffic:
         import httpx  # the SDK's HTTP client, thread-safe
@@ -84,7 +87,10 @@ class Traffic:
             raise RuntimeError("already started")
         self._http = httpx.Client(timeout=self.timeout)
         for target in (self._send_loop, self._label_loop):
-            thread = threading.Thread(target=target, name=f"coalmine-traffic-{target.__name__}")
+            # daemon: a test that never calls stop() must not hang the interpreter at exit
+            thread = threading.Thread(
+                target=target, name=f"coalmine-traffic-{target.__name__}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -126,6 +132,7 @@ class Traffic:
     def _one(self, index: int, user: str) -> None:
         import httpx
 
+        assert self._http is not None
         request_id = uuid.uuid4().hex
         headers = {"X-Request-ID": request_id, self.user_header: user}
         try:
