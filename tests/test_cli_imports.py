@@ -43,9 +43,12 @@ def test_the_help_of_every_command_needs_no_heavy_library() -> None:
         "from typer.testing import CliRunner\n"
         "from coalmine.cli import app\n"
         "runner = CliRunner()\n"
-        "for args in (['--help'], ['rollout', '--help'], ['rollout', 'status', '--help'],\n"
-        "             ['analyze', '--help'], ['serve', '--help'], ['report', '--help']):\n"
-        "    result = runner.invoke(app, args)\n"
+        "commands = [[]] + [[c] for c in ('validate', 'serve-model', 'analyze', 'plan', 'demo',\n"
+        "    'gateway', 'rollout', 'rollback', 'serve', 'report')]\n"
+        "commands += [['rollout', c] for c in ('start', 'status', 'list', 'pause', 'resume',\n"
+        "    'promote', 'abort', 'approve')]\n"
+        "for args in commands:\n"
+        "    result = runner.invoke(app, [*args, '--help'])\n"
         "    assert result.exit_code == 0, (args, result.output)\n"
     )
     assert _loaded_after(f"exec({probe!r})") & set(HEAVY) == set()
