@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from coalmine.config import CoalmineConfig
 from coalmine.gateway.guard import FastGuard
+from coalmine.gateway.ids import time_ordered_id
 from coalmine.gateway.metrics import (
     BASELINE_FAILOVERS,
     FAILOVERS,
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
 _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
-_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))  # version and variant bits of a UUID
-_UUID4_SET = (0x4 << 76) | (0x2 << 62)
 
 
 def _error(status: int, message: str, request_id: str | None = None) -> web.Response:
@@ -161,10 +160,8 @@ class Gateway:
         return _error(404, f"no such endpoint {path}")
 
     def _new_request_id(self) -> str:
-        # a uuid4 in hex from the process's PRNG: request ids need uniqueness, not secrecy,
-        # and uuid.uuid4() costs a getrandom() syscall per request
-        bits = self.rng.getrandbits(128) & _UUID_CLEAR | _UUID4_SET
-        return f"{bits:032x}"
+        # time-ordered (UUIDv7): the prediction log's request_id index then grows at its end
+        return time_ordered_id(self.rng, time.time_ns() // 1_000_000)
 
     def _sticky_key(
         self, route: CompiledRoute, request: web.BaseRequest, parsed: Any

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -57,6 +59,10 @@ async def test_a_new_request_id_when_the_client_sends_none(
         ids.add(headers["X-Request-ID"])
         assert upstreams["v1"].seen[-1]["headers"]["X-Request-ID"] == headers["X-Request-ID"]
     assert len(ids) == 3 and all(len(i) == 32 for i in ids)
+    # time-ordered UUIDv7s of about now (so the log's request_id index grows at its end)
+    now_ms = time.time_ns() // 1_000_000
+    assert all(uuid.UUID(hex=i).version == 7 for i in ids)
+    assert all(abs(int(i[:12], 16) - now_ms) < 60_000 for i in ids)
 
 
 async def test_unknown_model_is_404_json(
