@@ -33,15 +33,16 @@ def _start_gateway_process(
          "--port", "0", "--processes", str(processes)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: a failed start kills the children too
     )  # fmt: skip
     assert process.stdout is not None
     urls = set()
     for _ in range(processes):
         line = process.stdout.readline().decode()  # "coalmine gateway listening on http://..."
         if "listening on" not in line:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             _, err = process.communicate(timeout=10)
-            raise AssertionError(f"gateway did not start: {line!r} {err.decode()[-2000:]}")
+            raise AssertionError(f"gateway did not start: {line!r} {err.decode()[-3000:]}")
         urls.add(line.split("listening on ")[1].split()[0])
     assert len(urls) == 1  # every process serves the same port (SO_REUSEPORT)
     return process, urls.pop()
