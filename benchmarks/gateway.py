@@ -8,8 +8,10 @@ mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`
 
     .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
 
-Prints a table: req/s, p50, p99 at the given concurrency, ratios Coalmine/direct and
-Coalmine/nginx, and the p50 added over the direct call at one connection.
+Prints a table: req/s, p50, p99 at the given concurrency, the gateway's CPU time per
+request (its process and children, user + system, from /proc: steadier than req/s on a
+machine others use), ratios Coalmine/direct and Coalmine/nginx, and the p50 added over the
+direct call at one connection.
 """
 
 from __future__ import annotations
@@ -66,6 +68,24 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None = None  # the gateway's CPU time per request
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its children (nginx's worker), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            with open(f"/proc/{current}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                pids += [int(child) for child in f.read().split()]
+        except OSError:
+            continue  # exited meanwhile
+    return total
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -76,7 +96,10 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def run_wrk(name: str, url: str, connections: int, duration: int) -> Result:
+def run_wrk(
+    name: str, url: str, connections: int, duration: int, gateway_pid: int | None = None
+) -> Result:
+    cpu_before = process_cpu_s(gateway_pid) if gateway_pid is not None else 0.0
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
          "--latency", "-s", str(BASELINE / "post.lua"), url],
@@ -88,7 +111,11 @@ def run_wrk(name: str, url: str, connections: int, duration: int) -> Result:
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
         print(f"  warning: {name}: {non2xx.group(1)} non-2xx responses", file=sys.stderr)
-    return Result(name, rps, p50, p99)
+    cpu_us = None
+    if gateway_pid is not None:
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        cpu_us = (process_cpu_s(gateway_pid) - cpu_before) / max(requests, 1) * 1e6
+    return Result(name, rps, p50, p99, cpu_us)
 
 
 class Stack:
@@ -219,14 +246,19 @@ def slow_shadow_server(port: int) -> None:
 
 
 def table(rows: list[tuple[str, Result]], direct: Result, nginx: Result, nginx_slow: Result) -> str:
-    head = f"{'run':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/direct':>8} {'/nginx':>8}"
+    head = (
+        f"{'run':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
+        f"{'/direct':>8} {'/nginx':>8}"
+    )
     lines = [head, "-" * len(head)]
     for label, r in rows:
         reference = nginx_slow if "50 ms shadow" in label else nginx
         ratio_nginx = f"{r.rps / reference.rps:8.2f}" if label.startswith("Coalmine") else f"{'':8}"
         ratio_direct = f"{r.rps / direct.rps:8.2f}" if r is not direct else f"{'':8}"
+        cpu = f"{r.cpu_us:10.1f}" if r.cpu_us is not None else f"{'':10}"
         lines.append(
-            f"{label:44} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio_direct} {ratio_nginx}"
+            f"{label:44} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {cpu} "
+            f"{ratio_direct} {ratio_nginx}"
         )
     return "\n".join(lines)
 
@@ -268,13 +300,13 @@ def main() -> int:
             ("Coalmine (httptools), 50 ms shadow", "httptools", True),
         ):
             process, url = stack.start_coalmine(client=client, slow_shadow=slow)
-            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d)
+            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
             if not slow:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
             stack.stop(process)  # graceful: flushes its log
         for label, slow in (("nginx split+mirror", False), ("nginx, 50 ms shadow", True)):
             process, url = stack.start_nginx_gateway(slow_shadow=slow)
-            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d)
+            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
             if not slow:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
             stack.stop(process)
