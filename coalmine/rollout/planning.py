@@ -53,6 +53,7 @@ def plan_warnings(
     for step in spec.canary.steps:
         if step.weight >= 100:
             continue
+        warnings.extend(_quantile_warnings(spec, criteria, step, rps))
         for c in sized:
             base, needs_labels = _PROPORTIONS[c.metric]
             rate = label_rate if needs_labels else 1.0
@@ -79,3 +80,30 @@ def plan_warnings(
             if text:
                 warnings.append(f"{c.name}: {text}")
     return warnings
+
+
+def _quantile_warnings(spec: RolloutSpec, criteria: list[Any], step: Any, rps: float) -> list[str]:
+    """Latency quantile criteria whose bound cannot become finite within the step.
+
+    The quantile CS has no finite upper bound before `quantile_min_samples` calls (≈ 570 for
+    p95, ≈ 3,000 for p99 at α = 0.05): until then the criterion can neither PASS nor FAIL,
+    so a shorter step advances on not_fail alone.
+    """
+    from coalmine.analysis.sequential import quantile_min_samples
+
+    out = []
+    seen = rps * step.weight / 100 * spec.canary.step_max_duration(step)
+    for c in criteria:
+        p = c.spec.quantile
+        if p is None:
+            continue
+        # the judge splits α over the criteria, and a ratio over the two arms
+        arms = 2 if c.max_ratio is not None else 1
+        need = quantile_min_samples(p, spec.alpha / (arms * max(1, len(criteria))))
+        if seen < need:
+            out.append(
+                f"{c.name}: step {step.weight:g}%: its confidence bound stays infinite until "
+                f"≈{need:,} candidate calls, and at {rps:.0f} req/s the step sees ≈{seen:,.0f} "
+                "within its max duration: it cannot FAIL or PASS there, only not fail"
+            )
+    return out

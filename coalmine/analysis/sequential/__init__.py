@@ -42,6 +42,7 @@ from coalmine.analysis.sequential._quantiles import (
     LogHistogram,
     quantile_cs,
     quantile_cs_radius,
+    quantile_min_samples,
     quantile_ratio_verdict,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "psi_level",
     "quantile_cs",
     "quantile_cs_radius",
+    "quantile_min_samples",
     "quantile_ratio_verdict",
     "stratified_difference_cs",
     "two_sample_variance",

@@ -123,6 +123,26 @@ def quantile_cs_radius(t: int, p: float, alpha: float) -> float:
     return 1.5 * math.sqrt(p * (1.0 - p) * ell) + 0.8 * ell
 
 
+def quantile_min_samples(p: float, alpha: float) -> int:
+    """The fewest samples at which the p-quantile CS has a finite upper bound (p + f_t < 1).
+
+    Planning: before this many samples a quantile criterion can neither PASS nor FAIL a
+    ratio against another arm (≈ 300 for p = 0.5, thousands for p = 0.95 and 0.99).
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p: must be in (0, 1) (got {p!r})")
+    lo, hi = 1, 2
+    while p + quantile_cs_radius(hi, p, alpha) >= 1.0:
+        lo, hi = hi, hi * 2
+    while lo < hi:  # f_t decreases in t: bisect for the first t that fits
+        mid = (lo + hi) // 2
+        if p + quantile_cs_radius(mid, p, alpha) < 1.0:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def quantile_cs(hist: LogHistogram, p: float, alpha: float) -> tuple[float, float]:
     """Anytime-valid CS for the p-quantile; (0, inf) with no data, upper = inf until
     t(p + f_t) < t."""
