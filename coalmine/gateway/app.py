@@ -28,7 +28,6 @@ from coalmine.gateway.metrics import (
     FAILOVERS,
     GUARD_TRIPS,
     REJECTED,
-    RoleMetrics,
 )
 from coalmine.gateway.mirror import ShadowJob, ShadowMirror
 from coalmine.gateway.protocols import Protocol, match_inference_path, parse_prediction
@@ -226,15 +225,7 @@ class Gateway:
                 route, role, protocol, path, body, forward_headers, request_id, shaped, slices
             )
 
-        metrics: RoleMetrics | None
-        if role == "stable":
-            version, url, metrics = route.stable, route.stable_url, route.stable_metrics
-        elif role == "canary":
-            assert route.canary_url is not None and route.canary is not None
-            version, url, metrics = route.canary, route.canary_url, route.canary_metrics
-        else:  # the baseline: the stable version on its fresh instance
-            assert route.baseline_url is not None
-            version, url, metrics = route.stable, route.baseline_url, route.baseline_metrics
+        version, url, metrics = route.targets[role]
         while True:
             ts = time.time()
             start = time.perf_counter()
@@ -243,7 +234,6 @@ class Gateway:
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - start
                 error_class: str | None = exc.error_class
-                assert metrics is not None
                 metrics.observe(elapsed, error_class)
                 self._log(
                     route,
@@ -262,17 +252,14 @@ class Gateway:
                     self._canary_outcome(route, failed=True)
                     if self.failover:
                         FAILOVERS.labels(route.model).inc()
-                        role, version, url, metrics = (
-                            "stable",
-                            route.stable,
-                            route.stable_url,
-                            route.stable_metrics,
-                        )
+                        role = "stable"
+                        version, url, metrics = route.targets[role]
                         continue
                 elif role == "baseline":
                     # the baseline only measures: its user gets production's answer
                     BASELINE_FAILOVERS.labels(route.model).inc()
-                    role, url, metrics = "stable", route.stable_url, route.stable_metrics
+                    role = "stable"
+                    version, url, metrics = route.targets[role]
                     continue
                 status = 504 if error_class == "timeout" else 502
                 return web.json_response(
@@ -283,7 +270,6 @@ class Gateway:
             elapsed = time.perf_counter() - start
             status = response.status
             error_class = _error_class(status) if status >= 400 else None
-            assert metrics is not None
             metrics.observe(elapsed, error_class)
             self._log(
                 route,
@@ -304,7 +290,8 @@ class Gateway:
                 # unlike a canary's 5xx (the candidate's answer, which the guard judges), a
                 # baseline's 5xx is a broken measuring instance: production answers instead
                 BASELINE_FAILOVERS.labels(route.model).inc()
-                role, url, metrics = "stable", route.stable_url, route.stable_metrics
+                role = "stable"
+                version, url, metrics = route.targets[role]
                 continue
             out_headers = {"X-Request-ID": request_id, "X-Model-Version": version}
             if response.content_type:

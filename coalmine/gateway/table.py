@@ -51,6 +51,7 @@ class CompiledRoute:
         "sticky_cookie",
         "sticky_header",
         "sticky_json",
+        "targets",
         "weight_bp",
     )
 
@@ -69,6 +70,10 @@ class CompiledRoute:
         self.stable = state.stable
         self.stable_url = urls[state.stable].rstrip("/")
         self.stable_metrics = role_metrics(state.model, state.stable, "stable")
+        # role -> (version, base URL, metrics) of every role this route can send a user to
+        self.targets: dict[str, tuple[str, str, RoleMetrics]] = {
+            "stable": (self.stable, self.stable_url, self.stable_metrics)
+        }
         self.canary = state.canary
         self.canary_url: str | None = None
         self.canary_metrics: RoleMetrics | None = None
@@ -77,6 +82,7 @@ class CompiledRoute:
             self.canary_url = urls[state.canary].rstrip("/")
             self.canary_metrics = role_metrics(state.model, state.canary, "canary")
             self.weight_bp = state.canary_weight_bp
+            self.targets["canary"] = (state.canary, self.canary_url, self.canary_metrics)
         self.shadow = state.shadow
         self.shadow_url: str | None = None
         self.shadow_metrics: RoleMetrics | None = None
@@ -96,6 +102,7 @@ class CompiledRoute:
             self.baseline_url = state.baseline_url.rstrip("/")
             self.baseline_metrics = role_metrics(state.model, state.stable, "baseline")
             self.baseline_bp = state.baseline_bp
+            self.targets["baseline"] = (self.stable, self.baseline_url, self.baseline_metrics)
         # one test on the request path decides whether there is any split to compute
         self.split = self.weight_bp > 0 or self.baseline_bp > 0
         self.sticky_header = sticky.header if sticky else None
