@@ -25,6 +25,7 @@ from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ARMS, FLOOR, OVERALL, Obs, Stats
 from coalmine.analysis.result import CriterionResult, Judgement, combine
 from coalmine.analysis.sequential import ErrorCountEValue
+from coalmine.routing.split import candidate_fraction
 
 __all__ = ["Analysis"]
 
@@ -175,12 +176,11 @@ class Analysis:
         """The candidate's share of the compared traffic at canary weight `step` (bp).
 
         Like for like, the baseline is routed the canary's weight while the two fit
-        (min(w, 10000 − w): equal up to 50%), so the candidate has half the compared
-        traffic; against production, production has all the rest.
+        (`routing.split.baseline_share`: equal up to 50%), so the candidate has half the
+        compared traffic; against production, production has all the rest.
         """
-        if not self.like_for_like:
-            return step / 10_000
-        return step / (step + min(step, 10_000 - step))
+        share = step / 10_000
+        return candidate_fraction(share) if self.like_for_like else share
 
     def observe_labels(self, arm: str, rows: Sequence[Obs]) -> None:
         self.stats.add_labels(_arm(arm), rows)

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from coalmine.analysis.sequential import anytime_sample_size, fixed_horizon_sample_size
+from coalmine.routing.split import candidate_fraction
 
 __all__ = ["StepPlan", "plan_steps", "step_can_decide"]
 
@@ -108,8 +109,8 @@ def step_can_decide(
     if share_percent >= 100:
         return StepPlan(share_percent, rate, None, None, 0.0, 0.0, max_duration_s)
     share = share_percent / 100
-    if like_for_like:  # the baseline gets the canary's share while it fits (as analysis.py)
-        share = share / (share + min(share, 1 - share))
+    if like_for_like:  # the baseline gets the canary's share while it fits
+        share = candidate_fraction(share)
     a = alpha / tests
     cand = min(max(base - min_effect, 1e-6), 1 - 1e-6)
     var_c, var_b = cand * (1 - cand), base * (1 - base)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from coalmine.rollout.spec import RolloutSpec
+from coalmine.routing.split import baseline_share
 from coalmine.routing.state import BASIS_POINTS, percent_to_bp
 
 __all__ = [
@@ -30,12 +31,8 @@ def mirror_bp(spec: RolloutSpec) -> int:
 
 
 def baseline_bp(canary_weight_bp: int) -> int:
-    """The baseline's share: the canary's, like for like, as far as the traffic allows.
-
-    At a 50% step canary and baseline split all traffic; above it the baseline gets what is
-    left (production keeps none); at 100% there is nothing left to compare on.
-    """
-    return max(0, min(canary_weight_bp, BASIS_POINTS - canary_weight_bp))
+    """The baseline's share in basis points (`routing.split.baseline_share`)."""
+    return round(BASIS_POINTS * baseline_share(canary_weight_bp / BASIS_POINTS))
 
 
 @dataclass(frozen=True, slots=True)

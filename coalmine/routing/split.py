@@ -19,11 +19,29 @@ from typing import Literal
 
 from coalmine.routing.state import BASIS_POINTS
 
-__all__ = ["BUCKETS", "Role", "assign", "bucket_of", "mirror_sampled", "random_bucket", "route"]
+__all__ = [
+    "BUCKETS", "Role", "assign", "baseline_share", "bucket_of", "candidate_fraction",
+    "mirror_sampled", "random_bucket", "route",
+]  # fmt: skip
 
 BUCKETS = BASIS_POINTS  # one bucket per basis point: weights move in steps of 0.01%
 
 Role = Literal["stable", "canary", "baseline"]
+
+
+def baseline_share(canary_share: float) -> float:
+    """The baseline's share of traffic (a fraction) when the canary has `canary_share`.
+
+    The canary's own share, like for like, as far as the traffic allows: at 50% canary and
+    baseline split all traffic, above it the baseline gets what is left, at 100% nothing.
+    The controller routes this; the analysis and the planner assume it.
+    """
+    return max(0.0, min(canary_share, 1.0 - canary_share))
+
+
+def candidate_fraction(canary_share: float) -> float:
+    """The canary's fraction of the traffic it is compared with, against a baseline."""
+    return canary_share / (canary_share + baseline_share(canary_share))
 
 
 def bucket_of(key: str, salt: str) -> int:

@@ -150,3 +150,10 @@ def test_route_state_rejects_overlapping_or_urlless_baseline() -> None:
                    baseline_url="http://b", baseline_bp=5000)  # fmt: skip
     with pytest.raises(ValueError, match="needs a baseline_url"):
         RouteState(model="m", stable="v1", baseline_bp=100)
+
+
+def test_baseline_share_is_the_canarys_while_it_fits() -> None:
+    from coalmine.routing.split import baseline_share, candidate_fraction
+
+    assert [baseline_share(s) for s in (0.0, 0.05, 0.5, 0.75, 1.0)] == [0.0, 0.05, 0.5, 0.25, 0.0]
+    assert candidate_fraction(0.05) == 0.5 and candidate_fraction(0.75) == 0.75
