@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from coalmine.testing._spec import _merge
+
 if TYPE_CHECKING:
     from coalmine.client import Client
 
@@ -34,16 +36,6 @@ class _HasUrl(Protocol):
 
 def _url(where: str | _HasUrl) -> str:
     return where if isinstance(where, str) else where.url
-
-
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -34,6 +34,7 @@ _QUALITY = {
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in, mapping into mapping; values copied, not shared."""
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
