@@ -162,7 +162,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deadline = time.monotonic() + 60
         while True:  # wait for a few evaluations: the criteria charts need points
             data = stack.get(f"/api/v1/ui/rollouts/{stack.rollout_id}")
-            if len(data["figures"]["criteria"]) >= 2 and data["figures"]["shadow"]:
+            # and for a judgement that has read the shadow's rows (they are logged after
+            # production's, by the mirror): its per-slice results are what the page shows
+            latest = stack.get(f"/api/v1/rollouts/{stack.rollout_id}/judgement")["judgement"]
+            sliced = any(r.get("slice") for r in (latest or {}).get("results", []))
+            if len(data["figures"]["criteria"]) >= 2 and data["figures"]["shadow"] and sliced:
                 break
             assert time.monotonic() < deadline, "no judgements recorded"
             time.sleep(0.5)
