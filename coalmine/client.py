@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-__all__ = ["TERMINAL_PHASES", "Client", "CoalmineAPIError", "Rollout"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "TERMINAL_PHASES",
+    "Client",
+    "CoalmineAPIError",
+    "CoalmineConnectionError",
+    "Rollout",
+    "api_address",
+]
+
+DEFAULT_API_URL = "http://127.0.0.1:8900"
 
 TERMINAL_PHASES = frozenset({"promoted", "rolled_back", "aborted", "completed"})
 
@@ -34,6 +44,31 @@ class CoalmineAPIError(Exception):
         self.errors = errors or []
         detail = "".join(f"\n  {e.get('field')}: {e.get('reason')}" for e in self.errors)
         super().__init__(f"HTTP {status}: {message}{detail}")
+
+
+class CoalmineConnectionError(ConnectionError):
+    """The control API could not be reached at `url` (refused, unresolvable, timed out)."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        self.url = url
+        super().__init__(f"cannot reach the control API at {url}: {cause}")
+
+
+def api_address(config: str | Path | None = None) -> tuple[str, str | None]:
+    """The control API's base URL and token from a config file (the `api:` block), as
+    `coalmine serve` with that file listens: `config`, else $COALMINE_CONFIG. Returns the
+    default address and no token when neither is set."""
+    path = config or os.environ.get("COALMINE_CONFIG")
+    if not path:
+        return DEFAULT_API_URL, None
+    from coalmine.config import load_config  # pydantic: only when a file is named
+
+    api = load_config(path).api
+    # a server bound to every interface is reached on loopback from this machine
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(api.host, api.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{api.port}", api.token
 
 
 class Rollout:
@@ -60,23 +95,41 @@ class Rollout:
         self.data = self.client.wait(self.id, timeout=timeout, poll_s=poll_s, on_event=on_event)
         return self.data
 
+    def __getitem__(self, key: str) -> Any:
+        """The status fields as of the last call (`rollout["id"]`, `rollout["phase"]`)."""
+        return self.data[key]
+
     def __repr__(self) -> str:
         return f"<Rollout #{self.id} {self.data.get('model')} {self.data.get('phase')}>"
 
 
 class Client:
-    """A client of the control API. `url` and `token` default to $COALMINE_API_URL and
-    $COALMINE_TOKEN."""
+    """A client of the control API.
+
+    The address is, first found: `url`; $COALMINE_API_URL; the `api:` block of the config
+    file `config` or $COALMINE_CONFIG (the file `coalmine serve` was given); the default
+    http://127.0.0.1:8900. The token: `token`; $COALMINE_TOKEN; the config file's `api.token`.
+    """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout_s: float = 10.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        config: str | Path | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
-        url = url or os.environ.get("COALMINE_API_URL") or "http://127.0.0.1:8900"
-        token = token or os.environ.get("COALMINE_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout_s
+        from_file, file_token = (None, None)
+        missing = not (url or os.environ.get("COALMINE_API_URL")) or not (
+            token or os.environ.get("COALMINE_TOKEN")
         )
+        if missing and (config or os.environ.get("COALMINE_CONFIG")):
+            from_file, file_token = api_address(config)
+        url = url or os.environ.get("COALMINE_API_URL") or from_file or DEFAULT_API_URL
+        token = token or os.environ.get("COALMINE_TOKEN") or file_token
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout_s)
 
     def close(self) -> None:
         self._http.close()
@@ -88,7 +141,10 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise CoalmineConnectionError(self.url, exc) from exc
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -167,13 +223,16 @@ class Client:
 
     def wait(
         self,
-        rollout_id: int,
+        rollout: int | Rollout | Mapping[str, Any],
         timeout: float | None = None,
         poll_s: float = 1.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll until the rollout ends; calls `on_event` for every new event. Returns the
-        final status. Raises TimeoutError after `timeout` seconds."""
+        final status. Raises TimeoutError after `timeout` seconds.
+
+        `rollout`: its id, the `Rollout` that `start_rollout` returned, or a status dict."""
+        rollout_id = _rollout_id(rollout)
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = 0
         while True:
@@ -206,3 +265,13 @@ class Client:
     def rollback(self, model: str) -> dict[str, Any]:
         """Restore the stable version the last promotion of `model` replaced."""
         return dict(self._call("POST", f"/models/{model}/rollback"))
+
+
+def _rollout_id(rollout: int | Rollout | Mapping[str, Any]) -> int:
+    if isinstance(rollout, Rollout):
+        return rollout.id
+    if isinstance(rollout, Mapping):
+        return int(rollout["id"])
+    if isinstance(rollout, bool) or not isinstance(rollout, int):
+        raise TypeError(f"expected a rollout id, a Rollout or a status dict, got {rollout!r}")
+    return rollout

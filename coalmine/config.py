@@ -131,6 +131,19 @@ class ModelConfig(Strict):
     routing: RoutingConfig
     slices: list[SliceField] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_version_needs_no_routing(cls, data: Any) -> Any:
+        # with a single version there is nothing to choose: it is the stable one
+        if isinstance(data, dict) and "routing" not in data:
+            versions = data.get("versions")
+            if isinstance(versions, list) and len(versions) == 1:
+                only = versions[0]
+                name = only.get("name") if isinstance(only, dict) else getattr(only, "name", None)
+                if isinstance(name, str):
+                    return {**data, "routing": {"stable": name}}
+        return data
+
     @model_validator(mode="after")
     def _routing_names_known_versions(self) -> ModelConfig:
         names = [v.name for v in self.versions]

@@ -89,3 +89,13 @@ def test_example_rollout_spec_is_valid_for_the_controller_and_the_engine() -> No
     assert len(criteria) == 8
     for c in criteria:
         Criterion.model_validate(c.model_dump())
+
+
+def test_a_model_with_one_version_needs_no_routing_block() -> None:
+    one = {"models": [{"name": "m", "versions": [{"name": "v1", "url": "http://127.0.0.1:9"}]}]}
+    assert parse_config(one).model("m").routing.stable == "v1"
+    two = {"name": "m", "versions": [{"name": "v1", "url": "http://127.0.0.1:9"},
+                                     {"name": "v2", "url": "http://127.0.0.1:8"}]}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"models": [two]})
+    assert caught.value.errors == [("models.0.routing", "Field required")]

@@ -37,12 +37,22 @@ ApiUrl = typer.Option(
     help="control API base URL (default http://127.0.0.1:8900)",
 )
 Token = typer.Option(None, "--token", envvar="COALMINE_TOKEN", help="control API token")
+ConfigFile = typer.Option(
+    None,
+    "--config",
+    envvar="COALMINE_CONFIG",
+    help="the config file `coalmine serve` was given: its api: block is the API's address",
+)
 
 
-def _client(api_url: str | None, token: str | None) -> Client:
+def _client(api_url: str | None, token: str | None, config: Path | None = None) -> Client:
     from coalmine.client import Client
+    from coalmine.config import ConfigError
 
-    return Client(api_url, token)
+    try:
+        return Client(api_url, token, config=config)
+    except (ConfigError, OSError) as exc:
+        raise _fail(f"--config {config}: {exc}") from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -53,11 +63,13 @@ def _fail(message: str) -> typer.Exit:
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     import httpx
 
-    from coalmine.client import CoalmineAPIError
+    from coalmine.client import CoalmineAPIError, CoalmineConnectionError
 
     try:
         return fn(*args, **kwargs)
     except CoalmineAPIError as exc:
+        raise _fail(str(exc)) from None
+    except CoalmineConnectionError as exc:
         raise _fail(str(exc)) from None
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the control API: {exc}") from None
@@ -160,11 +172,12 @@ def start(
     poll: float = typer.Option(1.0, "--poll", help="seconds between status polls with --wait"),
     api_url: str | None = ApiUrl,
     token: str | None = Token,
+    config: Path | None = ConfigFile,
 ) -> None:
     """Start a rollout of CANDIDATE (served at URL) for MODEL."""
     if spec is not None and not spec.exists():
         raise _fail(f"--spec {spec}: no such file")
-    with _client(api_url, token) as client:
+    with _client(api_url, token, config) as client:
         try:
             rollout = _call(client.start_rollout, model, candidate, url, spec, baseline=baseline)
         except ValueError as exc:  # unreadable YAML
@@ -182,9 +195,10 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
     api_url: str | None = ApiUrl,
     token: str | None = Token,
+    config: Path | None = ConfigFile,
 ) -> None:
     """Show one rollout and its recent events."""
-    with _client(api_url, token) as client:
+    with _client(api_url, token, config) as client:
         rid = _resolve(client, target)
         data = _call(client.status, rid)
         if json_out:
@@ -197,12 +211,18 @@ def status(
 def list_(
     model: str | None = typer.Option(None, "--model", help="only this model"),
     active: bool = typer.Option(False, "--active", help="only active rollouts"),
+    wide: bool = typer.Option(False, "--wide", help="print reasons whole (wrapped), not cut"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
     api_url: str | None = ApiUrl,
     token: str | None = Token,
+    config: Path | None = ConfigFile,
 ) -> None:
     """List rollouts, newest first."""
-    with _client(api_url, token) as client:
+    with _client(api_url, token, config) as client:
         rows = _call(client.rollouts, model, active)
+    if json_out:
+        console.print_json(data=rows)
+        return
     table = Table("id", "model", "candidate", "phase", "canary", "outcome", "reason")
     for r in rows:
         table.add_row(
@@ -212,9 +232,13 @@ def list_(
             r["phase"],
             f"{r['canary_weight']:g}%",
             r["outcome"] or "",
-            (r["reason"] or "")[:80],
+            (r["reason"] or "") if wide else _cut(r["reason"] or "", 80),
         )
     console.print(table)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _command(name: str, help_text: str) -> None:
@@ -223,8 +247,9 @@ def _command(name: str, help_text: str) -> None:
         reason: str | None = typer.Option(None, "--reason", help="recorded with the event"),
         api_url: str | None = ApiUrl,
         token: str | None = Token,
+        config: Path | None = ConfigFile,
     ) -> None:
-        with _client(api_url, token) as client:
+        with _client(api_url, token, config) as client:
             rid = _resolve(client, target)
             data = _call(getattr(client, name), rid, reason)
         console.print(f"rollout #{rid}: {data['phase']}", highlight=False)
@@ -247,9 +272,10 @@ def rollback_command(
     model: str = typer.Argument(..., help="model name"),
     api_url: str | None = ApiUrl,
     token: str | None = Token,
+    config: Path | None = ConfigFile,
 ) -> None:
     """Restore the stable version that the last promotion of MODEL replaced, at once."""
-    with _client(api_url, token) as client:
+    with _client(api_url, token, config) as client:
         data = _call(client.rollback, model)
     console.print(
         f"{model}: stable is {data['stable']} again (was {data['replaced']})", highlight=False
