@@ -8,14 +8,16 @@ transition and its traffic change commit together.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from coalmine.config import CoalmineConfig
+from coalmine.config import CoalmineConfig, ModelConfig
 from coalmine.routing.state import RouteState, percent_to_bp
 from coalmine.store.schema import guard_trips, model_versions, routes
 
@@ -24,7 +26,9 @@ __all__ = [
     "GuardTrip",
     "RouteError",
     "RouteRepository",
+    "configured_route",
     "get_route_in",
+    "route_drift",
     "set_route_in",
     "upsert_version_in",
 ]
@@ -37,6 +41,12 @@ ROUTE_FIELDS = frozenset(
     }
 )  # fmt: skip
 _VERSION_FIELDS = ("stable", "canary", "shadow")
+
+
+log = logging.getLogger(__name__)
+
+# The route columns the config file's `routing:` block sets (besides the versions' URLs).
+_CONFIGURED = ("stable", "canary", "canary_weight_bp", "shadow", "mirror_bp", "salt")
 
 
 class RouteError(ValueError):
@@ -172,37 +182,116 @@ def _state_from_values(current: RouteState, row: dict[str, Any]) -> RouteState:
     )
 
 
+def configured_route(model: ModelConfig) -> dict[str, Any]:
+    """The route columns the config file asks for `model` (what seeding writes)."""
+    r = model.routing
+    return {
+        "stable": r.stable,
+        "canary": r.canary,
+        "canary_weight_bp": percent_to_bp(r.canary_weight),
+        "shadow": r.shadow,
+        # a mirror share without a shadow version would mean nothing
+        "mirror_bp": percent_to_bp(r.mirror_share) if r.shadow else 0,
+        "salt": r.salt or model.name,
+    }
+
+
+def route_drift(
+    config: CoalmineConfig, live: Mapping[str, RouteState]
+) -> dict[str, list[tuple[str, Any, Any]]]:
+    """Per model the store knows, the (field, file value, store value) that differ (pure)."""
+    drift: dict[str, list[tuple[str, Any, Any]]] = {}
+    for model in config.models:
+        state = live.get(model.name)
+        if state is None:
+            continue
+        wanted = configured_route(model)
+        changed = [
+            (f, wanted[f], getattr(state, f)) for f in _CONFIGURED if wanted[f] != getattr(state, f)
+        ]
+        if changed:
+            drift[model.name] = changed
+    return drift
+
+
+def describe_drift(model: str, changed: Iterable[tuple[str, Any, Any]]) -> str:
+    fields = ", ".join(f"{f}: file {want!r}, store {have!r}" for f, want, have in changed)
+    return (
+        f"model {model}: the live routing in the store differs from the config file ({fields}); "
+        f"the store's is in force (the file only seeds models the store has never seen). "
+        f"`coalmine routes apply --config FILE {model}` applies the file's"
+    )
+
+
 class RouteRepository:
     """Reads and writes the live routes; every method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def seed_from_config(self, config: CoalmineConfig) -> None:
-        """Upsert every configured version; create a route only for models not yet stored."""
+    def seed_from_config(self, config: CoalmineConfig) -> dict[str, list[tuple[str, Any, Any]]]:
+        """Upsert every configured version; create a route only for models not yet stored.
+
+        Returns (and logs as a warning) where the store's live routing of an already-known
+        model differs from the file: a routing edit in the file is not applied silently.
+        """
         now = time.time()
         with self.engine.begin() as conn:
             for model in config.models:
                 for version in model.versions:
                     upsert_version_in(conn, model.name, version.name, version.base_url)
-                r = model.routing
                 _insert_route_if_absent(
                     conn,
                     {
                         "model": model.name,
-                        "stable": r.stable,
-                        "canary": r.canary,
-                        "canary_weight_bp": percent_to_bp(r.canary_weight),
-                        "shadow": r.shadow,
-                        # a mirror share without a shadow version would mean nothing
-                        "mirror_bp": percent_to_bp(r.mirror_share) if r.shadow else 0,
-                        "salt": r.salt or model.name,
+                        **configured_route(model),
                         "revision": 1,
                         "updated_at": now,
                         "guard_failures": 0,
                         "baseline_bp": 0,
                     },
                 )
+        drift = route_drift(config, self.load_all())
+        for model_name, changed in drift.items():
+            log.warning("%s", describe_drift(model_name, changed))
+        return drift
+
+    def apply_config(self, config: CoalmineConfig, models: Iterable[str]) -> list[RouteState]:
+        """Overwrite the live routes of `models` with the config file's `routing:`.
+
+        Refused (RouteError) for a model with an active rollout: the controller owns its
+        split until the rollout ends.
+        """
+        applied = []
+        with self.engine.begin() as conn:
+            for name in models:
+                try:
+                    model = config.model(name)
+                except KeyError:
+                    raise RouteError(f"model {name!r} is not in the config file") from None
+                for version in model.versions:
+                    upsert_version_in(conn, model.name, version.name, version.base_url)
+                current = get_route_in(conn, name, for_update=True)
+                if current is None:
+                    raise RouteError(f"model {name!r} has no route yet: start the gateway once")
+                if current.rollout_id is not None:
+                    raise RouteError(
+                        f"model {name!r} has an active rollout #{current.rollout_id}: "
+                        f"let it end or abort it first"
+                    )
+                conn.execute(
+                    update(routes)
+                    .where(routes.c.model == name)
+                    .values(
+                        **configured_route(model),
+                        revision=routes.c.revision + 1,
+                        updated_at=time.time(),
+                    )
+                )
+                state = get_route_in(conn, name)
+                assert state is not None
+                applied.append(state)
+        return applied
 
     def load_all(self) -> dict[str, RouteState]:
         """Every model's route with its version URLs: two SELECTs, cheap enough to poll."""

@@ -1,0 +1,76 @@
+"""`coalmine routes diff|apply --config FILE`: the config file's routing against the store's.
+
+The file's `routing:` only seeds a model the store has never seen; after that the live split
+is the store's (the controller and the API change it). These commands show where the two
+differ and, for a model with no active rollout, make the file's routing the live one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["routes_app"]
+
+routes_app = typer.Typer(
+    help="Compare or apply the config file's routing to the store's live routes.",
+    no_args_is_help=True,
+)
+ConfigFile = typer.Option(..., "--config", "-c", help="YAML configuration file")
+
+
+def _load(config: Path) -> Any:
+    from coalmine.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@routes_app.command("diff")
+def diff(config: Path = ConfigFile) -> None:
+    """Print where the store's live routing differs from the file; exit 1 if it does."""
+    from coalmine.store.engine import open_engine
+    from coalmine.store.routes import RouteRepository, describe_drift, route_drift
+
+    loaded = _load(config)
+    engine = open_engine(loaded.store.url)
+    try:
+        drift = route_drift(loaded, RouteRepository(engine).load_all())
+    finally:
+        engine.dispose()
+    for model, changed in drift.items():
+        typer.echo(describe_drift(model, changed))
+    if not drift:
+        typer.echo("the store's live routing matches the config file")
+    raise typer.Exit(1 if drift else 0)
+
+
+@routes_app.command("apply")
+def apply(
+    models: list[str] = typer.Argument(..., help="models whose file routing becomes live"),
+    config: Path = ConfigFile,
+) -> None:
+    """Make the file's routing of MODELS the live one (refused during a rollout)."""
+    from coalmine.store.engine import open_engine
+    from coalmine.store.routes import RouteError, RouteRepository
+
+    loaded = _load(config)
+    engine = open_engine(loaded.store.url)
+    try:
+        applied = RouteRepository(engine).apply_config(loaded, models)
+    except RouteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    for state in applied:
+        typer.echo(
+            f"{state.model}: stable {state.stable}, canary {state.canary or '-'} "
+            f"{state.canary_weight_bp / 100:g}%, shadow {state.shadow or '-'} "
+            f"{state.mirror_bp / 100:g}%, salt {state.salt!r} (revision {state.revision})"
+        )
