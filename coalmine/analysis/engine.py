@@ -3,14 +3,23 @@
 `Evaluator.evaluate()` is incremental. It keeps two cursors, the last prediction id and the
 last feedback id it has read, and each call reads only what is new since:
 
-A. new prediction rows (id in (P_old, P_new]) of the two arms, each LEFT JOINed to its
-   request's first feedback row if that is already old (f.id ≤ F_old) — labels that arrived
-   before the prediction row was logged (the gateway logs in batches);
-B. new feedback rows (id in (F_old, F_new]) JOINed to the prediction rows they label with
-   id ≤ P_new — labels that arrive after their prediction was read, however late.
+A. new prediction rows (id in (P_old, P_new]) of the two arms, each with the feedback of
+   its request that is already old (f.id ≤ F_old) — feedback that arrived before the
+   prediction row was logged (the gateway logs in batches);
+B. new feedback rows (id in (F_old, F_new]), with the prediction rows of their requests
+   with id ≤ P_new — feedback that arrives after its prediction was read, however late.
 
-Every (prediction, label) pair lands in exactly one of A or B, so nothing is counted twice
-and no bounded map of rows awaiting labels is needed. In shadow mode a pair of rows (shadow
+Feedback comes in any number of items per request (a label, later outcomes, a correction).
+Each FIELD of it — the label, each named outcome — counts once per prediction row, with
+its first value, when that value arrives (`store.feedback.first_values`): A takes the
+fields whose first value has id ≤ F_old, B those whose first value has id in
+(F_old, F_new]. So every (prediction, field) pair lands in exactly one of A or B, nothing
+is counted twice and no bounded map of rows awaiting labels is needed. A later value of a
+field already counted (a corrected label) stays in the store, where `joined()` and the
+exports fold last-wins, but does not rewrite the running statistics: the confidence
+sequences are valid for a stream that only grows, and whether a label is corrected does
+not depend on which version answered the request, so neither arm gains. Send a label
+when it is final. In shadow mode a pair of rows (shadow
 and stable on the same request_id) is counted when the later of the two is read, via the
 request_id index. Each evaluation therefore costs O(new rows × log(table)), not O(log):
 see benchmarks/analysis.py.
@@ -23,9 +32,6 @@ production-vs-baseline disagreement is the noise floor (Diffy's practice): a req
 production, shadow and baseline rows is a triple, counted once when its last row is read,
 and feeds the paired difference a_c − a_b (candidate's and baseline's agreement with
 production) that `agreement`/`mean_abs_diff` criteria with `margin` are judged on.
-
-Only the first feedback row of a request counts (a label is given once; later rows for the
-same request are ignored).
 
 Restart: `state_dict()` holds the cursors and all running statistics (JSON-able);
 `Evaluator.from_state(engine, state)` resumes exactly where it stopped. A controller that
@@ -46,13 +52,14 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Engine, and_, exists, func, or_, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from coalmine.analysis.analysis import Analysis
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.metrics import Obs
 from coalmine.analysis.result import CriterionResult, Judgement
+from coalmine.store.feedback import FirstValues, first_values
 from coalmine.store.schema import feedback, predictions
 
 __all__ = ["CriterionResult", "Evaluator", "Judgement"]
@@ -61,7 +68,7 @@ P = predictions.alias("p")
 Q = predictions.alias("q")
 R = predictions.alias("r")
 F = feedback.alias("f")
-F2 = feedback.alias("f2")
+_CHUNK = 500  # request ids per IN (...) list
 
 
 def _loads(text: str | None) -> Any:
@@ -172,8 +179,22 @@ class Evaluator:
         """The arm of a row `_arm_filter` selected ("candidate", "baseline" or "noise")."""
         return self.triple_arms.get((version, role)) or self.arms[(version, role)]
 
-    def _first_feedback(self) -> ColumnElement[bool]:
-        return ~exists().where(and_(F2.c.request_id == F.c.request_id, F2.c.id < F.c.id))
+    @staticmethod
+    def _first_values(conn: Any, request_ids: set[str], upto: int) -> dict[str, FirstValues]:
+        """The first value of each feedback field of these requests, from items ≤ `upto`.
+
+        Driven by request_id (its index), in chunks, so the cost follows the rows asked for.
+        """
+        if upto <= 0 or not request_ids:
+            return {}
+        ids = sorted(request_ids)
+        rows: list[Any] = []
+        for i in range(0, len(ids), _CHUNK):
+            rows += conn.execute(
+                select(F.c.id, F.c.request_id, F.c.label, F.c.outcomes)
+                .where(F.c.request_id.in_(ids[i : i + _CHUNK]), F.c.id <= upto)
+            ).all()  # fmt: skip
+        return first_values(rows)
 
     @staticmethod
     def _obs(row: Mapping[str, Any], prefix: str = "", label: Any = None, outcomes: Any = None,
@@ -209,18 +230,15 @@ class Evaluator:
             ).scalar()  # fmt: skip
             f_new = min(f_max, int(f_cap)) if f_cap is not None else f_max
 
-            # A: new prediction rows, with labels that are already old
+            # A: new prediction rows, with feedback that is already old
             stmt = (
-                select(P, F.c.label.label("f_label"), F.c.outcomes.label("f_outcomes"),
-                       F.c.id.label("f_id"))
-                .select_from(P.outerjoin(F, and_(F.c.request_id == P.c.request_id,
-                                                 F.c.id <= f_old, self._first_feedback())))
-                .where(P.c.id > p_old, P.c.id <= p_max, self._arm_filter(P))
+                select(P).where(P.c.id > p_old, P.c.id <= p_max, self._arm_filter(P))
                 .order_by(P.c.id).limit(self.batch_limit)
             )  # fmt: skip
             rows: list[Any] = [r._mapping for r in conn.execute(stmt)]
             p_new = int(rows[-1]["id"]) if len(rows) == self.batch_limit else p_max
-            self._read_predictions(rows)
+            old = self._first_values(conn, {r["request_id"] for r in rows}, f_old)
+            self._read_predictions(rows, old)
             if self.mode == "shadow" and rows:
                 self._read_new_pairs(conn, p_old, p_new, f_old)
             if self.noise_floor and p_new > p_old:
@@ -228,41 +246,42 @@ class Evaluator:
                 self._read_new_triples(conn, p_old, p_new)
 
             # B: new feedback rows joined to prediction rows already read (id ≤ P_new).
-            # Two queries driven by the new feedback ids, so the database never walks the
+            # Queries driven by the new feedback ids, so the database never walks the
             # prediction log (a planner may otherwise scan predictions by model and id).
             if f_new > f_old:
-                fb = conn.execute(
-                    select(F.c.id.label("f_id"), F.c.request_id, F.c.label.label("f_label"),
-                           F.c.outcomes.label("f_outcomes"))
-                    .where(F.c.id > f_old, F.c.id <= f_new, self._first_feedback())
-                    .order_by(F.c.id)
-                ).all()  # fmt: skip
-                by_request = {r.request_id: r._mapping for r in fb}
-                ids = list(by_request)
-                fb_rows: list[Any] = []
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
+                touched = set(conn.execute(
+                    select(F.c.request_id).where(F.c.id > f_old, F.c.id <= f_new)
+                ).scalars())  # fmt: skip
+                # each touched request's fields up to F_new; only those first valued after
+                # F_old are new (a correction or a repeat brings none)
+                new: dict[str, tuple[int, FirstValues]] = {}
+                for rid, fv in self._first_values(conn, touched, f_new).items():
+                    first_new = fv.first_id_after(f_old)
+                    if first_new is not None:
+                        new[rid] = (first_new, fv)
+                ids = sorted(new)
+                fb_rows: list[tuple[int, Any, FirstValues]] = []
+                for i in range(0, len(ids), _CHUNK):
+                    chunk = ids[i : i + _CHUNK]
                     # request_id alone in SQL, so the planner must use its index; the
                     # rest of the filter is applied here
                     for r in conn.execute(select(P).where(P.c.request_id.in_(chunk))):
                         if r.id <= p_new and self._matches(r._mapping):
-                            fb_rows.append({**by_request[r.request_id], **r._mapping})
-                fb_rows.sort(key=lambda m: (m["f_id"], m["id"]))
-                self._read_feedback(fb_rows)
+                            first_new, fv = new[r.request_id]
+                            fb_rows.append((first_new, r._mapping, fv))
+                fb_rows.sort(key=lambda t: (t[0], t[1]["id"]))
+                self._read_feedback(fb_rows, f_old)
         self.last_prediction_id, self.last_feedback_id = p_new, f_new
         return self.analysis.judge(now=time.time() if now is None else now)
 
-    def _labelled(self, row: Mapping[str, Any]) -> tuple[Any, Any, bool]:
-        if row["f_id"] is None:
-            return None, None, False
-        label = _loads(row["f_label"])
-        return label, _loads(row["f_outcomes"]), label is not None
-
-    def _read_predictions(self, rows: list[Mapping[str, Any]]) -> None:
+    def _read_predictions(
+        self, rows: list[Mapping[str, Any]], old: Mapping[str, FirstValues]
+    ) -> None:
         by_arm: dict[str, list[Obs]] = defaultdict(list)
         labelled: dict[str, list[Obs]] = defaultdict(list)
         for row in rows:
-            label, outcomes, has_label = self._labelled(row)
+            fv = old.get(row["request_id"])
+            label, has_label, outcomes = fv.since(0) if fv else (None, False, {})
             obs = self._obs(row, label=label, outcomes=outcomes, has_label=has_label)
             arm = self._arm_of(row["version"], row["role"])
             by_arm[arm].append(obs)
@@ -279,28 +298,25 @@ class Evaluator:
         """Shadow: pairs completed by a new row (the later row of the pair is new)."""
         stmt = (
             select(
-                P.c.version, P.c.role, P.c.prediction, P.c.latency_ms, P.c.status,
+                P.c.request_id, P.c.version, P.c.role, P.c.prediction, P.c.latency_ms, P.c.status,
                 P.c.error_class, P.c.slices, P.c.canary_weight_bp,
                 Q.c.prediction.label("q_prediction"), Q.c.latency_ms.label("q_latency_ms"),
                 Q.c.status.label("q_status"), Q.c.error_class.label("q_error_class"),
                 Q.c.slices.label("q_slices"), Q.c.canary_weight_bp.label("q_canary_weight_bp"),
-                F.c.id.label("f_id"), F.c.label.label("f_label"),
-                F.c.outcomes.label("f_outcomes"),
             )
-            .select_from(
-                P.join(Q, and_(Q.c.request_id == P.c.request_id, Q.c.id < P.c.id))
-                .outerjoin(F, and_(F.c.request_id == P.c.request_id, F.c.id <= f_old,
-                                   self._first_feedback()))
-            )
+            .select_from(P.join(Q, and_(Q.c.request_id == P.c.request_id, Q.c.id < P.c.id)))
             .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P),
                    self._arm_filter(Q, model_index=False),
                    or_(P.c.version != Q.c.version, P.c.role != Q.c.role))
         )  # fmt: skip
         request_pairs: list[tuple[Obs, Obs]] = []
         label_pairs: list[tuple[Obs, Obs]] = []
-        for r in conn.execute(stmt):
-            row = r._mapping
-            label, _, has_label = self._labelled(row)
+        found = [r._mapping for r in conn.execute(stmt)]
+        # labels already old (≤ F_old) complete labelled pairs here; later ones in B
+        old = self._first_values(conn, {row["request_id"] for row in found}, f_old)
+        for row in found:
+            fv = old.get(row["request_id"])
+            label, has_label, _ = fv.since(0) if fv else (None, False, {})
             mine = self._obs(row, label=label, has_label=has_label)
             other = self._obs(row, "q_", label=label, has_label=has_label)
             if self._arm_of(row["version"], row["role"]) == "candidate":
@@ -348,14 +364,19 @@ class Evaluator:
         self.analysis.observe_request_triples(triples)
         self.triples_read += len(triples)
 
-    def _read_feedback(self, rows: list[Mapping[str, Any]]) -> None:
-        groups: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-        for row in rows:
-            groups[int(row["f_id"])].append(row)
+    def _read_feedback(
+        self, rows: list[tuple[int, Mapping[str, Any], FirstValues]], f_old: int
+    ) -> None:
+        """Prediction rows whose request got fields first valued after `f_old`: those only."""
+        groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        first: dict[str, FirstValues] = {}
+        for _, row, fv in rows:
+            groups[row["request_id"]].append(row)
+            first[row["request_id"]] = fv
         by_arm: dict[str, list[Obs]] = defaultdict(list)
         label_pairs: list[tuple[Obs, Obs]] = []
-        for group in groups.values():
-            label, outcomes, has_label = self._labelled(group[0])
+        for request_id, group in groups.items():
+            label, has_label, outcomes = first[request_id].since(f_old)
             arms: dict[str, Obs] = {}
             for row in group:
                 obs = self._obs(row, label=label, outcomes=outcomes, has_label=has_label)

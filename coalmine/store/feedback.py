@@ -5,6 +5,10 @@ append-only table); a join folds a request's items in id order: the label is the
 non-null label, outcomes merge with later values overriding earlier ones. So a correction
 sent later wins, and a label and an outcome sent separately both count.
 
+The live judgement folds the same items differently (`first_values`): each field — the
+label, each named outcome — is counted once, with its first value, when that value arrives.
+Its statistics only grow, as the anytime-valid tests need (see analysis/engine.py).
+
 An item whose request id has no logged prediction is rejected with a per-item error
 ("unknown request_id") and not stored. The gateway writes its log in batches (every
 `logging.flush_interval_s`), so feedback sent within that interval of the prediction may not
@@ -15,6 +19,7 @@ intervals before reporting them unknown (log/feedback_http.py).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +35,10 @@ __all__ = [
     "UNKNOWN_REQUEST_ID",
     "FeedbackItem",
     "FeedbackStore",
+    "FirstValues",
     "ItemResult",
     "JoinedRow",
+    "first_values",
     "fold_feedback",
     "joined",
 ]
@@ -173,6 +180,61 @@ def fold_feedback(rows: Iterable[Any]) -> dict[str, Folded]:
             folded.outcomes.update(json.loads(row.outcomes))
         folded.feedback_id, folded.ts = row.id, row.ts
     return out
+
+
+@dataclass(slots=True)
+class FirstValues:
+    """A request's feedback as the live judgement counts it: each field's first value,
+    with the id of the item that brought it (so a reader knows when it arrived)."""
+
+    label: Any = None
+    label_id: int | None = None
+    outcomes: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def since(self, after: int) -> tuple[Any, bool, dict[str, float]]:
+        """(label, has_label, outcomes) of the fields whose first value came after `after`."""
+        new_label = self.label_id is not None and self.label_id > after
+        outcomes = {k: v for k, (i, v) in self.outcomes.items() if i > after}
+        return (self.label if new_label else None), new_label, outcomes
+
+    def first_id_after(self, after: int) -> int | None:
+        """The id of the first item after `after` that brought a field's first value."""
+        ids = [i for i, _ in self.outcomes.values()] + [self.label_id or 0]
+        new = [i for i in ids if i > after]
+        return min(new) if new else None
+
+
+def _json_or_none(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None  # only a hand-written row can hold bad JSON: it brings nothing
+
+
+def first_values(rows: Iterable[Any]) -> dict[str, FirstValues]:
+    """request_id -> first value of each field; `rows` have id, request_id, label, outcomes.
+
+    A null label, or an outcome that is not a finite number, is no value (a later item may
+    still bring one)."""
+    out: dict[str, FirstValues] = {}
+    for row in sorted(rows, key=lambda r: r.id):
+        first = out.setdefault(row.request_id, FirstValues())
+        if first.label_id is None:
+            label = _json_or_none(row.label)
+            if label is not None:
+                first.label, first.label_id = label, int(row.id)
+        outcomes = _json_or_none(row.outcomes)
+        if isinstance(outcomes, dict):
+            for name, value in outcomes.items():
+                if name not in first.outcomes and _is_number(value):
+                    first.outcomes[name] = (int(row.id), float(value))
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and (isinstance(v, bool) or math.isfinite(v))
 
 
 @dataclass(frozen=True, slots=True)
