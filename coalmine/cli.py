@@ -17,7 +17,7 @@ from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
 from coalmine.rollout.commands import rollback_command, rollout_app
 from coalmine.serve import serve_command
-from coalmine.store.command import routes_app
+from coalmine.store.command import export_command, routes_app
 from coalmine.ui.report import report_command
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ app.command("gateway")(gateway_command)
 app.add_typer(rollout_app, name="rollout")
 app.command("rollback")(rollback_command)
 app.add_typer(routes_app, name="routes")
+app.command("export")(export_command)
 app.command("serve")(serve_command)
 app.command("report")(report_command)
 

@@ -44,7 +44,7 @@ def test_the_help_of_every_command_needs_no_heavy_library() -> None:
         "from coalmine.cli import app\n"
         "runner = CliRunner()\n"
         "commands = [[]] + [[c] for c in ('validate', 'serve-model', 'analyze', 'plan', 'demo',\n"
-        "    'gateway', 'rollout', 'rollback', 'serve', 'report', 'routes')]\n"
+        "    'gateway', 'rollout', 'rollback', 'serve', 'report', 'routes', 'export')]\n"
         "commands += [['rollout', c] for c in ('start', 'status', 'list', 'pause', 'resume',\n"
         "    'promote', 'abort', 'approve')]\n"
         "for args in commands:\n"

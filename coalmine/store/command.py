@@ -1,4 +1,6 @@
-"""`coalmine routes diff|apply --config FILE`: the config file's routing against the store's.
+"""Store commands: `coalmine routes diff|apply` and `coalmine export`.
+
+`coalmine routes diff|apply --config FILE`: the config file's routing against the store's.
 
 The file's `routing:` only seeds a model the store has never seen; after that the live split
 is the store's (the controller and the API change it). These commands show where the two
@@ -12,7 +14,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["routes_app"]
+__all__ = ["export_command", "routes_app"]
 
 routes_app = typer.Typer(
     help="Compare or apply the config file's routing to the store's live routes.",
@@ -74,3 +76,54 @@ def apply(
             f"{state.canary_weight_bp / 100:g}%, shadow {state.shadow or '-'} "
             f"{state.mirror_bp / 100:g}%, salt {state.salt!r} (revision {state.revision})"
         )
+
+
+def _since(value: str | None) -> float | None:
+    """Epoch seconds, an ISO 8601 time, or an age such as 90s, 30m, 2h, 7d."""
+    if value is None:
+        return None
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    if m := re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip()):
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return time.time() - seconds
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: give epoch seconds, an ISO time or an age like 30m, 2h, 7d",
+            param_hint="--since",
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def export_command(
+    model: str = typer.Argument(..., help="model name"),
+    output: Path = typer.Option(..., "--output", "-o", help="FILE.csv or FILE.parquet"),
+    config: Path = ConfigFile,
+    since: str | None = typer.Option(
+        None, "--since", help="only calls since: epoch seconds, ISO time, or an age (30m, 2h, 7d)"
+    ),
+    rollout: int | None = typer.Option(None, "--rollout", help="only calls during rollout ID"),
+) -> None:
+    """Export MODEL's prediction log with its labels and outcomes (for `coalmine analyze`)."""
+    from coalmine.store.engine import open_engine
+    from coalmine.store.export import ExportFormatError, iter_export, write_export
+
+    loaded = _load(config)
+    engine = open_engine(loaded.store.url)
+    try:
+        pages = iter_export(engine, model, since=_since(since), rollout_id=rollout)
+        count = write_export(pages, output)
+    except ExportFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"wrote {count} call(s) of {model} to {output}")
