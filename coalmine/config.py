@@ -168,6 +168,10 @@ class ShadowConfig(Strict):
     queue_size: int = Field(default=2048, ge=1)
     workers: int = Field(default=16, ge=1)
     timeout_s: float = Field(default=5.0, gt=0)
+    strip_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Cookie", "X-Api-Key"],
+        description="request headers left out of mirror copies (the end user's credentials)",
+    )
 
 
 class GatewayConfig(Strict):
@@ -176,6 +180,25 @@ class GatewayConfig(Strict):
     processes: int = Field(default=1, ge=0, description="0 = one per CPU core (SO_REUSEPORT)")
     max_body_bytes: int = Field(default=1 << 20, ge=1)
     upstream_timeout_s: float = Field(default=10.0, gt=0)
+    canary_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a canary call still unanswered after this long is a failure (counted by "
+        "the fast guard; the user is answered by stable when canary_failover is on)",
+    )
+    # connection hygiene: a client that holds a socket without finishing a request is cut off
+    header_timeout_s: float = Field(default=10.0, gt=0, description="to send a request's head")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="to send a request's body")
+    keepalive_timeout_s: float = Field(
+        default=15.0, gt=0, description="idle time before a kept-alive connection is closed"
+    )
+    max_connections: int = Field(
+        default=10_000,
+        ge=1,
+        description="open client connections per gateway process; further ones get a 503 at "
+        "once. Also capped by the file-descriptor limit, so the process keeps descriptors "
+        "for its store, upstreams and (in `coalmine serve`) the control plane",
+    )
     # httptools: the thin keep-alive client, 1.5-4x cheaper per call; aiohttp: ClientSession
     upstream_client: Literal["aiohttp", "httptools"] = "httptools"
     canary_failover: bool = True

@@ -188,6 +188,10 @@ def serve_command(
         print(f"coalmine serve: generated API token {token}", flush=True)
     import uvloop  # the gateway's loop; imported here to keep `coalmine --help` quick
 
+    from coalmine.gateway.connections import raise_fd_limit
+
+    raise_fd_limit()
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))

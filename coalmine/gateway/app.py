@@ -29,7 +29,7 @@ from coalmine.gateway.metrics import (
     GUARD_TRIPS,
     REJECTED,
 )
-from coalmine.gateway.mirror import ShadowJob, ShadowMirror
+from coalmine.gateway.mirror import ShadowJob, ShadowMirror, mirror_headers
 from coalmine.gateway.protocols import Protocol, match_inference_path, parse_prediction
 from coalmine.gateway.table import CompiledRoute, RouteTable
 from coalmine.gateway.upstream.base import HOP_BY_HOP, UpstreamClient, UpstreamError
@@ -97,10 +97,12 @@ class Gateway:
             workers=gateway.shadow.workers,
             timeout_s=gateway.shadow.timeout_s,
         )
+        self.mirror_strip = frozenset(h.lower() for h in gateway.shadow.strip_headers)
         self.policy = InputPolicy(config.logging)
         self.timeout = gateway.upstream_timeout_s
         self.failover = gateway.canary_failover
         self.max_body = gateway.max_body_bytes
+        self.body_timeout = gateway.body_timeout_s
         self.rng = random.Random()
         self.ready = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -153,10 +155,29 @@ class Gateway:
         if endpoint is not None:
             if "Expect" in request.headers:
                 await _continue(request)
+            if request.can_read_body:
+                try:
+                    await self.read_body(request)  # kept by aiohttp for the endpoint's read()
+                except TimeoutError:
+                    return self._body_timeout(None)
             return await endpoint(request)
         if any(p == path for _, p in self._endpoints):
             return _error(405, f"method {request.method} not allowed on {path}")
         return _error(404, f"no such endpoint {path}")
+
+    async def read_body(self, request: web.BaseRequest) -> bytes:
+        """The request's body; TimeoutError when it takes longer than body_timeout_s to arrive
+        (a client that sends half a body must not hold the connection for ever)."""
+        async with asyncio.timeout(self.body_timeout):
+            return await request.read()
+
+    def _body_timeout(self, request_id: str | None) -> web.Response:
+        REJECTED.labels("body_timeout").inc()
+        response = _error(
+            408, f"request body not received within {self.body_timeout:g}s", request_id
+        )
+        response.force_close()
+        return response
 
     def _new_request_id(self) -> str:
         # time-ordered (UUIDv7): the prediction log's request_id index then grows at its end
@@ -190,10 +211,12 @@ class Gateway:
         if "Expect" in headers:
             await _continue(request)
         try:
-            body = await request.read()
+            body = await self.read_body(request)
         except web.HTTPRequestEntityTooLarge:
             REJECTED.labels("too_large").inc()
             return _error(413, f"body over {self.max_body} bytes", request_id)
+        except TimeoutError:
+            return self._body_timeout(request_id)
 
         parsed: Any = _NOT_PARSED
         if route.needs_json:
@@ -317,7 +340,7 @@ class Gateway:
         routed call is the baseline's row for that request id.
         """
         assert route.shadow_url is not None
-        headers = [*forward_headers, ("X-Shadow", "1")]
+        headers = mirror_headers(forward_headers, self.mirror_strip)
         mirror = self.mirror
         mirror.offer(
             ShadowJob(

@@ -24,9 +24,18 @@ from coalmine.gateway.protocols import Protocol, parse_prediction
 from coalmine.gateway.upstream.base import Headers, UpstreamClient, UpstreamError
 from coalmine.log.record import PredictionRecord, PredictionSink
 
-__all__ = ["ShadowJob", "ShadowMirror"]
+__all__ = ["ShadowJob", "ShadowMirror", "mirror_headers"]
 
 log = logging.getLogger(__name__)
+
+
+def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> list[tuple[str, str]]:
+    """The headers of a mirror copy: production's, less those named in `strip` (lower case;
+    by default the end user's credentials, which a shadow has no business receiving), and
+    marked X-Shadow so the shadow's server can tell a copy from a user's request."""
+    kept = [(k, v) for k, v in forward_headers if k.lower() not in strip]
+    kept.append(("X-Shadow", "1"))
+    return kept
 
 
 class ShadowJob:
@@ -116,8 +125,18 @@ class ShadowMirror:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        unsent = 0
         while not self._queue.empty():  # copies never sent: dropped, and counted as such
             self._count_drop(self._queue.get_nowait())
+            unsent += 1
+        if unsent:
+            log.warning(
+                "mirror stopped with %d cop%s still queued after %g s of draining; dropped "
+                "(counted in coalmine_gateway_shadow_drops_total)",
+                unsent,
+                "y" if unsent == 1 else "ies",
+                drain_s,
+            )
 
     async def _work(self) -> None:
         queue = self._queue

@@ -28,6 +28,13 @@ from sqlalchemy import Engine
 
 from coalmine.config import CoalmineConfig
 from coalmine.gateway.app import Gateway
+from coalmine.gateway.connections import (
+    ConnectionLimits,
+    GatewayServer,
+    connection_cap,
+    fd_limit,
+    raise_fd_limit,
+)
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 
@@ -69,7 +76,29 @@ async def start_site(
             message, payload, protocol, writer, task, loop, client_max_size=max_body
         )
 
-    server = web.Server(gateway.dispatch, request_factory=make_request, access_log=None)
+    settings = config.gateway
+    limits = ConnectionLimits(
+        max_connections=connection_cap(settings.max_connections, fd_limit()),
+        header_timeout_s=settings.header_timeout_s,
+    )
+    if limits.max_connections < settings.max_connections:
+        log.info(
+            "gateway connection cap %d (gateway.max_connections %d, bounded by the "
+            "file-descriptor limit %s)",
+            limits.max_connections,
+            settings.max_connections,
+            fd_limit(),
+        )
+    server = GatewayServer(
+        gateway.dispatch,
+        request_factory=make_request,
+        access_log=None,
+        limits=limits,
+        keepalive_timeout=settings.keepalive_timeout_s,
+        # after an early answer (413, 408...) aiohttp reads and discards the rest of the body
+        # for up to this long: no longer than the body was allowed in the first place
+        lingering_time=min(settings.body_timeout_s, 10.0),
+    )
     runner = _GatewayRunner(server, gateway, engine, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(
@@ -88,7 +117,9 @@ async def start_site(
 class _GatewayRunner(web.ServerRunner):
     """A runner that, after the server's graceful shutdown, stops the gateway's parts."""
 
-    def __init__(self, server: web.Server, gateway: Gateway, engine: Engine, **kwargs: Any) -> None:
+    def __init__(
+        self, server: GatewayServer, gateway: Gateway, engine: Engine, **kwargs: Any
+    ) -> None:
         super().__init__(server, handle_signals=False, **kwargs)
         self.gateway = gateway
         self._engine = engine
@@ -149,6 +180,7 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 def run_gateway(config: CoalmineConfig) -> int:
     """Seed routes, serve until SIGTERM/SIGINT; returns an exit status."""
+    raise_fd_limit()
     seed_routes(config)
     processes = config.gateway.processes or os.cpu_count() or 1
     if processes == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -73,3 +74,68 @@ async def test_shadow_never_changes_production_status_or_latency(
     assert shadow_rows and all(r.error_class == expected for r in shadow_rows)
     if shadow_mode == "slow":
         assert mirror.dropped > 0  # 4 workers x 1 s cannot keep up: the queue overflowed
+
+
+async def _until_seen(upstream: Upstream, n: int) -> None:
+    async with asyncio.timeout(10):
+        while len(upstream.seen) < n:
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("strip", [None, []])
+async def test_mirror_copies_leave_the_users_credentials_out(
+    tmp_path: Path,
+    upstreams: dict[str, Upstream],
+    start_gateway: StartGateway,
+    strip: list[str] | None,
+) -> None:
+    shadow: dict[str, object] = {} if strip is None else {"strip_headers": strip}
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": upstreams["v3"].url},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"shadow": shadow},
+    )
+    gw = await start_gateway(config)
+    credentials = {"Authorization": "Bearer user-secret", "Cookie": "session=s3cret"}
+    status, _, _ = await gw.post(
+        V1, headers={**credentials, "X-Api-Key": "k-123", "X-User-Id": "u-7"}
+    )
+    assert status == 200
+    await _until_seen(upstreams["v3"], 1)
+    production = upstreams["v1"].seen[0]["headers"]
+    copy = upstreams["v3"].seen[0]["headers"]
+    assert production["Authorization"] == "Bearer user-secret"
+    assert production["Cookie"] == "session=s3cret"
+    assert copy["X-User-Id"] == "u-7" and copy["X-Shadow"] == "1"
+    if strip is None:  # the default: no credentials reach the shadow
+        assert not {"Authorization", "Cookie", "X-Api-Key"} & set(copy)
+    else:  # configured to forward everything
+        assert copy["Authorization"] == "Bearer user-secret"
+        assert copy["Cookie"] == "session=s3cret"
+
+
+async def test_copies_still_queued_at_shutdown_are_counted_in_the_log(
+    tmp_path: Path,
+    upstreams: dict[str, Upstream],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstreams["v3"].mode, upstreams["v3"].delay_s = "slow", 30.0
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": upstreams["v3"].url},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"shadow": {"queue_size": 32, "workers": 1, "timeout_s": 30.0}},
+    )
+    gw = await start_gateway(config)
+    for i in range(6):
+        status, _, _ = await gw.post(V1, headers={"X-User-Id": f"u{i}"})
+        assert status == 200
+    await _until_seen(upstreams["v3"], 1)  # the one worker is stuck on the first copy
+    mirror = gw.runner.gateway.mirror
+    caplog.set_level(logging.WARNING, logger="coalmine.gateway.mirror")
+    await gw.stop()
+    assert mirror.dropped == 6  # five queued, one cancelled mid-call
+    lines = [r.getMessage() for r in caplog.records if r.name == "coalmine.gateway.mirror"]
+    assert any("mirror stopped with 5 copies still queued" in line for line in lines), lines
