@@ -45,6 +45,8 @@ __all__ = [
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+# a user metric's function, `module.path:function`, imported by the server at start
+USER_METRIC_TARGET = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
 class Strict(BaseModel):
@@ -246,6 +248,11 @@ class CoalmineConfig(Strict):
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     models: list[ModelConfig] = Field(min_length=1)
+    user_metrics: dict[Name, Annotated[str, Field(pattern=USER_METRIC_TARGET)]] = Field(
+        default_factory=dict,
+        description="the allow-list of per-example metrics criteria may name as user:<name>: "
+        "name -> module.path:function, imported at start (never chosen by a spec)",
+    )
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> CoalmineConfig:

@@ -81,6 +81,7 @@ async def run_serve(
     from coalmine.store.engine import open_engine
     from coalmine.store.routes import RouteRepository
 
+    _install_user_metrics(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
@@ -140,6 +141,18 @@ async def run_serve(
             loop.remove_signal_handler(sig)
 
 
+def _install_user_metrics(config: CoalmineConfig) -> None:
+    """The config file's `user_metrics:` become the only ones criteria may name (imported
+    now, so a typo stops the start instead of failing the first evaluation)."""
+    from coalmine.analysis.user_metrics import UserMetricError, install_user_metrics
+    from coalmine.config import ConfigError
+
+    try:
+        install_user_metrics(config.user_metrics)
+    except UserMetricError as exc:
+        raise ConfigError("user_metrics", [("user_metrics", str(exc))]) from None
+
+
 async def _attach_registry(ctl: Controller) -> RegistryListener | None:
     """With $COALMINE_REGISTRY set (e.g. mlflow), write rollout outcomes to the registry,
     first replaying endings it missed while no controller ran."""
@@ -194,4 +207,8 @@ def serve_command(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))
+    try:
+        uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise typer.Exit(2) from None

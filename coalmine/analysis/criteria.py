@@ -41,7 +41,7 @@ class Criterion(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str = Field(description="a registry name, outcome:<name> or user:<module>:<fn>")
+    metric: str = Field(description="a registry name, outcome:<name> or user:<name> (allow-listed)")
     name: str = Field(default="", description="defaults to the metric name")
     margin: float | None = Field(default=None, ge=0, description="non-inferiority ε / δ")
     max_ratio: float | None = Field(default=None, gt=0)

@@ -2,17 +2,18 @@
 
 A registry in the project's sense: `spec(name)` maps a configured name to its description
 and raises on an unknown one; nothing falls back silently. Two families are open-ended:
-`outcome:<name>` (a business outcome reported with the feedback) and
-`user:<module>:<function>` (a per-example metric imported from the user's code).
+`outcome:<name>` (a business outcome reported with the feedback) and `user:<name>` (a
+per-example metric the operator allow-listed: see user_metrics.py; a criterion names it,
+it never chooses code).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from coalmine.analysis import user_metrics
 
 Family = Literal[
     "error", "latency_mean", "latency_quantile", "quality", "auc", "agreement", "drift",
@@ -85,9 +86,9 @@ METRICS: dict[str, MetricSpec] = {
 }  # fmt: skip
 
 _OUTCOME = re.compile(r"^outcome:([A-Za-z0-9_.-]{1,64})$")
-_USER = re.compile(r"^user:([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
+_USER = re.compile(r"^user:([A-Za-z0-9][A-Za-z0-9._-]{0,62})$")
 
-UserMetric = Callable[[Any, Any], float]
+UserMetric = user_metrics.UserMetric
 
 
 class UnknownMetric(ValueError):
@@ -95,7 +96,8 @@ class UnknownMetric(ValueError):
 
 
 def known_names() -> str:
-    return ", ".join([*METRICS, "outcome:<name>", "user:<module>:<function>"])
+    users = ", ".join(f"user:{n}" for n in user_metrics.available()) or "none allow-listed"
+    return ", ".join([*METRICS, "outcome:<name>", f"user:<name> ({users})"])
 
 
 def spec(name: str) -> MetricSpec:
@@ -109,6 +111,8 @@ def spec(name: str) -> MetricSpec:
                           key=f"outcome:{m.group(1)}")  # fmt: skip
     if _USER.match(name):
         return MetricSpec(name, "user", True, "", needs_labels=True, allows=_DIFF, key=name)
+    if name.startswith("user:"):  # e.g. the module:function form, which never chose code
+        raise UnknownMetric(user_metrics.refusal(name.removeprefix("user:")))
     raise UnknownMetric(f"unknown metric {name!r}; known: {known_names()}")
 
 
@@ -118,16 +122,14 @@ def outcome_name(metric: str) -> str | None:
 
 
 def load_user_metric(name: str) -> UserMetric:
-    """Import `user:<module>:<function>`: f(prediction, label) -> float, one example."""
+    """The allow-listed function of criterion metric `user:<name>`: f(prediction, label).
+
+    Only a lookup: nothing is imported here, whatever `name` says.
+    """
     m = _USER.match(name)
     if not m:
-        raise UnknownMetric(f"{name!r} is not of the form user:<module>:<function>")
-    module_name, function_name = m.groups()
+        raise UnknownMetric(user_metrics.refusal(name.removeprefix("user:")))
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownMetric(f"cannot import module {module_name!r}: {exc}") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise UnknownMetric(f"module {module_name!r} has no function {function_name!r}")
-    return function
+        return user_metrics.lookup(m.group(1))
+    except user_metrics.UserMetricError as exc:
+        raise UnknownMetric(str(exc)) from None

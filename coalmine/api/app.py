@@ -142,6 +142,13 @@ def create_app(
         """The controller's Prometheus metrics (rollouts by outcome, phase, weight, step time)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @api.get("/user-metrics", tags=["meta"])
+    def list_user_metrics() -> list[dict[str, str]]:
+        """The user metrics criteria may name (`user:<name>`): the config file's allow-list."""
+        from coalmine.analysis.user_metrics import available
+
+        return [{"metric": f"user:{n}", "function": f} for n, f in available().items()]
+
     # -- models, versions, routes -----------------------------------------------------------
 
     @api.get("/models", tags=["models"])

@@ -56,9 +56,11 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
     Raises coalmine.config.ConfigError (field path + reason) for an invalid criterion, so a
     bad spec is refused when the rollout starts, not at its first evaluation.
     """
+    from pydantic import ValidationError
+
     from coalmine.analysis.analysis import check_criteria
     from coalmine.analysis.criteria import Criterion, default_criteria
-    from coalmine.config import ConfigError
+    from coalmine.config import ConfigError, format_errors
 
     given: list[CriterionSpec] | None = (
         spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
@@ -73,8 +75,11 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
         for i, c in enumerate(given):
             try:
                 base.append(Criterion.model_validate(c.model_dump(exclude_none=True)))
-            except ValueError as exc:
-                errors.append((f"{mode}.criteria.{i}", str(exc).splitlines()[-1].strip()))
+            except ValidationError as exc:  # each reason with its field, not pydantic's URL
+                errors.extend(
+                    (f"{mode}.criteria.{i}" + ("" if p == "(top level)" else f".{p}"), r)
+                    for p, r in format_errors(exc)
+                )
         if errors:
             raise ConfigError("<spec>", errors)
         try:

@@ -17,6 +17,7 @@ from coalmine.analysis.metrics import SliceStats
 from coalmine.analysis.outputs import examples, log_loss, normalize
 from coalmine.analysis.sequential import Moments
 from coalmine.analysis.sources.resources import ResourceSampler
+from coalmine.analysis.user_metrics import register_user_metric
 from coalmine.config import ConfigError
 
 
@@ -38,7 +39,7 @@ def test_defaults_and_names() -> None:
         ({"metric": "mean_abs_diff"}, "criteria.0", "needs a threshold"),
         ({"metric": "outcome:ctr"}, "criteria.0", "needs a threshold"),
         ({"metric": "accuracy", "error_classes": ["x"]}, "criteria.0", "error_rate only"),
-        ({"metric": "user:no_such_mod:f", "margin": 1}, "criteria.0.metric", "cannot import"),
+        ({"metric": "user:no_such_mod:f", "margin": 1}, "criteria.0.metric", "allow-listed"),
         ({"metric": "accuracy", "margn": 0.1}, "criteria.0.margn", "Extra inputs"),
         ({"metric": "accuracy", "margin": -1}, "criteria.0.margin", "greater than or equal"),
     ],
@@ -52,7 +53,8 @@ def test_bad_criteria_are_rejected_with_a_field_path(data: dict, path: str, reas
 def test_duplicate_names_and_user_metrics() -> None:
     with pytest.raises(ConfigError, match="duplicate criterion names"):
         parse_criteria([{"metric": "accuracy"}, {"metric": "accuracy", "margin": 0.02}])
-    c = Criterion(metric="user:math:hypot", margin=0.1, direction="lower")  # f(pred, label)
+    register_user_metric("hypot", math.hypot)  # f(pred, label), allowed in this process
+    c = Criterion(metric="user:hypot", margin=0.1, direction="lower")
     a = Analysis([c], max_slices=0, task="regression")
     a.add_batch("candidate", predictions=[3.0] * 50, labels=[4.0] * 50)
     a.add_batch("baseline", predictions=[3.0] * 50, labels=[4.0] * 50)
