@@ -21,7 +21,7 @@ import json
 import logging
 import resource
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -108,7 +108,7 @@ class _Connection(RequestHandler):
                 "gateway at its connection cap (%d open): refusing new connections with 503",
                 server.open_connections,
             )
-            assert isinstance(transport, asyncio.Transport)
+            transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
             transport.write(_BUSY)
             transport.close()
             return
@@ -127,20 +127,24 @@ class _Connection(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        waiting = self._waiter is not None and not self._waiter.done()
-        if waiting and self._head_timer is None:
+        if self._head_timer is None and self._between_requests():
             # the first bytes of a new request: its whole head must follow in time
             self._head_timer = self._loop.call_later(
                 self._limits.header_timeout_s, self._head_overdue
             )
+        heads = self._request_count
         super().data_received(data)
-        if self._head_timer is not None and (self._waiter is None or self._waiter.done()):
+        if self._head_timer is not None and self._request_count != heads:
             self._head_timer.cancel()  # a complete head arrived
             self._head_timer = None
 
+    def _between_requests(self) -> bool:
+        # no request being served and none parsed waiting to be: bytes now begin a new head
+        return not self._request_in_progress and not self._messages
+
     def _head_overdue(self) -> None:
         self._head_timer = None
-        if self._waiter is None or self._waiter.done():
+        if not self._between_requests():
             return  # a request is being served: its body has its own deadline
         REJECTED.labels("header_timeout").inc()
         if self.transport is not None:
