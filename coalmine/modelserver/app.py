@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from coalmine.binary_tensors import HEADER_LENGTH, BinaryTensorError
+from coalmine.modelserver.binary import read_v2_request, write_v2_response
 from coalmine.modelserver.model import InputError, LoadedModel, Prediction
 from coalmine.modelserver.protocols import predict_plain, predict_v1, predict_v2
 
@@ -75,21 +77,42 @@ def _error(status: int, message: str) -> web.Response:
 Handler = Callable[[LoadedModel, Any], dict[str, Any]]
 
 
-def _inference(protocol: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _unknown(request: web.Request, model: LoadedModel) -> web.Response | None:
+    """A 404 when the path names another model, or another version than the one served."""
+    if request.match_info["name"] != model.name:
+        return _error(404, f"model {request.match_info['name']!r} not found")
+    version = request.match_info.get("version")
+    if version is not None and version != model.version:
+        return _error(404, f"model {model.name!r} has no version {version!r}")
+    return None
+
+
+def _inference(
+    protocol: Handler, *, v2: bool = False
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         model = request.app[MODEL_KEY]
-        if request.match_info["name"] != model.name:
-            return _error(404, f"model {request.match_info['name']!r} not found")
+        unknown = _unknown(request, model)
+        if unknown is not None:
+            return unknown
         faults = request.app[FAULTS_KEY]
         if faults.delay_ms:
             await asyncio.sleep(faults.delay_ms / 1000)
         if faults.should_fail():
             return _error(500, "injected error (--error-rate)")
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
+            body = (
+                read_v2_request(raw, request.headers.get(HEADER_LENGTH)) if v2 else json.loads(raw)
+            )
+        except BinaryTensorError as exc:
+            return _error(400, f"invalid binary tensor body: {exc}")
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"invalid JSON body: {exc}")
         try:
+            if v2:  # the outputs and their encoding (JSON or raw) as the request asked
+                payload, headers = write_v2_response(body, protocol(model, body))
+                return web.Response(body=payload, headers=headers)
             return web.json_response(protocol(model, body))
         except InputError as exc:
             return _error(400, str(exc))
@@ -104,8 +127,9 @@ def _for_model(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         model = request.app[MODEL_KEY]
-        if request.match_info["name"] != model.name:
-            return _error(404, f"model {request.match_info['name']!r} not found")
+        unknown = _unknown(request, model)
+        if unknown is not None:
+            return unknown
         return web.json_response(respond(model))
 
     return handle
@@ -146,13 +170,15 @@ def build_app(model: LoadedModel, faults: Faults | None = None) -> web.Applicati
     if faults.flip_rate > 0 and classes is not None and len(classes) > 1:
         model.flip = lambda p: faults.flip(p, classes)
     app.router.add_post("/v1/models/{name}:predict", _inference(predict_v1))
-    app.router.add_post("/v2/models/{name}/infer", _inference(predict_v2))
+    v2_infer = _inference(predict_v2, v2=True)
+    app.router.add_post("/v2/models/{name}/infer", v2_infer)
+    app.router.add_post("/v2/models/{name}/versions/{version}/infer", v2_infer)
     app.router.add_post("/models/{name}/predict", _inference(predict_plain))
     app.router.add_get("/v1/models/{name}", _for_model(_v1_metadata))
-    app.router.add_get("/v2/models/{name}", _for_model(_v2_metadata))
-    app.router.add_get(
-        "/v2/models/{name}/ready", _for_model(lambda m: {"name": m.name, "ready": True})
-    )
+    ready = _for_model(lambda m: {"name": m.name, "ready": True})
+    for model_path in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.router.add_get(model_path, _for_model(_v2_metadata))
+        app.router.add_get(model_path + "/ready", ready)
     app.router.add_get("/v1/models", _list)
     app.router.add_get("/v2/health/ready", _ok)
     app.router.add_get("/v2/health/live", _ok)

@@ -46,9 +46,12 @@ async def test_metadata_and_health(iris_server: ModelServerHandle) -> None:
     assert status == 200 and v1["ready"] is True and v1["n_features"] == 4
     status, v2 = await _get(f"{base}/v2/models/iris")
     assert status == 200 and v2["versions"] == ["v7"] and v2["platform"] == "sklearn"
-    for path in ("/v2/health/ready", "/healthz", "/v2/models/iris/ready"):
+    for path in ("/v2/health/ready", "/healthz", "/v2/models/iris/ready",
+                 "/v2/models/iris/versions/v7/ready", "/v2/models/iris/versions/v7"):  # fmt: skip
         status, _ = await _get(f"{base}{path}")
         assert status == 200, path
+    status, body = await _get(f"{base}/v2/models/iris/versions/9/ready")
+    assert status == 404 and "no version '9'" in body["error"]
 
 
 @pytest.mark.parametrize(
