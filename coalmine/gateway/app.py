@@ -17,9 +17,11 @@ import time
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
+from coalmine.binary_tensors import HEADER_LENGTH, BinaryTensorError, decode_body, header_length
 from coalmine.config import CoalmineConfig
 from coalmine.gateway.guard import FastGuard
 from coalmine.gateway.ids import time_ordered_id
@@ -30,9 +32,22 @@ from coalmine.gateway.metrics import (
     REJECTED,
 )
 from coalmine.gateway.mirror import ShadowJob, ShadowMirror, mirror_headers
-from coalmine.gateway.protocols import Protocol, match_inference_path, parse_prediction
+from coalmine.gateway.protocols import (
+    V2,
+    Protocol,
+    match_inference_path,
+    match_model_route,
+    parse_prediction,
+)
 from coalmine.gateway.table import CompiledRoute, RouteTable
-from coalmine.gateway.upstream.base import HOP_BY_HOP, UpstreamClient, UpstreamError
+from coalmine.gateway.upstream.base import (
+    HOP_BY_HOP,
+    RESPONSE_NOT_FORWARDED,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    end_to_end,
+)
 from coalmine.gateway.upstream.registry import make_client
 from coalmine.log.feedback_http import FeedbackStore, make_feedback_handler
 from coalmine.log.policy import InputPolicy, extract_slices, json_path
@@ -49,6 +64,9 @@ log = logging.getLogger(__name__)
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
 _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
+# the gateway's own answer headers: an upstream's value of these is replaced, not repeated
+_OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
+_NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
 
 
 def _error(status: int, message: str, request_id: str | None = None) -> web.Response:
@@ -61,6 +79,16 @@ async def _continue(request: web.BaseRequest) -> None:
     # and clients such as curl would otherwise wait a second before sending the body
     if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _binary_request(body: bytes, length: str) -> Any:
+    """A binary-extension V2 request as JSON with its raw inputs decoded (for the log and
+    JSON sticky keys and slices); None when it is malformed (the model server judges it)."""
+    try:
+        n = header_length(length)
+        return None if n is None else decode_body(body, n, "inputs")
+    except BinaryTensorError:
+        return None
 
 
 def _error_class(status: int) -> str | None:
@@ -150,6 +178,15 @@ class Gateway:
                 log.exception("unhandled error serving %s", path)
                 REJECTED.labels("internal").inc()
                 return _error(500, "internal gateway error")
+        model_route = match_model_route(path)
+        if model_route is not None:
+            if request.method != "GET":
+                return _error(405, "health, readiness and metadata endpoints take GET")
+            try:
+                return await self.pass_through(request, model_route[1])
+            except Exception:
+                log.exception("unhandled error serving %s", path)
+                return _error(500, "internal gateway error")
         path = path.split("?", 1)[0]
         endpoint = self._endpoints.get((request.method, path))
         if endpoint is not None:
@@ -219,7 +256,11 @@ class Gateway:
             return self._body_timeout(request_id)
 
         parsed: Any = _NOT_PARSED
-        if route.needs_json:
+        binary = headers.get(HEADER_LENGTH) if protocol is V2 else None
+        if binary is not None:  # the body is forwarded as it came; this is only read
+            if route.needs_json or self.policy.mode != "none":
+                parsed = _binary_request(body, binary)
+        elif route.needs_json:
             try:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError):
@@ -233,7 +274,7 @@ class Gateway:
         shaped = self.policy.shape_input(
             body if parsed is _NOT_PARSED or parsed is None else parsed
         )
-        forward_headers = [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP]
+        forward_headers = end_to_end(headers.items(), HOP_BY_HOP)
         if "X-Request-ID" not in headers:
             forward_headers.append(("X-Request-ID", request_id))
         path = request.raw_path
@@ -303,7 +344,12 @@ class Gateway:
                 elapsed,
                 status,
                 error_class,
-                parse_prediction(protocol, response.body, status),
+                parse_prediction(
+                    protocol,
+                    response.body,
+                    status,
+                    response.header(HEADER_LENGTH) if protocol is V2 else None,
+                ),
                 shaped,
                 slices,
             )
@@ -316,10 +362,49 @@ class Gateway:
                 role = "stable"
                 version, url, metrics = route.targets[role]
                 continue
-            out_headers = {"X-Request-ID": request_id, "X-Model-Version": version}
-            if response.content_type:
-                out_headers["Content-Type"] = response.content_type
-            return web.Response(body=response.body, status=status, headers=out_headers)
+            return _respond(response, request_id, version)
+
+    async def pass_through(self, request: web.BaseRequest, name: str | None) -> web.Response:
+        """A health, readiness or metadata GET, answered by the stable version; not logged.
+
+        Server health (`name` None) asks every model's stable version: with one model its
+        answer is passed back as is; with several, 200 when all of them answer 200, else 503,
+        with each model's status in the body.
+        """
+        request_id = request.headers.get("X-Request-ID") or self._new_request_id()
+        if name is not None:
+            route = self.table.routes.get(name)
+            if route is None:
+                return _error(404, f"unknown model {name!r}", request_id)
+            return await self._get_stable(request, route, request_id)
+        routes = list(self.table.routes.values())
+        if len(routes) == 1:
+            return await self._get_stable(request, routes[0], request_id)
+        answers = await asyncio.gather(*(self._get_stable(request, r, request_id) for r in routes))
+        statuses = {r.model: a.status for r, a in zip(routes, answers, strict=True)}
+        ok = bool(statuses) and all(s == 200 for s in statuses.values())
+        return web.json_response(
+            {"ready": ok, "models": statuses},
+            status=200 if ok else 503,
+            headers={"X-Request-ID": request_id},
+        )
+
+    async def _get_stable(
+        self, request: web.BaseRequest, route: CompiledRoute, request_id: str
+    ) -> web.Response:
+        version, url, _ = route.targets["stable"]
+        headers = end_to_end(request.headers.items(), HOP_BY_HOP)
+        if "X-Request-ID" not in request.headers:
+            headers.append(("X-Request-ID", request_id))
+        try:
+            response = await self.client.get(url + request.raw_path, headers, self.timeout)
+        except UpstreamError as exc:
+            return web.json_response(
+                {"error": f"upstream {version} {exc.error_class}: {exc}"},
+                status=504 if exc.error_class == "timeout" else 502,
+                headers={"X-Request-ID": request_id, "X-Model-Version": version},
+            )
+        return _respond(response, request_id, version)
 
     def _mirror(
         self,
@@ -441,6 +526,15 @@ class Gateway:
         response = web.Response(body=generate_latest())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+
+def _respond(response: UpstreamResponse, request_id: str, version: str) -> web.Response:
+    """The upstream's answer as the client gets it: its status, body and end-to-end headers
+    (e.g. `Inference-Header-Content-Length`, which a V2 client needs to read a binary
+    answer), plus the gateway's X-Request-ID and X-Model-Version."""
+    headers = end_to_end(response.headers, _NOT_PASSED_BACK)
+    headers += (("X-Request-ID", request_id), ("X-Model-Version", version))
+    return web.Response(body=response.body, status=response.status, headers=CIMultiDict(headers))
 
 
 def build_app(

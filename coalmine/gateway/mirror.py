@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from coalmine.binary_tensors import HEADER_LENGTH
 from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
 from coalmine.gateway.protocols import Protocol, parse_prediction
 from coalmine.gateway.upstream.base import Headers, UpstreamClient, UpstreamError
@@ -169,7 +170,9 @@ class ShadowMirror:
                 error_class = "http_5xx"
             elif status >= 400:
                 error_class = "http_4xx"
-            prediction = parse_prediction(job.protocol, response.body, status)
+            prediction = parse_prediction(
+                job.protocol, response.body, status, response.header(HEADER_LENGTH)
+            )
         elapsed = time.perf_counter() - start
         if job.role == "baseline":
             metrics, version = route.baseline_metrics, route.stable

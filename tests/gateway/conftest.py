@@ -100,6 +100,7 @@ def make_config(
     gateway: dict[str, Any] | None = None,
     logging: dict[str, Any] | None = None,
     slices: list[dict[str, Any]] | None = None,
+    model: str = "m",
 ) -> CoalmineConfig:
     data: dict[str, Any] = {
         "gateway": {"port": 0, "routing_poll_s": 0.1, "fast_guard_failures": 0, **(gateway or {})},
@@ -107,7 +108,7 @@ def make_config(
         "store": {"url": f"sqlite:///{tmp_path / 'coalmine.db'}"},
         "models": [
             {
-                "name": "m",
+                "name": model,
                 "versions": [{"name": v, "url": u} for v, u in urls.items()],
                 "routing": {"stable": "v1", **(routing or {})},
                 "slices": slices or [],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -244,3 +247,148 @@ async def test_expect_100_continue_is_answered(
     assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
     writer.close()
     await writer.wait_closed()
+
+
+class _RawUpstream:
+    """An upstream writing one fixed response byte for byte, to control every header."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        self.requests.append(head + await reader.readexactly(length))
+        writer.write(self.response)
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> _RawUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "httptools"])
+async def test_end_to_end_response_headers_pass_back_and_hop_by_hop_ones_do_not(
+    tmp_path: Path, start_gateway: StartGateway, client: str
+) -> None:
+    body = gzip.compress(json.dumps({"predictions": ["cat"]}).encode())
+    response = (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close, X-Hop\r\n"
+        b"Keep-Alive: timeout=5\r\n"
+        b"X-Hop: for-the-next-hop-only\r\n"
+        b"Inference-Header-Content-Length: 27\r\n"
+        b"Set-Cookie: a=1\r\n"
+        b"Set-Cookie: b=2\r\n"
+        b"Cache-Control: no-store\r\n"
+        b"X-Request-ID: the-upstream-says\r\n"
+        b"\r\n" % len(body)
+    ) + body
+    async with _RawUpstream(response) as upstream:
+        config = make_config(tmp_path, {"v1": upstream.url}, gateway={"upstream_client": client})
+        gw = await start_gateway(config)
+        status, _, answer = await gw.post(PATHS["v1"], headers={"X-Request-ID": "req-7"})
+        # aiohttp's dict(resp.headers) keeps one Set-Cookie; read the multidict instead
+        async with gw.session.post(gw.url + PATHS["v1"], json=BODY) as resp:
+            headers = resp.headers
+            assert await resp.json() == {"predictions": ["cat"]}
+    assert status == 200 and json.loads(answer) == {"predictions": ["cat"]}
+    assert headers["Inference-Header-Content-Length"] == "27"
+    assert headers.getall("Set-Cookie") == ["a=1", "b=2"]
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Content-Type"] == "application/json"
+    # hop-by-hop ones, those named in Connection, and the encoding of a body decoded here
+    for name in ("X-Hop", "Keep-Alive", "Content-Encoding"):
+        assert name not in headers, name
+    assert headers["Content-Length"] == str(len(json.dumps({"predictions": ["cat"]})))
+    assert headers.getall("X-Request-ID") != ["the-upstream-says"]  # the gateway's own
+    assert len(headers.getall("X-Request-ID")) == 1
+
+
+async def test_a_binary_request_is_forwarded_byte_for_byte(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
+                     "parameters": {"binary_data_size": 8}}]}
+    ).encode()  # fmt: skip
+    raw = struct.pack("<2f", 0.5, -1.25)
+    body = header + raw
+    answer = b'{"outputs":[{"name":"y","shape":[1],"datatype":"INT64","data":[3]}]}'
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    async with _RawUpstream(response % len(answer) + answer) as upstream:
+        config = make_config(
+            tmp_path, {"v1": upstream.url},
+            routing={"sticky": {"json_field": "inputs.0.data.1"}},
+        )  # fmt: skip
+        gw = await start_gateway(config)
+        status, _, _ = await gw.post(
+            "/v2/models/m/infer",
+            body,
+            {"Inference-Header-Content-Length": str(len(header)),
+             "Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        assert status == 200
+        (seen,) = upstream.requests
+    head, _, sent = seen.partition(b"\r\n\r\n")
+    assert sent == body
+    assert b"\r\nInference-Header-Content-Length: %d\r\n" % len(header) in head
+    await gw.stop()
+    (row,) = gw.rows()
+    assert json.loads(row.prediction) == [3]
+    assert json.loads(row.input)["inputs"][0]["data"] == [0.5, -1.25]  # decoded for the log
+
+
+def _status_response(status: int) -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nX-From: upstream\r\n\r\n" % status
+
+
+async def test_server_health_with_several_models_asks_every_stable_version(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    from coalmine.config import parse_config
+
+    async with (
+        _RawUpstream(_status_response(200)) as up,
+        _RawUpstream(_status_response(503)) as down,
+    ):
+        models = [
+            {"name": name, "versions": [{"name": "v1", "url": url}], "routing": {"stable": "v1"}}
+            for name, url in (("a", up.url), ("b", down.url))
+        ]
+        config = parse_config(
+            {"gateway": {"port": 0}, "store": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+             "models": models}
+        )  # fmt: skip
+        gw = await start_gateway(config)
+        async with gw.session.get(gw.url + "/v2/health/ready") as resp:
+            assert resp.status == 503
+            assert await resp.json() == {"ready": False, "models": {"a": 200, "b": 503}}
+        async with gw.session.get(gw.url + "/v2/models/a/ready") as resp:
+            assert resp.status == 200 and resp.headers["X-From"] == "upstream"
+        async with gw.session.get(gw.url + "/v2/models/b/versions/3/ready") as resp:
+            assert resp.status == 503
+        assert up.requests[-1].startswith(b"GET /v2/models/a/ready HTTP/1.1")
+        assert down.requests[-1].startswith(b"GET /v2/models/b/versions/3/ready HTTP/1.1")
+        async with gw.session.post(gw.url + "/v2/health/ready") as resp:
+            assert resp.status == 405

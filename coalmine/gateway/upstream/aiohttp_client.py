@@ -52,14 +52,25 @@ class AiohttpClient(UpstreamClient):
     async def post(
         self, url: str, body: bytes, headers: Headers, timeout: float
     ) -> UpstreamResponse:
+        return await self._request("POST", url, body, headers, timeout)
+
+    async def get(self, url: str, headers: Headers, timeout: float) -> UpstreamResponse:
+        return await self._request("GET", url, None, headers, timeout)
+
+    async def _request(
+        self, method: str, url: str, body: bytes | None, headers: Headers, timeout: float
+    ) -> UpstreamResponse:
         session = self._get_session()
         try:
-            async with session.post(
-                url, data=body, headers=list(headers), timeout=self._timeout(timeout)
+            async with session.request(
+                method, url, data=body, headers=list(headers), timeout=self._timeout(timeout)
             ) as response:
                 data = await response.read()
                 return UpstreamResponse(
-                    response.status, data, response.headers.get("Content-Type", "")
+                    response.status,
+                    data,
+                    response.headers.get("Content-Type", ""),
+                    list(response.headers.items()),
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"no response from {url} within {timeout}s") from exc

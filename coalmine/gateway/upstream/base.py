@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "HOP_BY_HOP",
+    "RESPONSE_NOT_FORWARDED",
     "UpstreamClient",
     "UpstreamConnectionError",
     "UpstreamError",
@@ -41,7 +42,34 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Of a response, besides the hop-by-hop headers: Content-Length (the gateway's server sets
+# it for the body it sends) and Content-Encoding (both clients hand over the decoded body).
+RESPONSE_NOT_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+    }
+)
+
 Headers = Iterable[tuple[str, str]]
+
+
+def end_to_end(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
+    """`headers` without those in `dropped` (lower-case) and those their Connection names."""
+    pairs = list(headers)
+    named = [v for k, v in pairs if k.lower() == "connection"]
+    if named:  # RFC 9110 7.6.1: headers listed in Connection are hop-by-hop too
+        dropped = dropped | {t.strip().lower() for v in named for t in v.split(",")}
+    return [(k, v) for k, v in pairs if k.lower() not in dropped]
 
 
 @dataclass(slots=True)
@@ -49,6 +77,12 @@ class UpstreamResponse:
     status: int
     body: bytes
     content_type: str
+    headers: list[tuple[str, str]]  # every header of the response, as received
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), None when absent."""
+        lower = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lower), None)
 
 
 class UpstreamError(Exception):
@@ -78,6 +112,10 @@ class UpstreamClient(ABC):
         Raises UpstreamTimeout when no complete response arrives within `timeout` seconds and
         UpstreamConnectionError when the connection fails or the response is malformed.
         """
+
+    @abstractmethod
+    async def get(self, url: str, headers: Headers, timeout: float) -> UpstreamResponse:
+        """GET the absolute `url` (health, readiness, metadata); errors as for `post`."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -1,6 +1,6 @@
 """A thin keep-alive HTTP/1.1 client on asyncio protocols and the httptools parser.
 
-It does only what the gateway needs (POST a body, read status, content type and body) and
+It does only what the gateway needs (POST a body or GET, read status, headers and body) and
 so costs a fraction of a general client per request: no middleware, no cookie or redirect
 handling, request heads assembled from precomputed bytes. Connections are pooled per host
 and reused while the upstream keeps them alive. It is the gateway's default client, so it
@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         "_content_encoding",
         "_content_type",
         "_got_bytes",
+        "_headers",
         "_headers_done",
         "_loop",
         "_parser",
@@ -69,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._body: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._content_type = b""
         self._content_encoding = b""
         self._got_bytes = False
@@ -104,6 +106,7 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))  # all of them: the gateway passes them back
         if name[0] not in _C_OR_T:  # most headers (Server, Date, ...) are none of ours
             return
         lower = name.lower()
@@ -128,6 +131,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:
             # an interim response (100 Continue, 103 Early Hints): the final one follows
             self._body = []
+            self._headers = []
             self._content_type = self._content_encoding = b""
             self._headers_done = self._chunked_or_sized = False
             return
@@ -143,12 +147,16 @@ class _Connection(asyncio.Protocol):
                 self.keep_alive = False
                 waiter.set_exception(UpstreamConnectionError(f"undecodable upstream body: {exc}"))
                 return
-        waiter.set_result(UpstreamResponse(status, body, self._content_type.decode("latin-1")))
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
+        waiter.set_result(
+            UpstreamResponse(status, body, self._content_type.decode("latin-1"), headers)
+        )
 
     # the client's side
     def send(self, head: bytes, body: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
         self._waiter = waiter = self._loop.create_future()
         self._body = []
+        self._headers = []
         self._content_type = self._content_encoding = b""
         self._got_bytes = self._headers_done = self._chunked_or_sized = False
         self._timer = self._loop.call_later(timeout, self._on_timeout, timeout)
@@ -196,14 +204,14 @@ class HttptoolsClient(UpstreamClient):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._idle: dict[_Key, deque[_Connection]] = {}
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[tuple[str, str], _Target] = {}
         self._max_idle = max_idle_per_host
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context  # None: the system's CAs, made on the first https:// upstream
         self._closed = False
 
-    def _target(self, url: str) -> _Target:
-        target = self._targets.get(url)
+    def _target(self, method: str, url: str) -> _Target:
+        target = self._targets.get((method, url))
         if target is None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -214,10 +222,10 @@ class HttptoolsClient(UpstreamClient):
             if parts.query:
                 path += "?" + parts.query
             host_header = parts.netloc
-            head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+            head = f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
             target = ((parts.hostname, port, tls), head)
             if len(self._targets) < 4096:  # paths come from the route table: a small set
-                self._targets[url] = target
+                self._targets[(method, url)] = target
         return target
 
     async def _connect(self, key: _Key, timeout: float) -> _Connection:
@@ -246,9 +254,17 @@ class HttptoolsClient(UpstreamClient):
     async def post(
         self, url: str, body: bytes, headers: Headers, timeout: float
     ) -> UpstreamResponse:
+        return await self._request("POST", url, body, headers, timeout)
+
+    async def get(self, url: str, headers: Headers, timeout: float) -> UpstreamResponse:
+        return await self._request("GET", url, b"", headers, timeout)
+
+    async def _request(
+        self, method: str, url: str, body: bytes, headers: Headers, timeout: float
+    ) -> UpstreamResponse:
         if self._closed:
             raise UpstreamConnectionError("client is closed")
-        key, head_start = self._target(url)
+        key, head_start = self._target(method, url)
         extra = "".join([f"{k}: {v}\r\n" for k, v in headers])
         # aiohttp's server decodes header bytes as UTF-8 with surrogateescape: this re-encodes
         # them to the bytes the client sent, whatever they were
