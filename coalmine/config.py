@@ -209,6 +209,15 @@ class GatewayConfig(Strict):
         default=5, ge=0, description="consecutive canary failures that route away; 0 = off"
     )
     shadow: ShadowConfig = ShadowConfig()
+    feedback_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="when set (or $COALMINE_FEEDBACK_TOKEN), POST /v1/feedback needs "
+        "Authorization: Bearer <token>; without one anyone who reaches the data plane may label",
+    )
+
+    def resolved_feedback_token(self) -> str | None:
+        return self.feedback_token or os.environ.get("COALMINE_FEEDBACK_TOKEN") or None
 
 
 class LoggingConfig(Strict):

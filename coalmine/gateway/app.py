@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from coalmine.binary_tensors import HEADER_LENGTH, BinaryTensorError, decode_body, header_length
 from coalmine.config import CoalmineConfig
 from coalmine.gateway.guard import FastGuard
-from coalmine.gateway.ids import time_ordered_id
+from coalmine.gateway.ids import new_request_id
 from coalmine.gateway.metrics import (
     BASELINE_FAILOVERS,
     FAILOVERS,
@@ -136,7 +136,9 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         # unknown ids are re-checked once the log's next batch has surely been written
         feedback = make_feedback_handler(
-            FeedbackStore(engine), grace_s=2 * config.logging.flush_interval_s
+            FeedbackStore(engine),
+            grace_s=2 * config.logging.flush_interval_s,
+            token=gateway.resolved_feedback_token(),
         )
         self._endpoints: dict[tuple[str, str], Any] = {
             ("GET", "/healthz"): self.healthz,
@@ -217,8 +219,8 @@ class Gateway:
         return response
 
     def _new_request_id(self) -> str:
-        # time-ordered (UUIDv7): the prediction log's request_id index then grows at its end
-        return time_ordered_id(self.rng, time.time_ns() // 1_000_000)
+        # time-ordered (UUIDv7) and unguessable (os.urandom): see gateway/ids.py
+        return new_request_id()
 
     def _sticky_key(
         self, route: CompiledRoute, request: web.BaseRequest, parsed: Any

@@ -10,6 +10,12 @@ says what happened to each item (207-style, with status 200):
 Malformed JSON or an unexpected shape is a 400, too many items a 413, a store that cannot
 be reached a 503; nothing is stored in those cases.
 
+With a feedback token configured (`gateway.feedback_token` or $COALMINE_FEEDBACK_TOKEN), a
+request without `Authorization: Bearer <token>` is a 401 and nothing is read: labels decide
+whether a candidate is promoted, so whoever may send them is part of the trust model (see
+SECURITY.md). The token is compared in constant time (digests of equal length, so not even
+its length leaks) and never logged or echoed.
+
 The prediction log is written in batches, so a label sent right after its prediction may
 name a request id not yet in the store (by any gateway process). Items reported unknown are
 tried once more after `grace_s` (default: twice the log's flush interval) before the error
@@ -19,6 +25,8 @@ is returned, so a fast client needs no retry loop; only true unknowns pay the wa
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +34,7 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from coalmine.store.feedback import UNKNOWN_REQUEST_ID, FeedbackStore
 
@@ -36,6 +45,10 @@ log = logging.getLogger(__name__)
 MAX_ITEMS = 10_000  # per request: a bigger batch is one transaction too many to hold open
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+UNAUTHORIZED = Counter(
+    "coalmine_feedback_unauthorized", "Feedback requests refused: missing or wrong token"
+)
 
 
 class BadFeedback(ValueError):
@@ -72,10 +85,38 @@ async def _add_with_grace(store: FeedbackStore, items: list[Any], grace_s: float
     return results
 
 
-def make_feedback_handler(store: FeedbackStore, grace_s: float = 0.5) -> Handler:
-    """The `POST /v1/feedback` handler for `store`; database work runs in a thread."""
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _presented(request: web.Request) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def _unauthorized() -> web.Response:
+    UNAUTHORIZED.inc()
+    response = _error(401, "feedback needs the feedback token (Authorization: Bearer <token>)")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="coalmine-feedback"'
+    return response
+
+
+def make_feedback_handler(
+    store: FeedbackStore, grace_s: float = 0.5, token: str | None = None
+) -> Handler:
+    """The `POST /v1/feedback` handler for `store`; database work runs in a thread.
+
+    With `token`, only requests carrying it as a bearer token are read (401 otherwise).
+    """
+    if token is not None and not token:
+        raise ValueError("feedback token: empty; give a token or None (no token required)")
+    expected = _digest(token) if token else None
 
     async def handle_feedback(request: web.Request) -> web.Response:
+        if expected is not None:
+            given = _presented(request)
+            if given is None or not hmac.compare_digest(_digest(given), expected):
+                return _unauthorized()
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError) as exc:

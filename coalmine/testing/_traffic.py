@@ -36,6 +36,8 @@ class Traffic:
     Counters (read them while it runs or after `stop()`): `sent`, `statuses` (HTTP status
     -> count; 0 = no answer), `versions` (the gateway's X-Model-Version -> count), `labelled`
     (labels the gateway accepted) and `label_errors`.
+
+    `feedback_token`: the gateway's feedback token, when it requires one.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Traffic:
         workers: int = 8,
         seed: int = 0,
         timeout: float = 10.0,
+        feedback_token: str | None = None,
     ) -> None:
         if len(X) == 0 or (y is not None and len(y) != len(X)):
             raise ValueError("X must be non-empty and y, if given, as long as X")
@@ -59,6 +62,10 @@ class Traffic:
             raise ValueError("rate must be positive")
         self.predict_url = f"{gateway_url.rstrip('/')}/v1/models/{model}:predict"
         self.feedback_url = f"{gateway_url.rstrip('/')}/v1/feedback"
+        # the gateway's feedback token, when it requires one (gateway.feedback_token)
+        self._feedback_headers = (
+            {"Authorization": f"Bearer {feedback_token}"} if feedback_token else {}
+        )
         self.rows = [_plain(x) for x in X]
         self.labels = None if y is None else [_plain(v) for v in y]
         self.rate = rate
@@ -172,7 +179,9 @@ class Traffic:
             return
         items = [{"request_id": rid, "label": label} for _, rid, label, _ in due]
         try:
-            response = self._http.post(self.feedback_url, json={"items": items})
+            response = self._http.post(
+                self.feedback_url, json={"items": items}, headers=self._feedback_headers
+            )
             body = response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             body = None
