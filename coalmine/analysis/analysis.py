@@ -19,10 +19,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from coalmine.analysis import registry
+from coalmine.analysis import inputs, outputs, registry
 from coalmine.analysis.criteria import Criterion, default_criteria
 from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ARMS, FLOOR, OVERALL, Obs, Stats
+from coalmine.analysis.outputs import comparable
 from coalmine.analysis.result import CriterionResult, Judgement, combine
 from coalmine.analysis.sequential import ErrorCountEValue
 from coalmine.routing.split import candidate_fraction
@@ -91,15 +92,18 @@ class Analysis:
         max_slices: int = 20,
         noise_floor: bool = False,
         like_for_like: bool = False,
+        latency_unit: str = "ms",
     ) -> None:
+        alpha = inputs.check_alpha(alpha)
+        inputs.latencies_ms(None, latency_unit)  # refuses an unknown unit
         if mode not in ("canary", "shadow"):
             raise ValueError(f"mode: must be 'canary' or 'shadow' (got {mode!r})")
         if noise_floor and mode != "shadow":
             raise ValueError("noise_floor: a noise floor needs shadow mode (the same requests)")
         if task not in ("classification", "regression"):
             raise ValueError(f"task: must be 'classification' or 'regression' (got {task!r})")
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha: must be in (0, 1) (got {alpha!r})")
+        if isinstance(max_slices, bool) or not isinstance(inputs.plain(max_slices), int):
+            raise ValueError(f"max_slices: must be a whole number ≥ 0 (got {max_slices!r})")
         if max_slices < 0:
             raise ValueError("max_slices: must be ≥ 0")
         if criteria is None:
@@ -110,7 +114,15 @@ class Analysis:
         if not self.criteria:
             raise ValueError("criteria: give at least one criterion")
         check_criteria(self.criteria, task=task, mode=mode, noise_floor=noise_floor)
-        self.task, self.mode, self.alpha, self.max_slices = task, mode, alpha, max_slices
+        self.task, self.mode, self.alpha = task, mode, alpha
+        self.max_slices = int(max_slices)
+        self.latency_unit = latency_unit
+        # Rows fed through add_batch without steps, per look (judge call): [candidate,
+        # baseline] since the last look and pooled over earlier looks. A canary share that
+        # changes between looks confounds the pooled comparison (the ramp trap), so the
+        # judge refuses it (see `_check_unstepped`).
+        self._unstepped = {"look": [0, 0], "pooled": [0, 0]}
+        self._stepped_batches = False
         self.noise_floor = noise_floor
         # A canary judged against a fresh baseline routed the same share: each error event
         # is the candidate's with probability θ(κ, ½) under H0, whatever the canary weight
@@ -201,21 +213,33 @@ class Analysis:
         *,
         predictions: Sequence[Any] | None = None,
         labels: Sequence[Any] | None = None,
-        latency_ms: Sequence[float] | None = None,
-        errors: Sequence[str | bool | None] | None = None,
-        status: Sequence[int] | None = None,
+        latency_ms: Sequence[Any] | None = None,
+        errors: Sequence[Any] | None = None,
+        status: Sequence[Any] | None = None,
         slices: Sequence[Mapping[str, Any] | None] | None = None,
-        steps: Sequence[int] | None = None,
+        steps: Sequence[Any] | None = None,
         outcomes: Sequence[Mapping[str, float] | None] | None = None,
+        latency_unit: str | None = None,
     ) -> None:
-        """Outcomes of one arm, one entry per request in every list given.
+        """Outcomes of one arm, one entry per request in every list given (lists or arrays).
 
-        `labels[i] = None` means request i has no label (yet); `errors[i]` is an error class
-        (http_5xx, timeout, connection, ...), True (counted as http_5xx) or None/False.
+        `labels[i] = None` means request i has no label (yet). `errors[i]`: None/False/0,
+        True/1 (an HTTP 5xx), an HTTP status code, or an error class (http_5xx, timeout,
+        connection, http_4xx, http_503, ...); anything else is refused. `latency_ms` is in
+        `latency_unit` ("ms", "s" or "us"; the Analysis's unit by default). `steps[i]`: the
+        canary weight in basis points (5% = 500) when request i was made; give it whenever
+        the share changed during the data (the judge refuses a share that varied between
+        looks without it). The rules: `coalmine.analysis.inputs`.
         """
+        arm = _arm(arm)
         rows = _rows(predictions=predictions, labels=labels, latency_ms=latency_ms,
                      errors=errors, status=status, slices=slices, steps=steps,
-                     outcomes=outcomes)  # fmt: skip
+                     outcomes=outcomes, latency_unit=latency_unit or self.latency_unit)  # fmt: skip
+        check_labels(rows, self.task, self.classes)
+        if steps is None:
+            self._unstepped["look"][ARMS.index(arm)] += len(rows)
+        else:
+            self._stepped_batches = True
         self.observe_requests(arm, rows)
         self.observe_labels(arm, [r for r in rows if r.has_label or r.outcomes])
 
@@ -225,12 +249,13 @@ class Analysis:
         candidate: Sequence[Any],
         baseline: Sequence[Any],
         labels: Sequence[Any] | None = None,
-        candidate_latency_ms: Sequence[float] | None = None,
-        baseline_latency_ms: Sequence[float] | None = None,
-        candidate_errors: Sequence[str | bool | None] | None = None,
-        baseline_errors: Sequence[str | bool | None] | None = None,
+        candidate_latency_ms: Sequence[Any] | None = None,
+        baseline_latency_ms: Sequence[Any] | None = None,
+        candidate_errors: Sequence[Any] | None = None,
+        baseline_errors: Sequence[Any] | None = None,
         slices: Sequence[Mapping[str, Any] | None] | None = None,
         noise_baseline: Sequence[Any] | None = None,
+        latency_unit: str | None = None,
     ) -> None:
         """Shadow: request i answered by both versions (predictions, latencies, errors).
 
@@ -239,10 +264,14 @@ class Analysis:
         floor that `agreement`/`mean_abs_diff` criteria with `margin` are judged against;
         the Analysis must be built with `noise_floor=True` for such criteria.
         """
+        unit = latency_unit or self.latency_unit
         c_rows = _rows(predictions=candidate, labels=labels, latency_ms=candidate_latency_ms,
-                       errors=candidate_errors, slices=slices)  # fmt: skip
+                       errors=candidate_errors, slices=slices, latency_unit=unit)  # fmt: skip
         b_rows = _rows(predictions=baseline, labels=labels, latency_ms=baseline_latency_ms,
-                       errors=baseline_errors, slices=slices)  # fmt: skip
+                       errors=baseline_errors, slices=slices, latency_unit=unit)  # fmt: skip
+        check_labels(c_rows, self.task, self.classes)
+        check_labels(b_rows, self.task, self.classes)
+        noise_baseline = inputs.plain_list(noise_baseline, "noise_baseline")
         if len(c_rows) != len(b_rows):
             raise ValueError("baseline: must have as many entries as candidate")
         if noise_baseline is not None and len(noise_baseline) != len(c_rows):
@@ -273,8 +302,88 @@ class Analysis:
             self.evalues.get(f"{criterion.name}|{key}"),
         )  # fmt: skip
 
+    def _check_unstepped(self) -> None:
+        """Refuse rows without steps whose canary share changed between looks.
+
+        Pooled over a ramp, a base rate that drifts while the share grows fakes a difference
+        (Simpson); without the share per request the judge cannot stratify, so it refuses
+        rather than judge (an A/A ramp fed this way failed every time).
+        """
+        look, pooled = self._unstepped["look"], self._unstepped["pooled"]
+        if self.mode != "canary" or self.like_for_like or not (look[0] and look[1]):
+            return
+        if pooled[0] and pooled[1]:
+            n1, n2 = sum(pooled), sum(look)
+            f1, f2 = pooled[0] / n1, look[0] / n2
+            f = (pooled[0] + look[0]) / (n1 + n2)
+            z = abs(f2 - f1) / math.sqrt(f * (1 - f) * (1 / n1 + 1 / n2))
+            if z > 5 and max(f1, f2) > 1.2 * min(f1, f2):
+                raise ValueError(
+                    f"steps: the candidate's share of the rows changed from {f1:.1%} to "
+                    f"{f2:.1%} between looks and no steps were given: pooled over a ramp the "
+                    "comparison is confounded; pass steps (the canary weight in basis points, "
+                    "5% = 500) with every batch"
+                )
+        pooled[0] += look[0]
+        pooled[1] += look[1]
+        look[0] = look[1] = 0
+
+    def _check_shares(self) -> None:
+        """Refuse steps whose stated share is 20× off the candidate's share of the rows.
+
+        The count e-value conditions on the stated share of each error event; steps in
+        percent (5 for 5%) or as fractions scaled wrong would judge against a share 100×
+        off (an A/A ramp in percent failed every time). A units check, not a sample-ratio
+        test: checked for steps given to `add_batch` when an error-count test uses them.
+        """
+        if not (self._stepped_batches and self._count_kappas):
+            return
+        s = self.stats.slices[OVERALL]
+        for step in sorted(s.candidate.steps.keys() & s.baseline.steps.keys()):
+            if not 0 < step < 10_000:
+                continue
+            n_c = s.candidate.steps[step].moments.get("error")
+            n_b = s.baseline.steps[step].moments.get("error")
+            if n_c is None or n_b is None or n_c.n < 50 or n_b.n < 50:
+                continue
+            seen, stated = n_c.n / (n_c.n + n_b.n), self._candidate_share(step)
+            if not stated / 20 <= seen <= stated * 20:
+                raise ValueError(
+                    f"steps: at step {step} bp ({step / 100:g}% canary weight) the candidate "
+                    f"has {seen:.2%} of the rows; steps are basis points (5% = 500), and "
+                    "both arms' rows of a step must all be given for the error-count test"
+                )
+
+    def input_notes(self) -> list[str]:
+        """Inputs that could not be used, said in the judgement (never dropped silently)."""
+        notes = []
+        bad = self.stats.bad_latency
+        if any(bad.values()):
+            notes.append(
+                f"latency: {bad['candidate']:,} candidate and {bad['baseline']:,} baseline "
+                "values were NaN, infinite or negative and were not used"
+            )
+        if self.stats.label_mismatch:
+            notes.append(
+                f"labels: {self.stats.label_mismatch:,} labelled requests were not scored: "
+                f"{self.stats.mismatch_example} (a class name against a class index); give "
+                "classes=[...] to map indices to names"
+            )
+        overall = self.stats.slices[OVERALL]
+        for arm in ARMS:
+            h = overall.arm(arm).latency
+            if h.n >= 20 and h.counts[-1] >= 0.05 * h.n:
+                notes.append(
+                    f"latency: {h.counts[-1] / h.n:.0%} of {arm} latencies exceed "
+                    f"{h.high:,.0f} ms, beyond the quantile histogram, so quantile criteria "
+                    "cannot decide; if these are microseconds, pass latency_unit='us'"
+                )
+        return notes
+
     def judge(self, now: float | None = None) -> Judgement:
         """Every criterion on all traffic, then on every tracked slice with candidate data."""
+        self._check_unstepped()
+        self._check_shares()
         results: list[CriterionResult] = []
         a_overall, a_slice = self.alpha_for(True), self.alpha_for(False)
         for c in self.criteria:
@@ -294,6 +403,7 @@ class Analysis:
             )
         if self.noise_floor:
             notes.append(self.noise_floor_note())
+        notes += self.input_notes()
         unscorable = overall.candidate.unscorable + overall.baseline.unscorable
         if unscorable:
             notes.append(f"{unscorable:,} labelled requests could not be scored (format)")
@@ -329,6 +439,8 @@ class Analysis:
             "task": self.task, "mode": self.mode, "alpha": self.alpha,
             "classes": self.classes, "max_slices": self.max_slices,
             "noise_floor": self.noise_floor, "like_for_like": self.like_for_like,
+            "latency_unit": self.latency_unit, "unstepped": self._unstepped,
+            "stepped_batches": self._stepped_batches,
             "stats": self.stats.to_dict(),
             "evalues": {k: e.to_dict() for k, e in self.evalues.items()},
         }  # fmt: skip
@@ -340,8 +452,12 @@ class Analysis:
             mode=state["mode"], alpha=state["alpha"], classes=state.get("classes"),
             max_slices=state["max_slices"], noise_floor=bool(state.get("noise_floor", False)),
             like_for_like=bool(state.get("like_for_like", False)),
+            latency_unit=state.get("latency_unit", "ms"),
         )  # fmt: skip
         a.stats.load(state["stats"])
+        got = state.get("unstepped") or {}
+        a._unstepped = {k: [int(x) for x in got.get(k, [0, 0])] for k in ("look", "pooled")}
+        a._stepped_batches = bool(state.get("stepped_batches", False))
         a.evalues = {k: ErrorCountEValue.from_dict(v) for k, v in state["evalues"].items()}
         return a
 
@@ -350,18 +466,25 @@ def _rows(
     *,
     predictions: Sequence[Any] | None = None,
     labels: Sequence[Any] | None = None,
-    latency_ms: Sequence[float] | None = None,
-    errors: Sequence[str | bool | None] | None = None,
-    status: Sequence[int] | None = None,
+    latency_ms: Sequence[Any] | None = None,
+    errors: Sequence[Any] | None = None,
+    status: Sequence[Any] | None = None,
     slices: Sequence[Mapping[str, Any] | None] | None = None,
-    steps: Sequence[int] | None = None,
+    steps: Sequence[Any] | None = None,
     outcomes: Sequence[Mapping[str, float] | None] | None = None,
+    latency_unit: str = "ms",
 ) -> list[Obs]:
+    """One Obs per request, every list read by the rules of `inputs` (errors refused there)."""
     given = {
-        "predictions": predictions, "labels": labels, "latency_ms": latency_ms,
-        "errors": errors, "status": status, "slices": slices, "steps": steps,
-        "outcomes": outcomes,
-    }  # fmt: skip
+        "predictions": inputs.plain_list(predictions, "predictions"),
+        "labels": inputs.plain_list(labels, "labels"),
+        "latency_ms": inputs.plain_list(latency_ms, "latency_ms"),
+        "errors": inputs.plain_list(errors, "errors"),
+        "status": inputs.plain_list(status, "status"),
+        "slices": inputs.plain_list(slices, "slices"),
+        "steps": inputs.plain_list(steps, "steps"),
+        "outcomes": inputs.plain_list(outcomes, "outcomes"),
+    }
     lengths = {k: len(v) for k, v in given.items() if v is not None}
     if not lengths:
         raise ValueError("give at least one of predictions, labels, latency_ms, errors, outcomes")
@@ -369,26 +492,50 @@ def _rows(
     for k, m in lengths.items():
         if m != n:
             raise ValueError(f"{k}: has {m} entries, expected {n} like {next(iter(lengths))}")
+    preds, labs = given["predictions"], given["labels"]
+    outcomes_of = inputs.error_outcomes(given["errors"], given["status"], n)
+    lat = inputs.latencies_ms(given["latency_ms"], latency_unit)
+    step = inputs.steps_bp(given["steps"])
+    sl, out = given["slices"], given["outcomes"]
     rows = []
     for i in range(n):
-        err = errors[i] if errors is not None else None
-        error_class = "http_5xx" if err is True else (None if err in (None, False) else str(err))
-        code = int(status[i]) if status is not None else (500 if error_class == "http_5xx" else 200)
-        if error_class in ("timeout", "connection") and status is None:
-            code = 0
-        lat = float(latency_ms[i]) if latency_ms is not None and latency_ms[i] is not None else None
-        label = labels[i] if labels is not None else None
+        label = labs[i] if labs is not None else None
         if isinstance(label, float) and math.isnan(label):
             label = None
+        error_class, code = outcomes_of[i]
         rows.append(Obs(
-            prediction=predictions[i] if predictions is not None else None,
-            latency_ms=lat, status=code, error_class=error_class,
-            slices=slices[i] if slices is not None else None,
-            step=int(steps[i]) if steps is not None else 0,
-            label=label, has_label=label is not None,
-            outcomes=outcomes[i] if outcomes is not None else None,
+            prediction=preds[i] if preds is not None else None,
+            latency_ms=lat[i] if lat is not None else None, status=code,
+            error_class=error_class, slices=sl[i] if sl is not None else None,
+            step=step[i] if step is not None else 0, label=label, has_label=label is not None,
+            outcomes=out[i] if out is not None else None,
         ))  # fmt: skip
     return rows
+
+
+def check_labels(
+    rows: Sequence[Obs], task: str, classes: Sequence[Any] | None, *, field: str = "labels"
+) -> None:
+    """Refuse labels whose type can never match the predicted classes (an index vs a name)."""
+    if task != "classification":
+        return
+    for i, r in enumerate(rows):
+        if not r.has_label or r.prediction is None or isinstance(r.label, dict | list):
+            continue
+        for out in outputs.normalize(r.prediction, task):
+            if (
+                out is not None
+                and out.cls is not None
+                and not comparable(out.cls, r.label, classes)
+            ):
+                hint = (
+                    f"not in classes {list(classes)}" if classes is not None else
+                    "pass classes=[...] (classes[i] is the name of class index i) to map them"
+                )  # fmt: skip
+                raise ValueError(
+                    f"{field}[{i}]: {r.label!r} cannot match the predicted class {out.cls!r} "
+                    f"(a class name against a class index): {hint}"
+                )
 
 
 assert set(_ARM_ALIASES.values()) == set(ARMS)

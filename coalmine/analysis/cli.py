@@ -28,6 +28,7 @@ def analyze_command(
     task: str = typer.Option("classification", "--task", help="classification or regression"),
     alpha: float | None = typer.Option(None, "--alpha", help="family-wise error (default 0.05)"),
     max_slices: int = typer.Option(20, "--max-slices", help="slice values judged (0 = none)"),
+    latency_unit: str = typer.Option("ms", "--latency-unit", help="unit of latency_ms: ms, s, us"),
     as_json: bool = typer.Option(False, "--json", help="print the judgement as JSON"),
 ) -> None:
     """Judge a candidate against production over an exported prediction log.
@@ -45,6 +46,7 @@ def analyze_command(
             export, model=model, candidate=candidate, baseline=baseline,
             criteria=loaded.criteria if loaded else None, mode=mode, task=task,
             alpha=alpha or (loaded.alpha if loaded else 0.05), max_slices=max_slices,
+            latency_unit=latency_unit,
         )  # fmt: skip
     except ConfigError as exc:
         err_console.print(f"[red]invalid[/red] {exc.source}: {len(exc.errors)} error(s)")

@@ -236,6 +236,8 @@ def _error_count_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
     else:
         verdict = Verdict.INCONCLUSIVE
     lo, hi = e.ratio_cs(alpha)
+    if verdict is Verdict.FAIL:  # shown with the one-sided bound the FAIL rests on
+        lo = max(lo, e.lower_bound(alpha))
     est = e.ratio_estimate
     return _Test(verdict, est, lo, hi, c.max_ratio, "ratio",
                  cand.mean if cand.n else NAN, base.mean if base.n else NAN)  # fmt: skip

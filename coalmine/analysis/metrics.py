@@ -328,6 +328,13 @@ class Stats:
         self.max_slices = max_slices
         self.slices: dict[str, SliceStats] = {OVERALL: SliceStats()}
         self.untracked_slice_rows = 0
+        # inputs that could not be used, reported in the judgement's notes (never silent):
+        # latencies that are NaN, infinite or negative, per arm; labelled examples whose
+        # label and predicted class cannot match (an index against a name), with one example
+        self.bad_latency = {arm: 0 for arm in ARMS}
+        self.label_mismatch = 0
+        self.mismatch_example = ""
+        self._mismatch = ""  # set by `example` for the row being read
 
     # -- slices ---------------------------------------------------------------------------
     def keys_for(self, slices: Mapping[str, Any] | None) -> list[str]:
@@ -360,6 +367,9 @@ class Stats:
         y: int | None = None
         if self.task == "classification":
             if out.cls is None:
+                return None
+            if not outputs.comparable(out.cls, label, self.classes):
+                self._mismatch = f"label {label!r} vs predicted {out.cls!r}"
                 return None
             values["accuracy"] = float(outputs.same_class(out.cls, label, self.classes))
             loss = outputs.log_loss(out, label, self.classes)
@@ -414,6 +424,8 @@ class Stats:
             err = 1.0 if obs.is_error else 0.0
             lat = obs.latency_ms
             has_lat = obs.answered and lat is not None and math.isfinite(lat) and lat >= 0
+            if obs.answered and lat is not None and not has_lat:
+                self.bad_latency[arm] += 1
             code = f"http_{obs.status}" if obs.status >= 400 or obs.status == 0 else None
             for key in self.keys_for(obs.slices):
                 s = self.slices[key].arm(arm)
@@ -440,7 +452,11 @@ class Stats:
         """Rows whose label (and/or business outcomes) arrived: quality and outcomes."""
         pending: dict[tuple[str, int, str], list[float]] = defaultdict(list)
         for obs in rows:
+            self._mismatch = ""
             examples = self._examples(obs) if obs.has_label and obs.prediction is not None else []
+            if self._mismatch:
+                self.label_mismatch += 1
+                self.mismatch_example = self.mismatch_example or self._mismatch
             outcome_values = {
                 k: float(v)
                 for k, v in (obs.outcomes or {}).items()
@@ -565,12 +581,17 @@ class Stats:
             "task": self.task,
             "max_slices": self.max_slices,
             "untracked_slice_rows": self.untracked_slice_rows,
+            "bad_latency": self.bad_latency,
+            "label_mismatch": [self.label_mismatch, self.mismatch_example],
             "slices": {k: v.to_dict() for k, v in self.slices.items()},
         }
 
     def load(self, d: Mapping[str, Any]) -> None:
         self.slices = {k: SliceStats.from_dict(v) for k, v in d["slices"].items()}
         self.untracked_slice_rows = int(d.get("untracked_slice_rows", 0))
+        self.bad_latency = {arm: int(d.get("bad_latency", {}).get(arm, 0)) for arm in ARMS}
+        count, example = d.get("label_mismatch", [0, ""])
+        self.label_mismatch, self.mismatch_example = int(count), str(example)
 
 
 def _finite(v: Any) -> bool:

@@ -21,11 +21,14 @@ guessed at.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Output", "examples", "log_loss", "normalize"]
+from coalmine.analysis.inputs import plain
+
+__all__ = ["Output", "comparable", "examples", "log_loss", "normalize"]
 
 EPS = 1e-6  # log loss is clipped to [EPS, 1 − EPS] so one confident miss cannot dominate
 LOG_LOSS_CAP = -math.log(EPS)
@@ -45,7 +48,7 @@ class Output:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _unwrap(pred: Any) -> list[Any]:
@@ -68,6 +71,7 @@ def _unwrap(pred: Any) -> list[Any]:
 
 
 def _one(x: Any, task: str) -> Output | None:
+    x = plain(x)  # numpy int64/float64/bool_ are the numbers they hold
     if x is None:
         return None
     if isinstance(x, dict):
@@ -114,6 +118,7 @@ def normalize(pred: Any, task: str) -> list[Output | None]:
 
 
 def _label_index(label: Any, classes: Sequence[Any] | None) -> int | None:
+    label = plain(label)
     if isinstance(label, bool):
         return int(label)
     if isinstance(label, int):
@@ -138,6 +143,16 @@ def same_class(a: Any, b: Any, classes: Sequence[Any] | None = None) -> bool:
     if ia is not None and ib is not None:
         return ia == ib
     return str(a) == str(b)
+
+
+def comparable(a: Any, b: Any, classes: Sequence[Any] | None = None) -> bool:
+    """Whether two classes can be compared: both indices, or both names.
+
+    An index (0, 1, True, "1") and a name ("yes") never match unless `classes` maps indices
+    to names (then "yes" is the index of "yes" in `classes`); comparing them as strings would
+    score every example wrong, in both versions, without a word.
+    """
+    return (_label_index(a, classes) is None) == (_label_index(b, classes) is None)
 
 
 def log_loss(out: Output, label: Any, classes: Sequence[Any] | None = None) -> float | None:

@@ -123,6 +123,26 @@ class ErrorCountEValue:
             return math.nan
         return float(self._grid[int(np.argmax(self._loglik))])
 
+    def lower_bound(self, alpha: float) -> float:
+        """One-sided anytime lower bound for r_c/r_p: the test FAIL uses, inverted.
+
+        The grid ratios κ' that the one-sided e-value (alternatives ρ > κ') does not reject at
+        1/α form a confidence sequence; its lowest point, rounded down to the previous grid
+        ratio, is the bound. Unlike the two-sided `ratio_cs`, it lies above κ when `e_value`
+        ≥ 1/α, so a FAIL is shown with an interval that excludes the threshold.
+        """
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha: must be in (0, 1) (got {alpha!r})")
+        joint = self._log_prior + self._loglik
+        # log Σ_{j>i} of joint and of prior, for every i (right-to-left running log-sum-exp)
+        right = np.append(np.logaddexp.accumulate(joint[::-1])[::-1][1:], -np.inf)
+        prior = np.append(np.logaddexp.accumulate(self._log_prior[::-1])[::-1][1:], -np.inf)
+        with np.errstate(invalid="ignore"):
+            log_e = right - self._loglik - prior
+        kept = np.nonzero(~(log_e >= math.log(1.0 / alpha)))[0]
+        first = int(kept[0]) if kept.size else self._grid.size - 1
+        return 0.0 if first == 0 else float(self._grid[first - 1])
+
     def ratio_cs(self, alpha: float) -> tuple[float, float]:
         """Anytime-valid CS for r_c/r_p: grid ratios not rejected by the two-sided mixture."""
         if not 0.0 < alpha < 1.0:

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from coalmine.analysis.analysis import Analysis
+from coalmine.analysis import inputs
+from coalmine.analysis.analysis import Analysis, check_labels
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.metrics import Obs
 
@@ -67,18 +68,27 @@ def _num(value: Any, default: float) -> float:
     return float(value)
 
 
-def _obs(row: Mapping[str, Any]) -> Obs:
+def _obs(row: Mapping[str, Any], latency_unit: str = "ms") -> Obs:
+    """One row, read by the same rules as the API's (coalmine.analysis.inputs)."""
     label = _json(row.get("label"))
     slices = _json(row.get("slices"))
     outcomes = _json(row.get("outcomes"))
-    error_class = row.get("error_class") or None
+    status = row.get("status")
+    [(error_class, code)] = inputs.error_outcomes(
+        [row.get("error_class") or None], None if status in (None, "") else [_num(status, 200)], 1
+    )
+    latency = row.get("latency_ms")
+    if isinstance(latency, str):
+        latency = None if latency == "" else _num(latency, 0.0)
+    [lat] = inputs.latencies_ms([latency], latency_unit) or [None]
+    [step] = inputs.steps_bp([_num(row.get("canary_weight_bp"), 0)]) or [0]
     return Obs(
         prediction=_json(row.get("prediction")),
-        latency_ms=_num(row.get("latency_ms"), float("nan")),
-        status=int(_num(row.get("status"), 200)),
+        latency_ms=lat,
+        status=code,
         error_class=error_class,
         slices=slices if isinstance(slices, dict) else None,
-        step=int(_num(row.get("canary_weight_bp"), 0)),
+        step=step,
         label=label,
         has_label=label is not None,
         outcomes=outcomes if isinstance(outcomes, dict) else None,
@@ -96,6 +106,7 @@ def analyze_export(
     task: str = "classification",
     alpha: float = 0.05,
     max_slices: int = 20,
+    latency_unit: str = "ms",
 ) -> Analysis:
     rows = list(read_export(path))
     if rows:
@@ -111,7 +122,8 @@ def analyze_export(
             continue
         role = row.get("role") or ""
         try:
-            obs = _obs(row)
+            obs = _obs(row, latency_unit)
+            check_labels([obs], task, None, field="label")
         except (TypeError, ValueError) as exc:
             raise ExportError(f"{path}: row {i + 2}: {exc}") from None
         rid = str(row.get("request_id") or i)
@@ -134,7 +146,8 @@ def analyze_export(
         )
     noise_floor = mode == "shadow" and bool(fresh)
     a = Analysis(criteria, task=task, mode=mode, alpha=alpha, max_slices=max_slices,
-                 noise_floor=noise_floor, like_for_like=like_for_like)  # fmt: skip
+                 noise_floor=noise_floor, like_for_like=like_for_like,
+                 latency_unit=latency_unit)  # fmt: skip
     a.observe_requests("candidate", [o for _, o in cand])
     a.observe_requests("baseline", [o for _, o in base])
     a.observe_labels("candidate", [o for _, o in cand if o.has_label or o.outcomes])
