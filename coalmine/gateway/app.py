@@ -128,6 +128,9 @@ class Gateway:
         self.mirror_strip = frozenset(h.lower() for h in gateway.shadow.strip_headers)
         self.policy = InputPolicy(config.logging)
         self.timeout = gateway.upstream_timeout_s
+        # a hung canary must not hold its users for stable's full timeout: past this it is a
+        # failure (the guard counts it; with failover on, stable answers the user)
+        self.canary_timeout = min(gateway.canary_timeout_s, gateway.upstream_timeout_s)
         self.failover = gateway.canary_failover
         self.max_body = gateway.max_body_bytes
         self.body_timeout = gateway.body_timeout_s
@@ -296,7 +299,8 @@ class Gateway:
             ts = time.time()
             start = time.perf_counter()
             try:
-                response = await self.client.post(url + path, body, forward_headers, self.timeout)
+                timeout = self.canary_timeout if role == "canary" else self.timeout
+                response = await self.client.post(url + path, body, forward_headers, timeout)
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - start
                 error_class: str | None = exc.error_class

@@ -152,3 +152,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     yield start
     for handle in started:
         handle.stop()
+
+
+# the gateway in the test's own loop (real sockets), for faults of the processes behind it
+from tests.gateway.conftest import start_gateway  # noqa: E402, F401

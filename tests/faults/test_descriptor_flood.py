@@ -68,9 +68,7 @@ async def test_a_connection_flood_on_the_gateway_leaves_the_control_plane_answer
 
         # and the gateway serves again
         body = {"instances": [IRIS_ROW]}
-        async with session.post(
-            handle.gateway_url + "/v1/models/m:predict", json=body
-        ) as resp:
+        async with session.post(handle.gateway_url + "/v1/models/m:predict", json=body) as resp:
             assert resp.status == 200
             assert (await resp.json())["predictions"] == [0]
         async with session.get(handle.api_url + "/api/v1/rollouts", headers=auth) as resp:
