@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
@@ -24,9 +25,12 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def control_api(engine: Engine, token: str) -> Iterator[str]:
-    """Yield the base URL of the control API over `engine`, authenticated by `token`."""
-    app = create_app(engine, token=token, controller=Controller(engine, EngineJudge(engine)))
+def control_api(engine: Engine, token: str, **app_options: Any) -> Iterator[str]:
+    """Yield the base URL of the control API over `engine`, authenticated by `token`.
+
+    `app_options` go to `create_app` (e.g. `resources=`)."""
+    controller = Controller(engine, EngineJudge(engine))
+    app = create_app(engine, token=token, controller=controller, **app_options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

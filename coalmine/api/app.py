@@ -8,6 +8,7 @@ the current state, e.g. a second active rollout) or 422 (invalid spec).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -24,7 +25,12 @@ from coalmine.rollout.controller import Controller
 from coalmine.rollout.judge import build_criteria
 from coalmine.rollout.machine import InvalidTransition, awaiting_approval
 from coalmine.rollout.outbox import Outbox
-from coalmine.rollout.planning import observed_rates, plan_warnings
+from coalmine.rollout.planning import (
+    observed_rates,
+    observed_sources,
+    plan_warnings,
+    source_checks,
+)
 from coalmine.rollout.spec import parse_spec
 from coalmine.rollout.store import NotFound, RolloutConflict, RolloutRecord, RolloutRepository
 from coalmine.routing.state import RouteState
@@ -93,8 +99,13 @@ def create_app(
     token: str,
     controller: Controller,
     tasks: dict[str, str] | None = None,
+    resources: Callable[[str], bool] | None = None,
 ) -> FastAPI:
-    """The control API over `engine`; `controller` applies operators' commands."""
+    """The control API over `engine`; `controller` applies operators' commands.
+
+    `resources(model)` says whether a CPU/memory source is configured for a model (None:
+    none is): a rollout judging `cpu`/`memory` without one is refused.
+    """
     auth = BearerAuth(token)
     app = FastAPI(
         title="Coalmine control API",
@@ -208,8 +219,14 @@ def create_app(
             raise ConfigError("spec", errors)
         if routes.get(body.model) is None:
             raise NotFound(f"unknown model {body.model!r}")
+        facts = observed_sources(
+            engine, body.model, task=task, resources=bool(resources and resources(body.model))
+        )
+        refusals, warnings = source_checks(spec, criteria, facts)
+        if refusals:
+            raise ConfigError("spec", [(f"spec.{path}", reason) for path, reason in refusals])
         rps, label_rate = observed_rates(engine, body.model)
-        warnings = plan_warnings(spec, criteria["canary"], rps=rps, label_rate=label_rate)
+        warnings += plan_warnings(spec, criteria["canary"], rps=rps, label_rate=label_rate)
         record = rollouts.create(body.model, body.candidate, str(body.url), spec, notes=warnings)
         out = _rollout_dict(record)
         out["warnings"] = warnings

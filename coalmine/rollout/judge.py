@@ -1,7 +1,9 @@
 """How the controller asks "is the candidate good enough so far?": the Judge interface.
 
 `Judge.evaluate(record, now)` returns `Evidence` (machine.py): which criteria FAIL, which
-`must: pass` criteria are not yet PASS, and how many candidate samples the step has. The
+`must: pass` criteria are not yet PASS, which criteria have received no data at all (they
+hold the step whatever their `must`: analysis/nodata.py), and how many candidate samples the
+step has. The
 one production implementation, `EngineJudge`, runs the analysis engine's incremental
 `Evaluator` (one per rollout and mode, kept across ticks so each evaluation reads only new
 log rows). Tests may hand the controller another Judge; the shipped code uses this one.
@@ -136,15 +138,26 @@ class EngineJudge:
         mode = _mode(record)
         evaluator, criteria = self._evaluator(record, mode)
         judgement = evaluator.evaluate()
+        from coalmine.analysis.nodata import lacks_data
+
         must = {c.name: c.must for c in criteria}
+        by_name = {c.name: c for c in criteria}
         failing: list[str] = []
         unproven: list[str] = []
+        no_data: list[str] = []
         for r in judgement.results:
             verdict = str(getattr(r.verdict, "value", r.verdict)).lower()
             where = f" [slice {r.slice}]" if r.slice else ""
             if verdict == "fail":
                 failing.append(f"{r.sentence}{where}")
-            elif not r.slice and must.get(r.name) == "pass" and verdict != "pass":
+                continue
+            if r.slice:
+                continue
+            # no data is never "nothing failed": the step holds, whatever `must` says
+            missing = lacks_data(r, by_name.get(r.name))
+            if missing is not None:
+                no_data.append(f"{r.name}: {missing}")
+            elif must.get(r.name) == "pass" and verdict != "pass":
                 unproven.append(f"{r.name}: {r.sentence}")
         samples = self.repo.candidate_samples(record.state, record.state.step_started_at)
         data = judgement.to_dict()
@@ -153,6 +166,7 @@ class EngineJudge:
         return Evidence(
             failing=tuple(failing),
             unproven=tuple(unproven),
+            no_data=tuple(no_data),
             samples=samples,
             must_pass=sum(1 for m in must.values() if m == "pass"),
             must_not_fail=sum(1 for m in must.values() if m == "not_fail"),

@@ -104,6 +104,8 @@ class Evidence:
 
     failing: one sentence per FAILed criterion (any FAIL fails the step, whatever `must`);
     unproven: one sentence per `must: pass` criterion not yet PASS;
+    no_data: one sentence per criterion judged on no data at all: it holds the step whatever
+    its `must` (no data is never "nothing failed"), and names itself when the step ends;
     samples: candidate calls logged in the current step (or shadow phase);
     must_pass / must_not_fail: how many criteria of each kind the step was judged on;
     error: the analysis itself raised (no judgement): the step cannot advance, and its max
@@ -113,6 +115,7 @@ class Evidence:
 
     failing: tuple[str, ...] = ()
     unproven: tuple[str, ...] = ()
+    no_data: tuple[str, ...] = ()
     samples: int = 0
     must_pass: int = 0
     must_not_fail: int = 0
@@ -301,7 +304,7 @@ def _judge_window(
         return "fail", f"{what}: " + "; ".join(ev.failing)
     elapsed = now - state.step_started_at
     ready = elapsed >= min_duration and ev.samples >= min_samples and ev.error is None
-    if ready and not ev.unproven:
+    if ready and not ev.unproven and not ev.no_data:
         kinds = f"{ev.must_pass} must-pass PASS, {ev.must_not_fail} not failing"
         return "advance", f"{what} passed after {elapsed:.0f}s and {ev.samples} samples ({kinds})"
     if elapsed >= max_duration:
@@ -311,6 +314,7 @@ def _judge_window(
         elif ev.samples < min_samples:
             missing.append(f"{ev.samples}/{min_samples} samples")
         missing.extend(ev.unproven)
+        missing.extend(ev.no_data)
         detail = "; ".join(missing) or "no decision"
         verb = "rolling back" if on_inconclusive == "fail" else "holding"
         return "inconclusive", (
@@ -326,6 +330,8 @@ def _judge_window(
         waiting.append(f"{ev.samples}/{min_samples} samples")
     if ev.unproven:
         waiting.append(f"{len(ev.unproven)} criteria not yet PASS")
+    if ev.no_data:
+        waiting.append("; ".join(ev.no_data))
     return "wait", f"{what}: waiting ({', '.join(waiting)})"
 
 

@@ -1,20 +1,35 @@
-"""Warnings at rollout start: steps whose maximum duration cannot reach a decision.
+"""Checks at rollout start: criteria with no data source, steps that cannot decide.
 
 Uses the analysis engine's planning math (`step_can_decide`, the same as `coalmine plan`)
-with the traffic the model has actually seen recently. Pure except `observed_rates`.
+with the traffic the model has actually seen recently, and the one "no data" rule
+(analysis/nodata.py) for each criterion's source. Pure except `observed_rates` and
+`observed_sources`, which read the store.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from coalmine.analysis.nodata import SourceFacts, source_problem
 from coalmine.rollout.spec import RolloutSpec
 from coalmine.store.schema import feedback, predictions
 
-__all__ = ["WINDOW_S", "observed_rates", "plan_warnings"]
+__all__ = [
+    "WINDOW_S",
+    "observed_rates",
+    "observed_sources",
+    "plan_warnings",
+    "source_checks",
+]
+
+# How far back the source check looks: enough rows to have seen a label or a score if the
+# model gets any, bounded so a start costs the same on a log of any size.
+_RECENT_FEEDBACK = 5000
+_RECENT_PREDICTIONS = 500
 
 WINDOW_S = 300.0
 # (base success proportion, needs labels) of the proportion metrics the plan can size
@@ -107,3 +122,92 @@ def _quantile_warnings(spec: RolloutSpec, criteria: list[Any], step: Any, rps: f
                 "within its max duration: it cannot FAIL or PASS there, only not fail"
             )
     return out
+
+
+def _scored(prediction: str | None, task: str) -> bool:
+    from coalmine.analysis.outputs import normalize
+
+    try:
+        value = json.loads(prediction) if prediction is not None else None
+    except ValueError:
+        return False
+    return any(
+        o is not None and (o.probs is not None or o.p1 is not None) for o in normalize(value, task)
+    )
+
+
+def observed_sources(
+    engine: Engine, model: str, *, task: str = "classification", resources: bool = False
+) -> SourceFacts:
+    """What the store shows of `model`'s data: labels, outcome names, logged scores.
+
+    Feedback counts for this model only (joined to its prediction rows by request id), over
+    the most recent feedback rows. Scores: a recent logged prediction whose parsed output
+    carries probabilities or a score (a `scores`/`score` column, once the log has one, counts
+    when it is not null). `resources` says whether a CPU/memory source is configured.
+    """
+    recent_fb = (
+        select(feedback.c.request_id, feedback.c.label, feedback.c.outcomes)
+        .order_by(feedback.c.id.desc())
+        .limit(_RECENT_FEEDBACK)
+        .subquery()
+    )
+    fb = select(recent_fb.c.label, recent_fb.c.outcomes).where(
+        select(predictions.c.id)
+        .where(
+            (predictions.c.request_id == recent_fb.c.request_id) & (predictions.c.model == model)
+        )
+        .exists()
+    )
+    score_col = next((predictions.c[k] for k in ("scores", "score") if k in predictions.c), None)
+    recent_pred = (
+        select(predictions.c.prediction, *([score_col] if score_col is not None else []))
+        .where(predictions.c.model == model)
+        .order_by(predictions.c.id.desc())
+        .limit(_RECENT_PREDICTIONS)
+    )
+    labels = False
+    outcomes: set[str] = set()
+    scores = False
+    with engine.connect() as conn:
+        for label, raw_outcomes in conn.execute(fb):
+            labels = labels or (label is not None and label != "null")
+            try:
+                parsed = json.loads(raw_outcomes) if raw_outcomes else None
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                outcomes.update(str(k) for k in parsed)
+        for row in conn.execute(recent_pred):
+            if (score_col is not None and row[1] is not None) or _scored(row[0], task):
+                scores = True
+                break
+    return SourceFacts(
+        labels=labels, outcomes=frozenset(outcomes), scores=scores, resources=resources
+    )
+
+
+def source_checks(
+    spec: RolloutSpec, criteria: dict[str, list[Any]], facts: SourceFacts
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(refusals as (field path, reason), warnings) for every criterion's data source.
+
+    `criteria` maps mode -> the built criteria of that mode (judge.build_criteria). The
+    path names the criterion in the spec, or the mode's defaults when the spec gave none.
+    """
+    refusals: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    for mode, built in criteria.items():
+        given = spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
+        if mode == "shadow" and not spec.shadow.enabled:
+            continue
+        for i, c in enumerate(built):
+            problem = source_problem(c, facts)
+            if problem is None:
+                continue
+            if problem.action == "refuse":
+                path = f"{mode}.criteria.{i}" if given is not None else f"{mode}.criteria"
+                refusals.append((path, f"{c.metric}: {problem.reason}"))
+            else:
+                warnings.append(f"{mode}: {problem.sentence()}")
+    return refusals, warnings
