@@ -23,6 +23,8 @@ latency max_ratio 1.2); the defaults are written into the model so a dump shows 
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,9 +33,43 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from coalmine.analysis import registry
 from coalmine.config import ConfigError, read_yaml, validate_model
 
-__all__ = ["CriteriaFile", "Criterion", "load_criteria", "parse_criteria"]
+__all__ = [
+    "CriteriaFile",
+    "Criterion",
+    "load_criteria",
+    "parse_criteria",
+    "unknown_metric_message",
+]
 
 THRESHOLDS = ("margin", "max_ratio", "max", "min")
+_QUANTILE = re.compile(r"^latency_p(\d+(?:\.\d+)?)$")
+
+
+def unknown_metric_message(name: str) -> str:
+    """Why `name` is not a metric: the closest known name when one is close, and the list.
+
+    "unknown metric 'acuracy'; did you mean 'accuracy'? known: ..."; an unsupported latency
+    quantile (latency_p100, latency_p90) names the quantiles there are.
+    """
+    known = registry.known_names()
+    quantile = _QUANTILE.match(name)
+    if quantile:
+        have = [m for m in registry.METRICS if _QUANTILE.match(m)]
+        return (
+            f"unknown metric {name!r}: the latency quantiles are {', '.join(have)} "
+            "(and latency_mean); p100 (the maximum) has no confidence bound. known: " + known
+        )
+    suggestion: str | None = None
+    if ":" in name:  # a misspelled family keeps what follows it: outcom:clicked
+        prefix, rest = name.split(":", 1)
+        family = difflib.get_close_matches(prefix.lower(), ["outcome", "user"], n=1, cutoff=0.6)
+        if family:
+            suggestion = f"{family[0]}:{rest}"
+    else:
+        close = difflib.get_close_matches(name.lower(), list(registry.METRICS), n=1, cutoff=0.6)
+        suggestion = close[0] if close else None
+    hint = f"; did you mean {suggestion!r}?" if suggestion else ";"
+    return f"unknown metric {name!r}{hint} known: {known}"
 
 
 class Criterion(BaseModel):
@@ -61,7 +97,9 @@ class Criterion(BaseModel):
         try:
             registry.spec(value)
         except registry.UnknownMetric as exc:
-            raise ValueError(str(exc)) from None
+            # a user:/outcome: name has the right family: the registry says what is wrong
+            known_family = value.startswith(("user:", "outcome:"))
+            raise ValueError(str(exc) if known_family else unknown_metric_message(value)) from None
         if value.startswith("user:"):
             try:
                 registry.load_user_metric(value)
@@ -99,7 +137,16 @@ class Criterion(BaseModel):
                 f"use {' or '.join(sorted(spec.allows))}"
             )
         if not given and not self.error_classes:
-            raise ValueError(f"{self.metric} needs a threshold: one of {sorted(spec.allows)}")
+            why = (
+                "user metrics have no default threshold (Coalmine cannot know their scale)"
+                if spec.family == "user"
+                else "it has no default threshold"
+            )
+            raise ValueError(
+                f"{self.metric} needs a threshold: {why}; set one of {sorted(spec.allows)} "
+                "(margin: allowed difference from production, max_ratio: allowed ratio, "
+                "max/min: limits on the candidate's own value)"
+            )
         if self.margin is not None and self.max_ratio is not None:
             raise ValueError("set margin or max_ratio, not both")
         if self.max_ratio is not None and spec.higher_is_better and spec.family != "user":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal, Protocol, cast
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from coalmine.rollout.machine import Evidence, Phase
@@ -52,17 +53,25 @@ def _mode(record: RolloutRecord) -> str:
     return "shadow" if phase == Phase.SHADOW else "canary"
 
 
+def _criterion_errors(path: str, exc: ValidationError) -> list[tuple[str, str]]:
+    """(field path, reason) for each error of one criterion: its own words, not pydantic's
+    link (`Value error, ` is pydantic's prefix for a validator's message)."""
+    out = []
+    for item in exc.errors():
+        where = ".".join([path, *(str(p) for p in item["loc"])])
+        out.append((where, str(item["msg"]).removeprefix("Value error, ")))
+    return out
+
+
 def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -> list[Any]:
     """The analysis engine's Criterion objects for `mode`, with `must` filled in.
 
     Raises coalmine.config.ConfigError (field path + reason) for an invalid criterion, so a
     bad spec is refused when the rollout starts, not at its first evaluation.
     """
-    from pydantic import ValidationError
-
     from coalmine.analysis.analysis import check_criteria
     from coalmine.analysis.criteria import Criterion, default_criteria
-    from coalmine.config import ConfigError, format_errors
+    from coalmine.config import ConfigError
 
     given: list[CriterionSpec] | None = (
         spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
@@ -77,11 +86,8 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
         for i, c in enumerate(given):
             try:
                 base.append(Criterion.model_validate(c.model_dump(exclude_none=True)))
-            except ValidationError as exc:  # each reason with its field, not pydantic's URL
-                errors.extend(
-                    (f"{mode}.criteria.{i}" + ("" if p == "(top level)" else f".{p}"), r)
-                    for p, r in format_errors(exc)
-                )
+            except ValidationError as exc:
+                errors.extend(_criterion_errors(f"{mode}.criteria.{i}", exc))
         if errors:
             raise ConfigError("<spec>", errors)
         try:
