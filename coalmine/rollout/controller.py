@@ -122,17 +122,33 @@ class Controller:
         return applied
 
     async def _drive(self, record: RolloutRecord) -> list[Transition]:
+        """Guard trips first, then the tick. An event the machine answers with no change
+        never stops the tick: a trip recorded just after the rollout started rolling back
+        (a gateway's stale view) used to end every pass here, so the tick that finishes the
+        rollback never came."""
         applied: list[Transition] = []
         trips = await asyncio.to_thread(self.repo.trips_after, record)
         if trips:
             last = trips[-1]
             event: Event = machine.GuardTrip(f"{last.reason} (canary {last.version})")
-            result = await self._apply(record, event, guard_seen_id=int(last.id))
-            if result is not None:
-                applied.append(result[1])
-                record = result[0]
+            now = self.clock()
+            t = machine.step(record.state, event, now)
+            if t.changed:
+                after = await self._commit(record, t, now, guard_seen_id=int(last.id))
+                if after is None:
+                    return applied  # lost a race: re-read next tick
+                applied.append(t)
+                record = after
             else:
-                return applied
+                # every trip is acknowledged, acted upon or not, so it is read once
+                log.info(
+                    "rollout %s: %d fast-guard trip(s) up to #%s need nothing: %s",
+                    record.id,
+                    len(trips),
+                    last.id,
+                    t.reason,
+                )
+                await asyncio.to_thread(self.repo.acknowledge_trips, record.id, int(last.id))
         tick = await self._tick_event(record)
         if tick is None:
             return applied
@@ -162,12 +178,24 @@ class Controller:
         return Tick(evidence)
 
     async def _apply(
-        self, record: RolloutRecord, event: Event, *, guard_seen_id: int | None = None
+        self, record: RolloutRecord, event: Event
     ) -> tuple[RolloutRecord, Transition] | None:
         now = self.clock()
         t = machine.step(record.state, event, now)
         if not t.changed:
             return None
+        after = await self._commit(record, t, now)
+        return None if after is None else (after, t)
+
+    async def _commit(
+        self,
+        record: RolloutRecord,
+        t: Transition,
+        now: float,
+        *,
+        guard_seen_id: int | None = None,
+    ) -> RolloutRecord | None:
+        """Persist a changed transition; None when another writer changed the rollout."""
         after = await asyncio.to_thread(
             self.repo.apply, record, t, now=now, guard_seen_id=guard_seen_id
         )
@@ -175,7 +203,7 @@ class Controller:
             log.info("rollout %s: transition %s lost a race; re-read next tick", record.id, t.kind)
             return None
         self._observe(record, after, t, now)
-        return after, t
+        return after
 
     def _observe(
         self, before: RolloutRecord, after: RolloutRecord, t: Transition, now: float

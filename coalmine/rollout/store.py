@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from coalmine.rollout.machine import TERMINAL, Phase, RolloutState, Transition
@@ -150,6 +150,11 @@ def _route_for(state: RolloutState) -> dict[str, Any]:
         guard_failures=state.spec.canary.guard_failures,
         baseline_url=str(state.spec.baseline).rstrip("/") if state.spec.baseline else None,
     ).as_changes()
+
+
+def _at_least(trip_id: int) -> Any:
+    # the trips seen only ever grow: a writer with an older view never un-sees a trip
+    return case((rollouts.c.guard_seen_id < trip_id, trip_id), else_=rollouts.c.guard_seen_id)
 
 
 class RolloutRepository:
@@ -357,7 +362,7 @@ class RolloutRepository:
         if transition.judgement is not None:
             values["last_judgement"] = json.dumps(transition.judgement, default=str)
         if guard_seen_id is not None:
-            values["guard_seen_id"] = guard_seen_id
+            values["guard_seen_id"] = _at_least(guard_seen_id)
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(rollouts)
@@ -379,6 +384,17 @@ class RolloutRepository:
             )
             enqueue_in(conn, s.spec.webhooks, payload, now=now)
         return self.get(record.id)
+
+    def acknowledge_trips(self, rollout_id: int, up_to: int) -> None:
+        """Mark the fast-guard trips up to id `up_to` seen without a transition (the machine
+        had nothing to do with them, e.g. the rollout was already rolling back), so they are
+        not read as events again. No event row and no new version: nothing changed."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(rollouts)
+                .where((rollouts.c.id == rollout_id) & (rollouts.c.guard_seen_id < up_to))
+                .values(guard_seen_id=up_to)
+            )
 
     def record_judgement(
         self, record: RolloutRecord, verdict: str, judgement: Mapping[str, Any]
