@@ -445,8 +445,12 @@ def step(state: RolloutState, event: Event, now: float) -> Transition:
             return _stay(state, "already rolling back")
         return _rollback(state, now, f"fast guard: {event.reason}")
     if isinstance(event, Abort):
-        new = _end(state, Phase.ABORTED, now, event.reason)
-        return Transition(new, "abort", event.reason)
+        reason = event.reason
+        if state.phase == Phase.ROLLING_BACK:
+            # the failure that started the rollback stays the rollout's reason
+            reason = f"{reason} while rolling back: {state.reason or 'no reason recorded'}"
+        new = _end(state, Phase.ABORTED, now, reason)
+        return Transition(new, "abort", reason)
     if state.phase == Phase.ROLLING_BACK:
         raise InvalidTransition(f"rollout {state.id} is rolling back")
     if isinstance(event, Pause):

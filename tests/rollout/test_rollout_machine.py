@@ -279,6 +279,13 @@ def test_step(
         assert t.state.canary_weight_bp == 0 and t.state.mirror_bp == 0
 
 
+def test_an_abort_while_rolling_back_keeps_the_failure_as_the_reason() -> None:
+    rolling = step(state(Phase.CANARY, **CANARY0), Tick(BAD), 1).state
+    t = step(rolling, Abort(), 2)
+    assert t.state.phase == Phase.ABORTED
+    assert "accuracy 0.85 vs 0.90" in (t.state.reason or "") and "aborted" in t.reason
+
+
 def test_failure_reason_quotes_the_judgement() -> None:
     t = step(state(Phase.CANARY, **CANARY0), Tick(BAD), 1)
     assert "accuracy 0.85 vs 0.90" in t.reason
