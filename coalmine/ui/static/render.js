@@ -24,7 +24,9 @@ window.Coalmine = (function () {
         container.appendChild(empty);
         return;
       }
-      ids.forEach(function (id) {
+      // Every cell first, then the charts: a chart drawn while it was alone in its grid
+      // would take the whole row's width and keep it once its neighbours arrive.
+      var divs = ids.map(function (id) {
         var div = null;
         for (var i = 0; i < container.children.length; i++) {
           if (container.children[i].getAttribute("data-fig") === id) div = container.children[i];
@@ -35,9 +37,34 @@ window.Coalmine = (function () {
           div.setAttribute("data-fig", id);
           container.appendChild(div);
         }
-        Plotly.react(div, figures[id].data, figures[id].layout, config);
+        return div;
+      });
+      divs.forEach(function (div, k) {
+        var layout = Object.assign({}, figures[ids[k]].layout, { autosize: true });
+        delete layout.width;
+        Plotly.react(div, figures[ids[k]].data, layout, config);
+        watchSize(div);
       });
     });
+  }
+
+  // Plotly's `responsive` follows the window only; a cell can change size without it (a
+  // neighbour added to the grid, a scrollbar appearing), so each chart follows its cell.
+  var observer = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(function (entries) {
+    entries.forEach(function (entry) {
+      var div = entry.target;
+      var svg = div.querySelector(".main-svg");
+      if (svg && Math.abs(svg.getBoundingClientRect().width - div.clientWidth) > 1) {
+        Plotly.Plots.resize(div);
+      }
+    });
+  });
+
+  function watchSize(div) {
+    if (observer && !div.getAttribute("data-watched")) {
+      div.setAttribute("data-watched", "1");
+      observer.observe(div);
+    }
   }
 
   function fillSections(sections) {
