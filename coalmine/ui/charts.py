@@ -167,9 +167,11 @@ def _criteria(story: Story) -> dict[str, Figure]:
         thr: list[float | None] = []
         verdicts: list[str] = []
         metric = ""
+        scale = None
         for ts, results in history:
-            for result in results:
+            for result in story.scaled(results):
                 if _criterion_key(result) == key:
+                    scale = story.scale(result)
                     xs.append(iso(ts))
                     est.append(result.get("estimate"))
                     lo.append(result.get("lower"))
@@ -192,7 +194,9 @@ def _criteria(story: Story) -> dict[str, Figure]:
         name, slice_name = key
         title = f"{name}" + ("" if parse_slice(slice_name) is None else f" — slice {slice_name}")
         last = verdicts[-1] if verdicts else ""
-        layout = _layout(f"{title}  [{last}]", metric or "difference", shapes=_event_lines(story))
+        y_title = scale.axis if scale is not None else metric or "difference"
+        layout = _layout(f"{title}  [{last}]", y_title, shapes=_event_lines(story))
+        layout["yaxis"]["automargin"] = True
         out[f"criterion:{name}:{slice_name}"] = {"data": data, "layout": layout}
     return out
 

@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from coalmine.ui.charts import GROUP_TITLES, figures
+from coalmine.ui.scales import judgement_word
 from coalmine.ui.snapshots import to_json
 from coalmine.ui.story import Story, criteria_of
 
@@ -100,6 +101,8 @@ def environment() -> Environment:
         group_titles=GROUP_TITLES,
         sorted_criteria=_sorted_criteria,
         headline_criteria=_headline_criteria,
+        judgement_word=lambda story: judgement_word(story.judgement, criteria_of(story.judgement)),
+        warning_groups=_warning_groups,
     )
     return env
 
@@ -111,7 +114,7 @@ def _sorted_criteria(story: Story) -> list[dict[str, Any]]:
         return (0 if overall else 1, 0 if verdict == "fail" else 1, str(c.get("name")),
                 str(c.get("slice")))  # fmt: skip
 
-    return sorted(criteria_of(story.judgement), key=key)
+    return sorted(story.scaled(criteria_of(story.judgement)), key=key)
 
 
 def _headline_criteria(story: Story, limit: int = 12) -> list[dict[str, Any]]:
@@ -120,6 +123,22 @@ def _headline_criteria(story: Story, limit: int = 12) -> list[dict[str, Any]]:
     failing = [c for c in rows if str(c.get("verdict")).lower() == "fail"]
     overall = [c for c in rows if c not in failing and c.get("slice") in (None, "", "overall")]
     return (failing + overall)[:limit]
+
+
+def _warning_groups(warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """Start-up warnings grouped by the criterion they name ("name: …" or "step N%: name …"),
+    in first-seen order; a warning naming none is grouped under "rollout"."""
+    groups: dict[str, list[str]] = {}
+    for text in warnings:
+        head, _, rest = text.partition(": ")
+        if head.startswith("step ") and rest:
+            key = rest.split(" ", 1)[0]
+        elif rest and " " not in head:
+            key = head
+        else:
+            key = "rollout"
+        groups.setdefault(key, []).append(text)
+    return list(groups.items())
 
 
 def render_sections(story: Story) -> dict[str, str]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import aliased
 
 from coalmine.store.schema import predictions, rollout_events, rollouts, routes
 from coalmine.ui.failure import FailureAnalysis, analyse_failure
+from coalmine.ui.scales import Scale, clipped_result, criterion_kinds, scale_of
 from coalmine.ui.series import (
     Call,
     Series,
@@ -71,6 +72,29 @@ class Story:
     failure: FailureAnalysis | None = None
     generated_at: float = 0.0
     sampled_every: int = 1
+    awaiting_approval: float | None = None  # the weight (%) of a step waiting for a person
+
+    @property
+    def against(self) -> str:
+        """What the candidate is compared with: a fresh baseline, or production."""
+        spec = self.rollout.get("spec")
+        return "baseline" if isinstance(spec, dict) and spec.get("baseline") else "production"
+
+    def scale(self, result: dict[str, Any]) -> Scale:
+        return scale_of(result, criterion_kinds(self.rollout.get("spec")), self.against)
+
+    def scaled(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`results` with bounds clipped to each metric's range and their scale named."""
+        return [clipped_result(r, self.scale(r)) for r in results]
+
+    @property
+    def startup_warnings(self) -> list[str]:
+        """The planner's warnings, recorded in the `created` event's reason."""
+        for event in self.events:
+            if event["kind"] == "created":
+                parts = str(event.get("reason") or "").split("; warning: ")
+                return [p for p in parts[1:] if p]
+        return []
 
     @property
     def judgement(self) -> dict[str, Any] | None:
@@ -295,4 +319,20 @@ def load_story(engine: Engine, rollout_id: int, *, now: float | None = None) -> 
             story.failure = analyse_failure(
                 conn, rollout, criteria_of(story.decisive_judgement), start, end
             )
+    if not story.ended:
+        story.awaiting_approval = awaiting_approval_of(engine, rollout_id)
     return story
+
+
+def awaiting_approval_of(engine: Engine, rollout_id: int) -> float | None:
+    """The weight (%) of the step waiting for a person's approval, if any (the controller's
+    own reading, so the Approve button is enabled exactly when the API would accept it)."""
+    from coalmine.rollout.machine import awaiting_approval
+    from coalmine.rollout.store import RolloutRepository
+
+    try:
+        state = RolloutRepository(engine).get(rollout_id).state
+    except (LookupError, ValueError):  # unknown, or a row this version cannot read
+        return None
+    gate = awaiting_approval(state)
+    return None if gate is None else float(state.spec.step_weights[gate])

@@ -122,7 +122,7 @@ def ui_data_router(
         story = story_or_404(rollout_id)
         body = story_json(
             story,
-            awaiting_approval=_awaiting(get_engine(), rollout_id),
+            awaiting_approval=story.awaiting_approval,
             compute_s=time.monotonic() - started,
         )
         if len(cache) > 64:
@@ -138,20 +138,6 @@ def ui_data_router(
         return HTMLResponse(html, headers={"Content-Disposition": disposition})
 
     return data
-
-
-def _awaiting(engine: Engine, rollout_id: int) -> float | None:
-    """The weight (%) of the step waiting for a person's approval, if any (the controller's
-    own reading, so the Approve button is enabled exactly when the API would accept it)."""
-    from coalmine.rollout.machine import awaiting_approval
-    from coalmine.rollout.store import RolloutRepository
-
-    try:
-        state = RolloutRepository(engine).get(rollout_id).state
-    except (LookupError, ValueError):  # unknown, or a row this version cannot read
-        return None
-    gate = awaiting_approval(state)
-    return None if gate is None else float(state.spec.step_weights[gate])
 
 
 def install_ui(app: FastAPI, engine: Engine | Callable[[], Engine], *, token: str) -> None:

@@ -66,40 +66,67 @@ def judgement(t: float, final: bool = False) -> dict[str, object]:
             "notes": notes}  # fmt: skip
 
 
-def seed_rollout(engine: Engine, *, end_phase: str = "rolled_back") -> Seeded:
-    """Write the story up to `end_phase` (`canary` leaves it running at 20%)."""
+WARNINGS = [
+    "step 20%: accuracy needs about 4,100 labelled samples and will see about 1,200 "
+    "within its max_duration",
+    "step 50%: accuracy needs about 2,000 labelled samples and will see about 1,500 "
+    "within its max_duration",
+    "p95_latency: step 20%: a p95 bound needs about 570 calls before it is finite",
+]
+
+
+def seed_rollout(
+    engine: Engine,
+    *,
+    end_phase: str = "rolled_back",
+    model: str = "digits",
+    spec: dict[str, object] | None = None,
+) -> Seeded:
+    """Write the story up to `end_phase` (`canary` leaves it running at 20%; `promoted`
+    ends it promoted after the same canary)."""
     rng = np.random.default_rng(7)
     ended = end_phase != "canary"
+    promoted = end_phase == "promoted"
+    spec = SPEC if spec is None else spec
     with engine.begin() as conn:
         rid = conn.execute(
             insert(rollouts).values(
-                model="digits", active_model=None if ended else "digits", candidate="v3",
+                model=model, active_model=None if ended else model, candidate="v3",
                 candidate_url="http://127.0.0.1:9/v3", previous_stable="v1",
-                spec=json.dumps(SPEC), phase=end_phase, step_index=0,
+                spec=json.dumps(spec), phase=end_phase, step_index=2 if promoted else 0,
                 canary_weight_bp=0 if ended else 2000, mirror_bp=0, started_at=T0,
                 step_started_at=T0 + 20, updated_at=T0 + 40,
                 ended_at=T0 + 41 if ended else None,
                 outcome=end_phase if ended else None,
-                reason="accuracy on region=north failed: −0.18 [−0.30, −0.06] below −0.02"
+                reason="promoted: every step advanced" if promoted else
+                "accuracy on region=north failed: −0.18 [−0.30, −0.06] below −0.02"
                 if ended else None,
-                last_judgement=json.dumps(judgement(40, final=ended)), version=5,
+                last_judgement=json.dumps(judgement(40, final=ended and not promoted)),
+                version=5,
             )
         ).inserted_primary_key[0]  # fmt: skip
         conn.execute(
             insert(routes).values(
-                model="digits", stable="v1", canary=None if ended else "v3",
-                canary_weight_bp=0 if ended else 2000, shadow=None, mirror_bp=0, salt="digits",
+                model=model, stable="v3" if promoted else "v1", canary=None if ended else "v3",
+                canary_weight_bp=0 if ended else 2000, shadow=None, mirror_bp=0, salt=model,
                 rollout_id=None if ended else rid, revision=4, updated_at=T0 + 40,
             )
         )  # fmt: skip
         events = [
-            (T0, "created", "pending", "pending", 0, 0, 0, "rollout created", None, None),
+            (T0, "created", "pending", "pending", 0, 0, 0,
+             "; ".join(["rollout of v3 over v1", *(f"warning: {w}" for w in WARNINGS)]),
+             None, None),
             (T0 + 0.5, "start_shadow", "pending", "shadow", 0, 0, 10000, "shadow started",
              None, None),
             (T0 + 20, "advance", "shadow", "canary", 0, 2000, 0,
              "shadow passed: agreement 0.97 ≥ 0.9", "pass", judgement(20)),
         ]  # fmt: skip
-        if ended:
+        if promoted:
+            events += [
+                (T0 + 40, "promote", "canary", "promoted", 2, 0, 0,
+                 "promoted: every step advanced", "not_fail", None),
+            ]  # fmt: skip
+        elif ended:
             events += [
                 (T0 + 40, "fail", "canary", "rolling_back", 0, 0, 0,
                  "accuracy on region=north failed", None, judgement(40, final=True)),
@@ -117,7 +144,7 @@ def seed_rollout(engine: Engine, *, end_phase: str = "rolled_back") -> Seeded:
         for k in range(2, 41, 2):
             record_snapshot(
                 conn, rid, "shadow" if k < 20 else "canary", 0, 0 if k < 20 else 2000,
-                judgement(k, final=ended and k == 40), ts=T0 + k,
+                judgement(k, final=ended and not promoted and k == 40), ts=T0 + k,
             )  # fmt: skip
 
         rows: list[dict[str, object]] = []
@@ -132,7 +159,7 @@ def seed_rollout(engine: Engine, *, end_phase: str = "rolled_back") -> Seeded:
             v3 = truth if rng.random() > p_wrong else (truth + 3) % 10
             rid_s = f"req-{i:04d}"
             base = {
-                "request_id": rid_s, "model": "digits", "ts": ts, "status": 200,
+                "request_id": f"{model}-{rid_s}", "model": model, "ts": ts, "status": 200,
                 "error_class": None, "slices": json.dumps({"region": region}),
                 "canary_weight_bp": 0, "rollout_id": rid,
             }  # fmt: skip
@@ -155,7 +182,9 @@ def seed_rollout(engine: Engine, *, end_phase: str = "rolled_back") -> Seeded:
                 )  # fmt: skip
                 disagreements += int(v1 != v3 and i % 97 != 0)
             if i % 3 != 2:  # labels arrive for two thirds of the traffic
-                labels.append({"request_id": rid_s, "label": json.dumps(truth), "ts": ts + 5})
+                labels.append(
+                    {"request_id": f"{model}-{rid_s}", "label": json.dumps(truth), "ts": ts + 5}
+                )
                 if canary and region == "north" and v3 != truth:
                     north_wrong += 1
         conn.execute(insert(predictions), rows)
