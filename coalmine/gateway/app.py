@@ -10,7 +10,6 @@ and records are written in batches by the log writer.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -50,8 +49,15 @@ from coalmine.gateway.upstream.base import (
 )
 from coalmine.gateway.upstream.registry import make_client
 from coalmine.log.feedback_http import FeedbackStore, make_feedback_handler
-from coalmine.log.policy import InputPolicy, extract_slices, json_path
+from coalmine.log.policy import (
+    InputPolicy,
+    JsonTooDeep,
+    extract_slices,
+    json_path,
+    loads_bounded,
+)
 from coalmine.log.record import PredictionRecord
+from coalmine.log.throttle import ThrottledLog
 from coalmine.log.writer import BatchWriter
 from coalmine.routing.split import mirror_sampled
 from coalmine.routing.split import route as pick_role
@@ -60,6 +66,7 @@ from coalmine.store.routes import RouteRepository
 __all__ = ["Gateway", "build_app"]
 
 log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)  # lines any client can cause at will
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
 _NO_SLICES: dict[str, Any] = {}
@@ -87,7 +94,7 @@ def _binary_request(body: bytes, length: str) -> Any:
     try:
         n = header_length(length)
         return None if n is None else decode_body(body, n, "inputs")
-    except BinaryTensorError:
+    except (BinaryTensorError, RecursionError):  # a JSON header nested beyond reading
         return None
 
 
@@ -262,22 +269,29 @@ class Gateway:
 
         parsed: Any = _NOT_PARSED
         binary = headers.get(HEADER_LENGTH) if protocol is V2 else None
-        if binary is not None:  # the body is forwarded as it came; this is only read
-            if route.needs_json or self.policy.mode != "none":
-                parsed = _binary_request(body, binary)
-        elif route.needs_json:
-            try:
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                parsed = None  # no key and no JSON slices; the model judges the body itself
+        try:
+            if binary is not None:  # the body is forwarded as it came; this is only read
+                if route.needs_json or self.policy.mode != "none":
+                    parsed = _binary_request(body, binary)
+            elif route.needs_json:
+                try:
+                    parsed = loads_bounded(body)
+                except (ValueError, UnicodeDecodeError):
+                    parsed = None  # no key and no JSON slices; the model judges the body
+            shaped = self.policy.shape_input(
+                body if parsed is _NOT_PARSED or parsed is None else parsed
+            )
+        except JsonTooDeep as exc:
+            # valid JSON the gateway must read (JSON sticky key or slices, redacted or
+            # hashed inputs) but cannot walk safely: refused whenever it must read it
+            REJECTED.labels("json_too_deep").inc()
+            _throttled.warning("json_too_deep", "request %s refused: %s", request_id, exc)
+            return _error(400, f"request body: {exc}", request_id)
         key = self._sticky_key(route, request, parsed)
         slices = (
             extract_slices(route.slice_fields, headers, None if parsed is _NOT_PARSED else parsed)
             if route.slice_fields
             else _NO_SLICES
-        )
-        shaped = self.policy.shape_input(
-            body if parsed is _NOT_PARSED or parsed is None else parsed
         )
         forward_headers = end_to_end(headers.items(), HOP_BY_HOP)
         if "X-Request-ID" not in headers:

@@ -28,7 +28,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from coalmine.gateway.metrics import REJECTED
-from coalmine.gateway.throttle import ThrottledLog
+from coalmine.log.throttle import ThrottledLog
 
 __all__ = ["ConnectionLimits", "GatewayServer", "connection_cap", "fd_limit", "raise_fd_limit"]
 

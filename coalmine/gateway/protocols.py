@@ -123,6 +123,7 @@ def parse_prediction(
             obj: Any = decode_body(body, length, "outputs")
         else:
             obj = json.loads(body.decode())  # str input skips json's encoding sniffing
-    except (ValueError, UnicodeDecodeError):  # BinaryTensorError is a ValueError
+    # BinaryTensorError is a ValueError; RecursionError: an answer nested beyond reading
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return protocol.extract(obj)

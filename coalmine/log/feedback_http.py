@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -36,11 +35,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter
 
+from coalmine.log.policy import JsonTooDeep, loads_bounded
+from coalmine.log.throttle import ThrottledLog
 from coalmine.store.feedback import UNKNOWN_REQUEST_ID, FeedbackStore
 
 __all__ = ["MAX_ITEMS", "FeedbackStore", "feedback_items", "make_feedback_handler"]
 
 log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)  # an unauthenticated endpoint: its clients must not flood the log
 
 MAX_ITEMS = 10_000  # per request: a bigger batch is one transaction too many to hold open
 
@@ -118,9 +120,12 @@ def make_feedback_handler(
             if given is None or not hmac.compare_digest(_digest(given), expected):
                 return _unauthorized()
         try:
-            body = json.loads(await request.read())
+            body = loads_bounded(await request.read())
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"malformed JSON: {exc}")
+        except JsonTooDeep as exc:
+            _throttled.warning("too_deep", "feedback refused: %s", exc)
+            return _error(400, str(exc))
         try:
             items = feedback_items(body)
         except BadFeedback as exc:

@@ -12,6 +12,10 @@ Input modes (`LoggingConfig.inputs`):
 - none: nothing.
 Text longer than `max_input_bytes` (UTF-8) is cut there and ends with TRUNCATION_MARKER;
 0 means no cap. A digest is never cut.
+
+JSON nested deeper than MAX_JSON_DEPTH is refused (`JsonTooDeep`) wherever a body is read
+(`loads_bounded`): walking it would exhaust Python's recursion limit, and no model input
+needs it.
 """
 
 from __future__ import annotations
@@ -25,18 +29,65 @@ from typing import Any
 from coalmine.config import LoggingConfig, SliceField
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "REDACTED",
     "TRUNCATION_MARKER",
     "InputPolicy",
+    "JsonTooDeep",
     "canonical_json",
     "extract_slices",
     "json_path",
+    "loads_bounded",
     "shape_input",
 ]
 
 REDACTED = "[redacted]"
 TRUNCATION_MARKER = "…[truncated]"
+MAX_JSON_DEPTH = 100
 _NOT_JSON = object()
+
+
+class JsonTooDeep(Exception):
+    """A JSON document nested deeper than MAX_JSON_DEPTH levels (not a ValueError: it is
+    valid JSON, refused, not unreadable)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    # iterative, so the check itself cannot hit the recursion limit
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def loads_bounded(data: bytes | str) -> Any:
+    """`json.loads`, refusing documents nested deeper than MAX_JSON_DEPTH (JsonTooDeep).
+
+    ValueError and UnicodeDecodeError for unreadable input, as json.loads.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise JsonTooDeep() from None
+    # fewer brackets than the limit cannot nest deeper than it: most bodies stop here
+    brackets = (
+        data.count("[") + data.count("{")
+        if isinstance(data, str)
+        else data.count(b"[") + data.count(b"{")
+    )
+    too_many = brackets > MAX_JSON_DEPTH and isinstance(value, dict | list)
+    if too_many and _deeper_than(value, MAX_JSON_DEPTH):
+        raise JsonTooDeep()
+    return value
 
 
 def canonical_json(value: Any) -> str:
@@ -50,7 +101,7 @@ def _compact_json(value: Any) -> str:
 
 def _parse(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return loads_bounded(body)  # JsonTooDeep goes to the caller
     except (ValueError, UnicodeDecodeError):
         return _NOT_JSON
 
@@ -96,7 +147,9 @@ class InputPolicy:
         self.redact_names = frozenset(name.lower() for name in config.redact_fields)
 
     def shape_input(self, body: Any) -> str | None:
-        """The text to log for `body`: parsed JSON (any JSON value) or raw `bytes`."""
+        """The text to log for `body`: parsed JSON (any JSON value, as `loads_bounded`
+        gives it) or raw `bytes`; JsonTooDeep when the bytes are JSON nested too deep to
+        redact or hash."""
         if self.mode == "none":
             return None
         if isinstance(body, bytes | bytearray):

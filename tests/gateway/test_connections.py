@@ -11,7 +11,7 @@ import pytest
 
 from coalmine.gateway import connections
 from coalmine.gateway.connections import connection_cap
-from coalmine.gateway.throttle import ThrottledLog
+from coalmine.log.throttle import ThrottledLog
 from tests.gateway.conftest import StartGateway, Upstream, make_config
 
 V1 = "/v1/models/m:predict"
