@@ -4,7 +4,11 @@
 
 - canary (different requests per arm): normal-mixture CS of Δ stratified by canary-weight
   step — per-step differences combined, never the pooled means, so a base rate drifting
-  while the share ramps cannot fake a difference (the ramp trap);
+  while the share ramps cannot fake a difference (the ramp trap). For 0/1 metrics (accuracy,
+  error rate) and latency means with `max_ratio` the variance is taken under the hypothesis
+  tested (score form, sequential/_score.py), not from each arm's own sample: the plug-in
+  variance is too small exactly when a candidate has seen few events or none of its large
+  latencies yet, and PASSed such regressions more often than α;
 - shadow (same request answered by both): the paired CS on d_i = m_c(i) − m_b(i);
 - error rate with `max_ratio` in a canary: the count e-value (Lindon et al.), which
   conditions on the share at each error event and so stays valid under an unbalanced,
@@ -41,7 +45,13 @@ from coalmine.analysis.sequential import (
     decide_higher_better,
     decide_lower_better,
     paired_mean_cs,
+    proportion_cs,
+    proportion_difference_cs,
+    proportion_difference_z,
+    proportion_ratio_cs,
+    proportion_ratio_z,
     quantile_cs,
+    scaled_difference_cs,
     stratified_difference_cs,
 )
 
@@ -123,8 +133,69 @@ def _pairs(s: SliceStats, key: str, kappa: float = 1.0) -> Moments:
 
 
 def _one_sample(m: Moments, alpha: float, key: str = "") -> Interval:
-    """CS for one arm's own mean (the paired CS of the values themselves)."""
-    return paired_mean_cs(_binary(m) if key in BINARY_KEYS else m, alpha)
+    """CS for one arm's own mean: Wilson-type score CS for 0/1 values, else the plug-in."""
+    if key in BINARY_KEYS:
+        return proportion_cs(m.n, m.total, alpha)
+    return paired_mean_cs(m, alpha)
+
+
+def _count_strata(c: ArmSlice, b: ArmSlice, key: str) -> list[tuple[float, float, float, float]]:
+    """(n_c, x_c, n_b, x_b) per canary-weight step of a 0/1 metric."""
+    out = []
+    for step in sorted(c.steps.keys() & b.steps.keys()):
+        mc, mb = c.steps[step].moments.get(key), b.steps[step].moments.get(key)
+        if mc is not None and mb is not None and mc.n and mb.n:
+            out.append((float(mc.n), mc.total, float(mb.n), mb.total))
+    return out
+
+
+def _raw_strata(c: ArmSlice, b: ArmSlice, key: str) -> list[tuple[Moments, Moments]]:
+    out = []
+    for step in sorted(c.steps.keys() & b.steps.keys()):
+        mc, mb = c.steps[step].moments.get(key), b.steps[step].moments.get(key)
+        if mc is not None and mb is not None:
+            out.append((mc, mb))
+    return out
+
+
+def _side(z: float, *, higher: bool) -> Verdict:
+    """Verdict from the score statistic at the threshold (|z| > 1: outside the CS)."""
+    if z > 1.0:
+        return Verdict.PASS if higher else Verdict.FAIL
+    if z < -1.0:
+        return Verdict.FAIL if higher else Verdict.PASS
+    return Verdict.INCONCLUSIVE
+
+
+def _score_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test | None:
+    """Canary 0/1 metrics and latency means with max_ratio: the score-form CS (see module doc).
+
+    None where the plug-in construction stays (other metrics, shadow pairs).
+    """
+    s = ev.stats
+    cand, base = s.candidate.pooled(key), s.baseline.pooled(key)
+    cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
+    if key in BINARY_KEYS:
+        strata = _count_strata(s.candidate, s.baseline, key)
+        if c.max_ratio is not None:
+            kappa = float(c.max_ratio)
+            verdict = _side(proportion_ratio_z(strata, kappa, alpha), higher=False)
+            iv = proportion_ratio_cs(strata, alpha)
+            ratio = cv / bv if bv else NAN
+            return _Test(verdict, ratio, iv.lower, iv.upper, kappa, "ratio", cv, bv)
+        higher = c.higher_is_better
+        margin = float(c.margin or 0.0)
+        h = -margin if higher else margin
+        verdict = _side(proportion_difference_z(strata, h, alpha), higher=higher)
+        iv = proportion_difference_cs(strata, alpha)
+        estimate = iv.estimate if math.isfinite(iv.estimate) else (cv - bv)
+        return _Test(verdict, estimate, iv.lower, iv.upper, h, "diff", cv, bv)
+    if key == "latency" and c.max_ratio is not None:
+        kappa = float(c.max_ratio)
+        z, est, iv = scaled_difference_cs(_raw_strata(s.candidate, s.baseline, key), kappa, alpha)
+        verdict = _side(z, higher=False)
+        return _Test(verdict, est, iv.lower, iv.upper, kappa, "ratio", cv, bv)
+    return None
 
 
 def _decide_limit(iv: Interval, *, maximum: float | None, minimum: float | None) -> Verdict:
@@ -149,6 +220,10 @@ def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     cand, base = s.candidate.pooled(key), s.baseline.pooled(key)
     cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
     paired = ev.mode == "shadow" and s.pairs.has(key)
+    if not paired:
+        scored = _score_test(c, ev, key, alpha)
+        if scored is not None:
+            return scored
     rmse = c.metric == "rmse"
     if c.max_ratio is not None:
         kappa = c.max_ratio**2 if rmse else c.max_ratio

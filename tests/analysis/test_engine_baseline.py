@@ -222,7 +222,7 @@ def test_floor_sentence_names_both_agreements_and_the_allowance() -> None:
     s = j.results[0].sentence
     assert j.notes == [
         "noise floor: a fresh baseline of production's version agrees with production on "
-        "92.0% (95% CS 89.2% to 94.8%) of 1,000 requests"
+        "92.0% (95% CS 88.7% to 94.4%) of 1,000 requests"
     ]
     assert s.startswith(
         "shadow agreement with production 91.0% vs the baseline's 92.0% (noise floor), "

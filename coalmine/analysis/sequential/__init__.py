@@ -45,6 +45,16 @@ from coalmine.analysis.sequential._quantiles import (
     quantile_min_samples,
     quantile_ratio_verdict,
 )
+from coalmine.analysis.sequential._score import (
+    proportion_cs,
+    proportion_difference_cs,
+    proportion_difference_z,
+    proportion_ratio_cs,
+    proportion_ratio_z,
+    proportion_z,
+    scaled_difference_cs,
+    scaled_difference_z,
+)
 
 __all__ = [
     "DEFAULT_DESIGN_EFFECTIVE_N",
@@ -72,12 +82,20 @@ __all__ = [
     "mixture_radius",
     "mixture_radius_array",
     "paired_mean_cs",
+    "proportion_cs",
+    "proportion_difference_cs",
+    "proportion_difference_z",
+    "proportion_ratio_cs",
+    "proportion_ratio_z",
+    "proportion_z",
     "psi",
     "psi_level",
     "quantile_cs",
     "quantile_cs_radius",
     "quantile_min_samples",
     "quantile_ratio_verdict",
+    "scaled_difference_cs",
+    "scaled_difference_z",
     "stratified_difference_cs",
     "two_sample_variance",
 ]

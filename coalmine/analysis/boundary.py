@@ -1,0 +1,143 @@
+"""Seeded simulations of the judge at the edge of the allowed region (pure, no I/O).
+
+Each run feeds the statistics an `Analysis` keeps (per-step `Moments`, the latency
+histogram) look by look and asks the real `judge()` for a verdict, as the controller does;
+the first PASS or FAIL ends the run (the controller acts on it). 0/1 metrics are simulated
+as binomial counts per look (their `Moments` are exactly (n, x, x)), latencies value by
+value. The tests (tests/analysis/test_false_pass_simulation.py) and
+benchmarks/analysis_rates.py use these scenarios; a cross-check test feeds one scenario
+through `Analysis.add_batch` and gets the same verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coalmine.analysis.criteria import Criterion
+from coalmine.analysis.judge import Evidence, judge
+from coalmine.analysis.metrics import ArmSlice, SliceStats
+from coalmine.analysis.sequential import Moments, Verdict
+
+__all__ = ["Outcome", "Scenario", "run_binary", "run_latency"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A canary: candidate samples per look, the share (bp) in force at each look, rates."""
+
+    criterion: dict[str, Any]
+    looks: int = 100
+    per_look: int = 50  # candidate samples per look
+    share_bp: Callable[[int], int] = lambda look: 500
+    # 0/1 metrics: the rates at look k (candidate, baseline)
+    rates: Callable[[int], tuple[float, float]] = lambda look: (0.9, 0.9)
+    alpha: float = 0.05
+    mode: str = "canary"
+
+
+@dataclass
+class Outcome:
+    """Per run: the verdict that ended it (or INCONCLUSIVE) and the candidate n at that look."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)
+
+    def rate(self, verdict: Verdict) -> tuple[int, int]:
+        return sum(v is verdict for v in self.verdicts), len(self.verdicts)
+
+    def median_samples(self, verdict: Verdict) -> float:
+        """Median candidate samples to `verdict` over all runs (inf if fewer than half)."""
+        pairs = zip(self.verdicts, self.samples, strict=True)
+        n = sorted(s if v is verdict else math.inf for v, s in pairs)
+        return n[len(n) // 2] if n else math.inf
+
+
+def _set(m: Moments, n: int, total: float, total_sq: float) -> None:
+    m.n, m.total, m.total_sq = n, total, total_sq
+
+
+def _baseline_per_look(per_look: int, share_bp: int) -> int:
+    s = share_bp / 10_000
+    return max(1, round(per_look * (1 - s) / s))
+
+
+def run_binary(sc: Scenario, runs: int, seed: int, *, key: str | None = None) -> Outcome:
+    """Canary runs of a 0/1 metric (accuracy, error rate) through `judge()`."""
+    crit = Criterion.model_validate(sc.criterion)
+    key = key or crit.spec.key
+    rng = np.random.default_rng(seed)
+    out = Outcome()
+    for _ in range(runs):
+        stats = SliceStats(ArmSlice(), ArmSlice())
+        ev = Evidence(stats, sc.mode)
+        verdict, n_c = Verdict.INCONCLUSIVE, 0
+        for look in range(sc.looks):
+            step = sc.share_bp(look)
+            pc, pb = sc.rates(look)
+            nb = _baseline_per_look(sc.per_look, step)
+            xc, xb = rng.binomial(sc.per_look, pc), rng.binomial(nb, pb)
+            for arm, n, x in ((stats.candidate, sc.per_look, xc), (stats.baseline, nb, xb)):
+                m = arm.cell(step).m(key)
+                _set(m, m.n + n, m.total + x, m.total_sq + x)
+                arm.requests += n
+            n_c += sc.per_look
+            v = judge(crit, ev, sc.alpha).verdict
+            if v is not Verdict.INCONCLUSIVE:
+                verdict = v
+                break
+        out.verdicts.append(verdict)
+        out.samples.append(n_c)
+    return out
+
+
+def pareto(rng: np.random.Generator, shape: float, scale: float, n: int) -> np.ndarray:
+    """Pareto(shape) latencies with minimum `scale` (mean shape/(shape − 1)·scale)."""
+    return (rng.pareto(shape, n) + 1.0) * scale
+
+
+def run_latency(
+    sc: Scenario,
+    runs: int,
+    seed: int,
+    sample: Callable[[np.random.Generator, float, int], np.ndarray],
+    candidate_scale: float,
+) -> Outcome:
+    """Canary runs of a latency criterion: candidate latencies are the baseline's × scale."""
+    crit = Criterion.model_validate(sc.criterion)
+    rng = np.random.default_rng(seed)
+    out = Outcome()
+    for _ in range(runs):
+        stats = SliceStats(ArmSlice(), ArmSlice())
+        ev = Evidence(stats, sc.mode)
+        verdict, n_c = Verdict.INCONCLUSIVE, 0
+        for look in range(sc.looks):
+            step = sc.share_bp(look)
+            nb = _baseline_per_look(sc.per_look, step)
+            for arm, n, scale in (
+                (stats.candidate, sc.per_look, candidate_scale),
+                (stats.baseline, nb, 1.0),
+            ):
+                x = sample(rng, scale, n)
+                m = arm.cell(step).m("latency")
+                _set(m, m.n + n, m.total + float(x.sum()), m.total_sq + float(np.dot(x, x)))
+                arm.latency.add(x)
+                arm.requests += n
+            n_c += sc.per_look
+            v = judge(crit, ev, sc.alpha).verdict
+            if v is not Verdict.INCONCLUSIVE:
+                verdict = v
+                break
+        out.verdicts.append(verdict)
+        out.samples.append(n_c)
+    return out
+
+
+def shares(schedule: Sequence[tuple[int, int]]) -> Callable[[int], int]:
+    """A ramp: [(share_bp, looks), ...] → the share at each look (the last one holds)."""
+    flat = [bp for bp, k in schedule for _ in range(k)]
+    return lambda look: flat[min(look, len(flat) - 1)]
