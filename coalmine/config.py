@@ -246,6 +246,17 @@ class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8900, ge=0, le=65535)
     token: str | None = Field(default=None, description="bearer token; defaults to $COALMINE_TOKEN")
+    max_body_bytes: int = Field(default=1 << 20, ge=1, description="larger bodies get 413")
+    tls_cert_file: str | None = Field(
+        default=None, description="PEM certificate (chain): the API serves HTTPS; with key"
+    )
+    tls_key_file: str | None = Field(default=None, description="PEM private key of the cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        return self
 
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get("COALMINE_TOKEN")

@@ -57,8 +57,8 @@ def _uvicorn_server(config: uvicorn.Config) -> uvicorn.Server:
     return _Uvicorn(config)
 
 
-def _announce(what: str, host: str, port: int) -> None:
-    print(f"coalmine serve: {what} http://{host}:{port}", flush=True)
+def _announce(what: str, host: str, port: int, scheme: str = "http") -> None:
+    print(f"coalmine serve: {what} {scheme}://{host}:{port}", flush=True)
 
 
 async def run_serve(
@@ -106,17 +106,35 @@ async def run_serve(
             _announce("gateway", config.gateway.host, gw_port)
         if api:
             assert token is not None
-            app = create_app(engine, token=token, controller=ctl, tasks=tasks)
+            app = create_app(
+                engine,
+                token=token,
+                controller=ctl,
+                tasks=tasks,
+                max_body_bytes=config.api.max_body_bytes,
+            )
             sock = socket.socket(socket.AF_INET6 if ":" in config.api.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((config.api.host, config.api.port))
             server = _uvicorn_server(
-                uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                    # h11 bounds a request head (16 KiB past one read); uvicorn's httptools
+                    # protocol took a 20 MB header whole
+                    http="h11",
+                    h11_max_incomplete_event_size=16 * 1024,
+                    ssl_certfile=config.api.tls_cert_file,
+                    ssl_keyfile=config.api.tls_key_file,
+                )
             )
             running.append(asyncio.create_task(server.serve(sockets=[sock])))
             while not server.started and not running[-1].done():
                 await asyncio.sleep(0.01)
-            _announce("api", config.api.host, sock.getsockname()[1])
+            scheme = "https" if config.api.tls_cert_file else "http"
+            _announce("api", config.api.host, sock.getsockname()[1], scheme)
         if controller:
             running.append(asyncio.create_task(ctl.run()))
             print("coalmine serve: controller running", flush=True)

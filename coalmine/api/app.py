@@ -19,6 +19,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from coalmine.api.auth import BearerAuth
+from coalmine.api.limits import BodyLimit
 from coalmine.config import NAME_PATTERN, ConfigError
 from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
@@ -100,6 +101,7 @@ def create_app(
     controller: Controller,
     tasks: dict[str, str] | None = None,
     resources: Callable[[str], bool] | None = None,
+    max_body_bytes: int = 1 << 20,
 ) -> FastAPI:
     """The control API over `engine`; `controller` applies operators' commands.
 
@@ -115,6 +117,7 @@ def create_app(
         redoc_url=None,
         dependencies=[Depends(auth)],
     )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # 413 before auth or a route
     routes = RouteRepository(engine)
     rollouts = RolloutRepository(engine)
     task_of = tasks or {}

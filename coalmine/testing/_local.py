@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalCoalmine"]
 
-_ANNOUNCEMENT = re.compile(r"coalmine serve: (gateway|api) (http://\S+)")
+_ANNOUNCEMENT = re.compile(r"coalmine serve: (gateway|api) (https?://\S+)")
 
 
 class _HasUrl(Protocol):
