@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -173,7 +172,12 @@ class Client:
         candidate against (the same as `spec: {baseline: URL}`; this one wins).
         """
         if isinstance(spec, str | Path):
-            spec = yaml.safe_load(Path(spec).read_text()) or {}
+            from coalmine.config import ConfigError, read_yaml
+
+            try:  # read_yaml also refuses a key given twice
+                spec = read_yaml(spec) or {}
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if baseline is not None:
             spec = {**(spec or {}), "baseline": baseline}
         body = {"model": model, "candidate": candidate, "url": url, "spec": spec}

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -24,6 +25,7 @@ from pydantic import (
 
 __all__ = [
     "ApiConfig",
+    "BaseUrl",
     "CoalmineConfig",
     "ConfigError",
     "GatewayConfig",
@@ -53,11 +55,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _plain_base_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    # the gateway appends the request's path to a base URL: a query or fragment in it would
+    # end up in the middle of every forwarded URL
+    if url.query is not None:
+        raise ValueError(
+            f"a base URL takes no query (?{url.query}): the gateway appends each request's path"
+        )
+    if url.fragment is not None:
+        raise ValueError(f"a base URL takes no fragment (#{url.fragment})")
+    return url
+
+
+BaseUrl = Annotated[AnyHttpUrl, AfterValidator(_plain_base_url)]
+
+
 class VersionConfig(Strict):
     """One deployed version of a model: a name and the base URL of its server."""
 
     name: Name
-    url: AnyHttpUrl
+    url: BaseUrl
 
     @property
     def base_url(self) -> str:
@@ -326,11 +343,38 @@ def validate_model(model: type[M], data: Any, source: str) -> M:
         raise ConfigError(source, format_errors(exc)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last
+    silently, so `canary_weight: 10` then `canary_weight: 50` would mean 50 unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = first_line.get(key)
+            except TypeError:  # an unhashable (complex) key: construct_mapping rejects it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} at line {line} (first given at line {first})",
+                    key_node.start_mark,
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """The parsed YAML of a file; unreadable files and bad YAML are ConfigErrors."""
+    """The parsed YAML of a file; unreadable files, bad YAML and a key given twice in one
+    mapping are ConfigErrors."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
     except yaml.YAMLError as exc:

@@ -99,3 +99,74 @@ def test_a_model_with_one_version_needs_no_routing_block() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"models": [two]})
     assert caught.value.errors == [("models.0.routing", "Field required")]
+
+
+DUPLICATED = """\
+gateway:
+  port: 8080
+models:
+  - name: m
+    versions: [{name: v1, url: "http://127.0.0.1:9001"}, {name: v2, url: "http://127.0.0.1:9002"}]
+    routing:
+      stable: v1
+      canary: v2
+      canary_weight: 10
+      canary_weight: 50
+"""
+
+
+def test_a_key_given_twice_is_refused_with_the_key_and_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(DUPLICATED)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    ((where, reason),) = caught.value.errors
+    assert where == "(yaml)"
+    assert "duplicate key 'canary_weight' at line 10 (first given at line 9)" in reason
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1 and "duplicate key 'canary_weight'" in result.output
+
+
+def test_duplicate_keys_in_a_rollout_spec_and_flow_mappings_are_refused(tmp_path: Path) -> None:
+    from coalmine.rollout.spec import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("canary:\n  steps: [1, 5]\n  max_duration_s: 60\n  steps: [50, 100]\n")
+    with pytest.raises(ConfigError, match="duplicate key 'steps' at line 4"):
+        load_spec(spec)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("gateway: {port: 1, port: 2}\nmodels: []\n")
+    with pytest.raises(ConfigError, match="duplicate key 'port'"):
+        load_config(flow)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "base: &base {name: v1, url: 'http://127.0.0.1:9001'}\n"
+        "models:\n"
+        "  - name: m\n"
+        "    versions: [{<<: *base, url: 'http://127.0.0.1:9009'}]\n"
+    )
+    from coalmine.config import read_yaml
+
+    data = read_yaml(path)
+    assert data["models"][0]["versions"] == [{"name": "v1", "url": "http://127.0.0.1:9009"}]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:9002/?token=x", "a base URL takes no query (?token=x)"),
+        ("http://127.0.0.1:9002/models#v2", "a base URL takes no fragment (#v2)"),
+    ],
+)
+def test_a_version_url_with_a_query_or_fragment_is_refused(url: str, reason: str) -> None:
+    data = example()
+    data["models"][0]["versions"][1]["url"] = url
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    errors = dict(caught.value.errors)
+    assert reason in errors["models.0.versions.1.url"]
+    data["models"][0]["versions"][1]["url"] = "http://127.0.0.1:9002/prefix/"
+    assert parse_config(data).model("iris").version("v2").base_url == "http://127.0.0.1:9002/prefix"

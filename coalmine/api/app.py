@@ -15,12 +15,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from coalmine.api.auth import BearerAuth
 from coalmine.api.limits import BodyLimit
-from coalmine.config import NAME_PATTERN, ConfigError
+from coalmine.config import NAME_PATTERN, BaseUrl, ConfigError
 from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
 from coalmine.rollout.judge import build_criteria
@@ -48,7 +48,7 @@ class StartRollout(BaseModel):
 
     model: str = Field(pattern=NAME_PATTERN)
     candidate: str = Field(pattern=NAME_PATTERN, description="the candidate version's name")
-    url: AnyHttpUrl = Field(description="base URL of the candidate's model server")
+    url: BaseUrl = Field(description="base URL of the candidate's model server")
     spec: dict[str, Any] | None = Field(default=None, description="a RolloutSpec; None = defaults")
 
 
@@ -56,7 +56,7 @@ class NewVersion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str = Field(pattern=NAME_PATTERN)
-    url: AnyHttpUrl
+    url: BaseUrl
 
 
 class Command(BaseModel):

@@ -71,6 +71,7 @@ _throttled = ThrottledLog(log)  # lines any client can cause at will
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
 _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
+MAX_REQUEST_ID = 128  # characters: the prediction log's column and the feedback API's limit
 # the gateway's own answer headers: an upstream's value of these is replaced, not repeated
 _OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
 _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
@@ -79,6 +80,17 @@ _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
 def _error(status: int, message: str, request_id: str | None = None) -> web.Response:
     headers = {"X-Request-ID": request_id} if request_id else None
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _long_request_id() -> web.Response:
+    # refused rather than cut: the id is echoed to the client, who sends it back with the
+    # label, so the log must hold exactly what was echoed
+    REJECTED.labels("request_id_too_long").inc()
+    return _error(
+        400,
+        f"X-Request-ID: longer than {MAX_REQUEST_ID} characters (the most the prediction "
+        "log and /v1/feedback keep)",
+    )
 
 
 async def _continue(request: web.BaseRequest) -> None:
@@ -249,6 +261,8 @@ class Gateway:
     ) -> web.StreamResponse:
         headers = request.headers
         request_id = headers.get("X-Request-ID") or self._new_request_id()
+        if len(request_id) > MAX_REQUEST_ID:
+            return _long_request_id()
         route = self.table.routes.get(name)
         if route is None:
             REJECTED.labels("unknown_model").inc()
@@ -392,6 +406,8 @@ class Gateway:
         with each model's status in the body.
         """
         request_id = request.headers.get("X-Request-ID") or self._new_request_id()
+        if len(request_id) > MAX_REQUEST_ID:
+            return _long_request_id()
         if name is not None:
             route = self.table.routes.get(name)
             if route is None:

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from coalmine.config import read_yaml, validate_model
+from coalmine.config import BaseUrl, read_yaml, validate_model
 
 __all__ = [
     "CanarySpec",
@@ -192,7 +192,7 @@ class RolloutSpec(Strict):
         default="rollback",
         description="on a FAIL: roll back at once, or pause at the current weight and alert",
     )
-    baseline: AnyHttpUrl | None = Field(
+    baseline: BaseUrl | None = Field(
         default=None,
         description="base URL of a fresh instance of the stable version. It is routed a share "
         "equal to the canary's and the canary is judged against it rather than the "

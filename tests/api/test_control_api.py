@@ -179,6 +179,18 @@ def test_rollout_lifecycle_through_the_sdk(api: str) -> None:
             "spec.baseline",
         ),
         ({"model": "iris", "candidate": "v1", "url": "http://h:1"}, 409, None),
+        # the gateway appends request paths to base URLs: a query or fragment would break it
+        ({"model": "iris", "candidate": "v2", "url": "http://h:1/?key=1"}, 422, None),
+        (
+            {
+                "model": "iris",
+                "candidate": "v2",
+                "url": "http://h:1",
+                "spec": {"baseline": "http://h:2/#frag"},
+            },
+            422,
+            "spec.baseline",
+        ),
     ],
 )
 def test_bad_starts_are_refused_with_reasons(
