@@ -149,6 +149,13 @@ class ModelConfig(Strict):
     versions: list[VersionConfig] = Field(min_length=1)
     routing: RoutingConfig
     slices: list[SliceField] = Field(default_factory=list)
+    scores: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="the response field (V1, plain JSON) or V2 output holding the scores "
+        "(class probabilities) that log_loss and auc need; default: found by its usual names",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -58,6 +58,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from coalmine.analysis.analysis import Analysis
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.metrics import Obs
+from coalmine.analysis.outputs import with_scores
 from coalmine.analysis.result import CriterionResult, Judgement
 from coalmine.store.feedback import FirstValues, first_values
 from coalmine.store.schema import feedback, predictions
@@ -201,7 +202,10 @@ class Evaluator:
              has_label: bool = False) -> Obs:  # fmt: skip
         slices = _loads(row[prefix + "slices"])
         return Obs(
-            prediction=_loads(row[prefix + "prediction"]),
+            # the scores logged beside the prediction (log_loss, auc) join each instance
+            prediction=with_scores(
+                _loads(row[prefix + "prediction"]), _loads(row.get(prefix + "scores"))
+            ),
             latency_ms=row[prefix + "latency_ms"],
             status=int(row[prefix + "status"]),
             error_class=row[prefix + "error_class"],
@@ -299,8 +303,9 @@ class Evaluator:
         stmt = (
             select(
                 P.c.request_id, P.c.version, P.c.role, P.c.prediction, P.c.latency_ms, P.c.status,
-                P.c.error_class, P.c.slices, P.c.canary_weight_bp,
-                Q.c.prediction.label("q_prediction"), Q.c.latency_ms.label("q_latency_ms"),
+                P.c.error_class, P.c.slices, P.c.canary_weight_bp, P.c.scores,
+                Q.c.prediction.label("q_prediction"), Q.c.scores.label("q_scores"),
+                Q.c.latency_ms.label("q_latency_ms"),
                 Q.c.status.label("q_status"), Q.c.error_class.label("q_error_class"),
                 Q.c.slices.label("q_slices"), Q.c.canary_weight_bp.label("q_canary_weight_bp"),
             )

@@ -375,12 +375,8 @@ class Stats:
             loss = outputs.log_loss(out, label, self.classes)
             if loss is not None:
                 values["log_loss"] = loss
-            if out.p1 is not None:
-                if outputs.same_class(label, 1, self.classes):
-                    y = 1
-                elif outputs.same_class(label, 0, self.classes):
-                    y = 0
-                score = out.p1 if y is not None else None
+            y = outputs.binary_target(out, label, self.classes)
+            score = out.p1 if y is not None else None
         else:
             try:
                 target = float(label)

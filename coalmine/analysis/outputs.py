@@ -8,7 +8,9 @@ Servers answer in many shapes; this module accepts the common ones:
 - a single number — regression value; for classification a number in [0, 1] that is not
   an int is the probability of class 1 (binary), the class is `p ≥ 0.5`;
 - a mapping with `label`/`class`/`prediction`/`value` and/or
-  `probabilities`/`probs`/`scores`;
+  `probabilities`/`probs`/`scores`; probabilities may be a list (in class order) or a
+  mapping {class: p}, which needs no class order (the gateway logs them so when the server
+  names its classes);
 - KServe V1 `{"predictions": [x]}` and V2 `{"outputs": [{"data": [...]}]}` wrappers, and any
   one-element list around the above.
 
@@ -28,7 +30,9 @@ from typing import Any
 
 from coalmine.analysis.inputs import plain
 
-__all__ = ["Output", "comparable", "examples", "log_loss", "normalize"]
+__all__ = [
+    "Output", "binary_target", "comparable", "examples", "log_loss", "normalize", "with_scores",
+]  # fmt: skip
 
 EPS = 1e-6  # log loss is clipped to [EPS, 1 − EPS] so one confident miss cannot dominate
 LOG_LOSS_CAP = -math.log(EPS)
@@ -44,7 +48,8 @@ class Output:
     cls: Any = None
     value: float | None = None
     probs: tuple[float, ...] | None = None
-    p1: float | None = None  # binary: probability of class 1
+    p1: float | None = None  # binary: probability of class 1 (of classes[1] when named)
+    classes: tuple[str, ...] | None = None  # the names of probs' columns, when known
 
 
 def _is_number(x: Any) -> bool:
@@ -70,6 +75,18 @@ def _unwrap(pred: Any) -> list[Any]:
     return [pred]
 
 
+def _class_map(x: dict[Any, Any], task: str) -> Output | None:
+    """{class: probability} (two or more classes) as an Output; None for anything else."""
+    values = [plain(v) for v in x.values()]
+    if task != "classification" or len(x) < 2 or not all(_is_number(v) for v in values):
+        return None
+    classes = tuple(str(k) for k in x)
+    probs = tuple(float(v) for v in values)
+    best = max(range(len(probs)), key=probs.__getitem__)
+    p1 = probs[1] if len(probs) == 2 else None
+    return Output(cls=classes[best], probs=probs, p1=p1, classes=classes)
+
+
 def _one(x: Any, task: str) -> Output | None:
     x = plain(x)  # numpy int64/float64/bool_ are the numbers they hold
     if x is None:
@@ -77,13 +94,16 @@ def _one(x: Any, task: str) -> Output | None:
     if isinstance(x, dict):
         probs = next((x[k] for k in _PROB_KEYS if k in x), None)
         label = next((x[k] for k in _LABEL_KEYS if k in x), None)
+        if probs is None and label is None:
+            return _class_map(x, task)
         base = _one(probs, task) if probs is not None else None
         if label is not None:
             got = _one(label, task)
             if got is None:
                 return base
             if base is not None and task == "classification":
-                return Output(cls=got.cls, value=got.value, probs=base.probs, p1=base.p1)
+                return Output(cls=got.cls, value=got.value, probs=base.probs, p1=base.p1,
+                              classes=base.classes)  # fmt: skip
             return got
         return base
     if isinstance(x, list):
@@ -155,9 +175,32 @@ def comparable(a: Any, b: Any, classes: Sequence[Any] | None = None) -> bool:
     return (_label_index(a, classes) is None) == (_label_index(b, classes) is None)
 
 
+def _named_index(label: Any, names: tuple[str, ...]) -> int | None:
+    """The column of `label` among class names as logged (JSON object keys are text)."""
+    for key in (str(label), str(_label_index(label, None))):
+        if key in names:
+            return names.index(key)
+    return None
+
+
+def binary_target(out: Output, label: Any, classes: Sequence[Any] | None = None) -> int | None:
+    """1 when `label` is the class `out.p1` is the probability of, 0 for the other class,
+    None otherwise (not binary, or an unknown label)."""
+    if out.p1 is None:
+        return None
+    if out.classes is not None:
+        idx = _named_index(label, out.classes)
+        return idx if idx in (0, 1) else None
+    if same_class(label, 1, classes):
+        return 1
+    if same_class(label, 0, classes):
+        return 0
+    return None
+
+
 def log_loss(out: Output, label: Any, classes: Sequence[Any] | None = None) -> float | None:
     """Clipped log loss of one example; None when the prediction has no probabilities."""
-    idx = _label_index(label, classes)
+    idx = _named_index(label, out.classes) if out.classes else _label_index(label, classes)
     if out.probs is not None:
         if idx is None or not 0 <= idx < len(out.probs):
             return None
@@ -189,3 +232,21 @@ def examples(pred: Any, label: Any, task: str) -> list[tuple[Output | None, Any]
     if isinstance(label, list) and len(label) == len(outs):
         return list(zip(outs, label, strict=True))
     return []
+
+
+def with_scores(prediction: Any, scores: Any) -> Any:
+    """The logged prediction with the logged scores beside each instance's label.
+
+    Each instance becomes {"label": label, "scores": its scores}, which `normalize` reads as
+    a class with probabilities. Instances and score rows are paired by position; when they
+    cannot be (different counts), the prediction is returned unchanged.
+    """
+    if scores is None or prediction is None or isinstance(prediction, dict):
+        return prediction
+    if not isinstance(prediction, list):
+        return {"label": prediction, "scores": scores}
+    if isinstance(scores, list) and len(scores) == len(prediction):
+        return [{"label": p, "scores": s} for p, s in zip(prediction, scores, strict=True)]
+    if len(prediction) == 1:  # one instance, its scores not wrapped in a list of rows
+        return [{"label": prediction[0], "scores": scores}]
+    return prediction

@@ -36,7 +36,7 @@ from coalmine.gateway.protocols import (
     Protocol,
     match_inference_path,
     match_model_route,
-    parse_prediction,
+    parse_response,
 )
 from coalmine.gateway.table import CompiledRoute, RouteTable
 from coalmine.gateway.upstream.base import (
@@ -72,6 +72,7 @@ GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
 _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
 MAX_REQUEST_ID = 128  # characters: the prediction log's column and the feedback API's limit
+_NO_ANSWER = (None, None)  # (prediction, scores) of a call that got no response
 # the gateway's own answer headers: an upstream's value of these is replaced, not repeated
 _OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
 _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
@@ -342,7 +343,7 @@ class Gateway:
                     elapsed,
                     0,
                     error_class,
-                    None,
+                    _NO_ANSWER,
                     shaped,
                     slices,
                 )
@@ -378,11 +379,12 @@ class Gateway:
                 elapsed,
                 status,
                 error_class,
-                parse_prediction(
+                parse_response(
                     protocol,
                     response.body,
                     status,
                     response.header(HEADER_LENGTH) if protocol is V2 else None,
+                    route.scores_field,
                 ),
                 shaped,
                 slices,
@@ -493,7 +495,7 @@ class Gateway:
         elapsed: float,
         status: int,
         error_class: str | None,
-        prediction: Any,
+        answer: tuple[Any, Any],  # (prediction, scores)
         shaped: str | None,
         slices: dict[str, Any],
     ) -> None:
@@ -507,11 +509,12 @@ class Gateway:
                 elapsed * 1000.0,
                 status,
                 error_class,
-                prediction,
+                answer[0],
                 shaped,
                 slices,
                 route.weight_bp,
                 route.rollout_id,
+                answer[1],
             )
         )
 

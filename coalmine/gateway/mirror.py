@@ -21,7 +21,7 @@ from typing import Any
 
 from coalmine.binary_tensors import HEADER_LENGTH
 from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
-from coalmine.gateway.protocols import Protocol, parse_prediction
+from coalmine.gateway.protocols import Protocol, parse_response
 from coalmine.gateway.upstream.base import Headers, UpstreamClient, UpstreamError
 from coalmine.log.record import PredictionRecord, PredictionSink
 
@@ -159,7 +159,7 @@ class ShadowMirror:
         start = time.perf_counter()
         status = 0
         error_class: str | None = None
-        prediction = None
+        prediction = scores = None
         try:
             response = await self._client.post(job.url, job.body, job.headers, self._timeout)
         except UpstreamError as exc:
@@ -170,8 +170,12 @@ class ShadowMirror:
                 error_class = "http_5xx"
             elif status >= 400:
                 error_class = "http_4xx"
-            prediction = parse_prediction(
-                job.protocol, response.body, status, response.header(HEADER_LENGTH)
+            prediction, scores = parse_response(
+                job.protocol,
+                response.body,
+                status,
+                response.header(HEADER_LENGTH),
+                route.scores_field,
             )
         elapsed = time.perf_counter() - start
         if job.role == "baseline":
@@ -194,5 +198,6 @@ class ShadowMirror:
                 job.slices,
                 route.weight_bp,
                 route.rollout_id,
+                scores,
             )
         )

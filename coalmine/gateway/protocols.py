@@ -5,6 +5,9 @@ Open Inference Protocol V2  POST /v2/models/{name}[/versions/{v}]/infer
                                                              prediction <- "outputs"
 Plain JSON                  POST /models/{name}/predict      prediction <- "prediction"(s)
 
+Scores (class probabilities or a score per instance) are read beside the prediction: see
+`coalmine.gateway.scores`.
+
 A V2 response in the binary tensor extension (`Inference-Header-Content-Length` bytes of
 JSON, then raw tensors) is decoded before its prediction is read.
 
@@ -25,42 +28,54 @@ from typing import Any
 
 from coalmine.binary_tensors import decode_body
 from coalmine.binary_tensors import header_length as binary_header_length
+from coalmine.gateway.scores import named_scores, scores_field, scores_tensor, tensor_scores
 
 __all__ = [
     "PLAIN", "PROTOCOLS", "V1", "V2", "Protocol", "match_inference_path", "match_model_route",
-    "parse_prediction",
+    "parse_prediction", "parse_response",
 ]  # fmt: skip
 
 
-def _v1(obj: Any) -> Any:
-    return obj.get("predictions") if isinstance(obj, dict) else None
+Extracted = tuple[Any, Any]  # (prediction, scores), each None when absent
 
 
-def _v2(obj: Any) -> Any:
+def _v1(obj: Any, field: str | None) -> Extracted:
+    if not isinstance(obj, dict):
+        return None, None
+    return obj.get("predictions"), named_scores(scores_field(obj, field), obj.get("classes"))
+
+
+def _v2(obj: Any, field: str | None) -> Extracted:
     outputs = obj.get("outputs") if isinstance(obj, dict) else None
     if not isinstance(outputs, list) or not outputs:
-        return None
+        return None, None
     tensors = [o for o in outputs if isinstance(o, dict)]
+    scores = scores_tensor(tensors, field)
+    rest = [t for t in tensors if t is not scores]
     # The label tensor is what the analysis compares; a model server that also returns
     # probabilities names its label output "predict" (sklearn's method name).
-    for tensor in tensors:
-        if tensor.get("name") == "predict":
-            return tensor.get("data")
-    if len(tensors) == 1:
-        return tensors[0].get("data")
-    return {str(t.get("name")): t.get("data") for t in tensors}
+    label = next((t for t in rest if t.get("name") == "predict"), None)
+    if label is None and len(rest) == 1:
+        label = rest[0]
+    if label is not None:
+        prediction = label.get("data")
+    else:
+        prediction = {str(t.get("name")): t.get("data") for t in rest} or None
+    return prediction, None if scores is None else tensor_scores(scores)
 
 
-def _plain(obj: Any) -> Any:
+def _plain(obj: Any, field: str | None) -> Extracted:
     if not isinstance(obj, dict):
-        return None
-    return obj.get("prediction", obj.get("predictions"))
+        return None, None
+    prediction = obj.get("prediction", obj.get("predictions"))
+    return prediction, named_scores(scores_field(obj, field), obj.get("classes"))
 
 
 @dataclass(frozen=True, slots=True)
 class Protocol:
     name: str
-    extract: Callable[[Any], Any]
+    # (response JSON, the model's configured scores field or None) -> (prediction, scores)
+    extract: Callable[[Any, str | None], Extracted]
 
 
 V1 = Protocol("v1", _v1)
@@ -107,16 +122,22 @@ def match_model_route(raw_path: str) -> tuple[str, str | None] | None:
     return "model", v2 if v2 is not None else v1
 
 
-def parse_prediction(
-    protocol: Protocol, body: bytes, status: int, header_length: str | None = None
-) -> Any:
-    """The prediction in an upstream response body; None for errors and unreadable bodies.
+def parse_response(
+    protocol: Protocol,
+    body: bytes,
+    status: int,
+    header_length: str | None = None,
+    scores: str | None = None,
+) -> Extracted:
+    """(prediction, scores) in an upstream response body; (None, None) for errors and
+    unreadable bodies.
 
     `header_length` is the response's `Inference-Header-Content-Length`: the body is then
-    a JSON header followed by raw tensors, decoded into the outputs' `data`.
+    a JSON header followed by raw tensors, decoded into the outputs' `data`. `scores` names
+    the field or output holding the scores (None: found by its usual names).
     """
     if status >= 300 or not body:
-        return None
+        return None, None
     try:
         length = binary_header_length(header_length)
         if length is not None:
@@ -125,5 +146,12 @@ def parse_prediction(
             obj = json.loads(body.decode())  # str input skips json's encoding sniffing
     # BinaryTensorError is a ValueError; RecursionError: an answer nested beyond reading
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return protocol.extract(obj)
+        return None, None
+    return protocol.extract(obj, scores)
+
+
+def parse_prediction(
+    protocol: Protocol, body: bytes, status: int, header_length: str | None = None
+) -> Any:
+    """The prediction alone (see `parse_response`)."""
+    return parse_response(protocol, body, status, header_length)[0]

@@ -39,6 +39,7 @@ class CompiledRoute:
         "needs_json",
         "rollout_id",
         "salt",
+        "scores_field",
         "shadow",
         "shadow_metrics",
         "shadow_url",
@@ -61,8 +62,10 @@ class CompiledRoute:
         sticky: StickyKey | None,
         slice_fields: tuple[SliceField, ...],
         tripped: bool,
+        scores_field: str | None = None,
     ) -> None:
         self.state = state
+        self.scores_field = scores_field  # where answers keep their scores; None: usual names
         self.model = state.model
         self.salt = state.salt
         self.rollout_id = state.rollout_id
@@ -136,7 +139,8 @@ class RouteTable:
         # a model registered through the API but absent from this config keeps the defaults
         sticky = model.routing.sticky if model else DEFAULT_STICKY
         slices = tuple(model.slices) if model else ()
-        return CompiledRoute(state, sticky, slices, self.guard.is_tripped(state))
+        scores = model.scores if model else None
+        return CompiledRoute(state, sticky, slices, self.guard.is_tripped(state), scores)
 
     def refresh(self) -> None:
         """Load every route from the store and swap in the compiled table."""

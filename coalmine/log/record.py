@@ -23,6 +23,7 @@ class PredictionRecord:
     slices: dict[str, Any] = field(default_factory=dict)
     canary_weight_bp: int = 0
     rollout_id: int | None = None
+    scores: Any = None  # the probabilities/scores beside the prediction (JSON-able), if any
 
 
 class PredictionSink(Protocol):

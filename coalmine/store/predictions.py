@@ -54,6 +54,7 @@ def encode_record(record: PredictionRecord) -> dict[str, Any]:
         "slices": _json(record.slices or {}),
         "canary_weight_bp": int(record.canary_weight_bp),
         "rollout_id": record.rollout_id,
+        "scores": None if record.scores is None else _json(record.scores),
     }
 
 

@@ -43,6 +43,7 @@ predictions = Table(
     Column("slices", Text),  # JSON object of slice attribute -> value
     Column("canary_weight_bp", Integer, nullable=False, default=0),  # split at call time
     Column("rollout_id", Integer),  # the rollout active on the model, if any
+    Column("scores", Text),  # JSON of the probabilities/scores beside the prediction, if any
     Index("ix_predictions_model_id", "model", "id"),
     Index("ix_predictions_request_id", "request_id"),
 )
