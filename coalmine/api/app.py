@@ -20,6 +20,13 @@ from sqlalchemy import Engine
 
 from coalmine.api.auth import BearerAuth
 from coalmine.api.limits import BodyLimit
+from coalmine.api.openapi import (
+    AUTH,
+    BODY,
+    CONFLICT,
+    NOT_FOUND,
+    install_method_not_allowed,
+)
 from coalmine.config import NAME_PATTERN, BaseUrl, ConfigError
 from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
@@ -121,7 +128,8 @@ def create_app(
     routes = RouteRepository(engine)
     rollouts = RolloutRepository(engine)
     task_of = tasks or {}
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=AUTH)  # the OpenAPI document's errors
+    install_method_not_allowed(app)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> Response:
@@ -169,7 +177,7 @@ def create_app(
     def list_models() -> list[dict[str, Any]]:
         return [_route_dict(r) for r in routes.load_all().values()]
 
-    @api.get("/models/{model}", tags=["models"])
+    @api.get("/models/{model}", tags=["models"], responses=NOT_FOUND)
     def get_model(model: str) -> dict[str, Any]:
         route = routes.get(model)
         if route is None:
@@ -179,13 +187,18 @@ def create_app(
         out["active_rollout"] = _rollout_dict(active) if active else None
         return out
 
-    @api.get("/models/{model}/versions", tags=["models"])
+    @api.get("/models/{model}/versions", tags=["models"], responses=NOT_FOUND)
     def list_versions(model: str) -> dict[str, str]:
         if routes.get(model) is None:
             raise NotFound(f"unknown model {model!r}")
         return routes.versions(model)
 
-    @api.post("/models/{model}/versions", tags=["models"], status_code=201)
+    @api.post(
+        "/models/{model}/versions",
+        tags=["models"],
+        status_code=201,
+        responses={**NOT_FOUND, **BODY},
+    )
     def add_version(model: str, body: NewVersion) -> dict[str, str]:
         if routes.get(model) is None:
             raise NotFound(f"unknown model {model!r}")
@@ -196,14 +209,19 @@ def create_app(
     def list_routes() -> list[dict[str, Any]]:
         return [_route_dict(r) for r in routes.load_all().values()]
 
-    @api.post("/models/{model}/rollback", tags=["models"])
+    @api.post("/models/{model}/rollback", tags=["models"], responses={**NOT_FOUND, **CONFLICT})
     def rollback_model(model: str) -> dict[str, Any]:
         """Restore the stable version the last promotion replaced, at once."""
         return rollouts.rollback_model(model)
 
     # -- rollouts ---------------------------------------------------------------------------
 
-    @api.post("/rollouts", tags=["rollouts"], status_code=201)
+    @api.post(
+        "/rollouts",
+        tags=["rollouts"],
+        status_code=201,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+    )
     def start_rollout(body: StartRollout) -> dict[str, Any]:
         """Start a rollout (409 when the model already has an active one)."""
         try:
@@ -246,18 +264,18 @@ def create_app(
             records = [r for r in records if r.state.model == model]
         return [_rollout_dict(r) for r in records]
 
-    @api.get("/rollouts/{rollout_id}", tags=["rollouts"])
+    @api.get("/rollouts/{rollout_id}", tags=["rollouts"], responses=NOT_FOUND)
     def get_rollout(rollout_id: int) -> dict[str, Any]:
         return _rollout_dict(rollouts.get(rollout_id))
 
-    @api.get("/rollouts/{rollout_id}/events", tags=["rollouts"])
+    @api.get("/rollouts/{rollout_id}/events", tags=["rollouts"], responses=NOT_FOUND)
     def rollout_events(
         rollout_id: int, after: int = Query(default=0, ge=0)
     ) -> list[dict[str, Any]]:
         rollouts.get(rollout_id)  # 404 for an unknown rollout
         return rollouts.events(rollout_id, after)
 
-    @api.get("/rollouts/{rollout_id}/webhooks", tags=["rollouts"])
+    @api.get("/rollouts/{rollout_id}/webhooks", tags=["rollouts"], responses=NOT_FOUND)
     def rollout_webhooks(rollout_id: int) -> list[dict[str, Any]]:
         """Webhook deliveries of a rollout: state, attempts, last error (secrets left out)."""
         rollouts.get(rollout_id)  # 404 for an unknown rollout
@@ -266,7 +284,7 @@ def create_app(
             for row in Outbox(engine).rows(rollout_id)
         ]
 
-    @api.get("/rollouts/{rollout_id}/judgement", tags=["rollouts"])
+    @api.get("/rollouts/{rollout_id}/judgement", tags=["rollouts"], responses=NOT_FOUND)
     def rollout_judgement(rollout_id: int) -> dict[str, Any]:
         record = rollouts.get(rollout_id)
         return {
@@ -283,7 +301,11 @@ def create_app(
         handler.__name__ = f"{name}_rollout"
         handler.__doc__ = f"{name.capitalize()} a rollout (409 when its phase does not allow it)."
         api.add_api_route(
-            f"/rollouts/{{rollout_id}}/{name}", handler, methods=["POST"], tags=["rollouts"]
+            f"/rollouts/{{rollout_id}}/{name}",
+            handler,
+            methods=["POST"],
+            tags=["rollouts"],
+            responses={**NOT_FOUND, **CONFLICT, **BODY},
         )
 
     for name, event_type in (
