@@ -25,11 +25,14 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def control_api(engine: Engine, token: str, **app_options: Any) -> Iterator[str]:
+def control_api(
+    engine: Engine, token: str, controller: Controller | None = None, **app_options: Any
+) -> Iterator[str]:
     """Yield the base URL of the control API over `engine`, authenticated by `token`.
 
+    `controller`: the one whose commands the API applies (its listeners run on them);
     `app_options` go to `create_app` (e.g. `resources=`)."""
-    controller = Controller(engine, EngineJudge(engine))
+    controller = controller or Controller(engine, EngineJudge(engine))
     app = create_app(engine, token=token, controller=controller, **app_options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -210,9 +210,9 @@ def create_app(
         return [_route_dict(r) for r in routes.load_all().values()]
 
     @api.post("/models/{model}/rollback", tags=["models"], responses={**NOT_FOUND, **CONFLICT})
-    def rollback_model(model: str) -> dict[str, Any]:
+    async def rollback_model(model: str) -> dict[str, Any]:
         """Restore the stable version the last promotion replaced, at once."""
-        return rollouts.rollback_model(model)
+        return (await controller.rollback_model(model)).summary()
 
     # -- rollouts ---------------------------------------------------------------------------
 

@@ -93,6 +93,18 @@ class ModelRegistry(Protocol):
         """Tag this version with the rollback and its reason; aliases stay where they are."""
         ...
 
+    def on_model_rollback(
+        self,
+        replaced: ModelVersionRef | None,
+        restored: ModelVersionRef | None,
+        rollout_id: int,
+        reason: str,
+    ) -> None:
+        """`coalmine rollback`: tag `replaced` rolled back with the reason and move the
+        champion alias back to `restored`; when the restored version is not in the registry,
+        take the alias off `replaced` (it no longer serves). Either may be None."""
+        ...
+
     def recorded(self, version: ModelVersionRef) -> tuple[str, str] | None:
         """The (outcome, rollout id) last written on this version, or None."""
         ...

@@ -5,8 +5,10 @@ The controller calls `on_transition(payload)` with the webhook body of every tra
 network or disk I/O, so they run on one background thread, retried with backoff, and a
 registry that is down never slows a rollout. Only endings matter here:
 
-    promoted    -> registry.on_promoted     (alias `champion` moves, version tagged)
-    rolled_back -> registry.on_rolled_back  (version tagged with the reason)
+    promoted       -> registry.on_promoted       (alias `champion` moves, version tagged)
+    rolled_back    -> registry.on_rolled_back    (version tagged with the reason)
+    model_rollback -> registry.on_model_rollback (`coalmine rollback`: the replaced version
+                      tagged rolled back, `champion` back on the restored one)
 
 Deliveries live in memory; an outcome in flight when the controller dies is not lost for
 good: `catch_up(recent rollouts)` at start-up writes every ending the registry has not
@@ -41,6 +43,16 @@ UPDATES = Counter(
 )
 
 _HANDLED = ("promoted", "rolled_back")
+MODEL_ROLLBACK = "model_rollback"
+
+
+def _handled(payload: Mapping[str, Any]) -> bool:
+    # a model_rollback leaves its rollout `promoted`: the kind tells it from the promotion
+    if payload.get("kind") == MODEL_ROLLBACK:
+        return True
+    return payload.get("to_phase") in _HANDLED and payload.get("from_phase") != "promoted"
+
+
 _STOP = object()
 
 
@@ -64,7 +76,7 @@ class RegistryListener:
 
     def on_transition(self, payload: Mapping[str, Any]) -> None:
         """Non-blocking: queue an ending for the worker thread; ignore other transitions."""
-        if payload.get("to_phase") not in _HANDLED:
+        if not _handled(payload):
             return
         self._ensure_thread()
         try:
@@ -81,9 +93,11 @@ class RegistryListener:
         Also the way to replay an outcome, e.g. for rollouts that ended while the controller
         was down: the writes are idempotent.
         """
-        phase = payload.get("to_phase")
-        if phase not in _HANDLED:
+        if not _handled(payload):
             return None
+        if payload.get("kind") == MODEL_ROLLBACK:
+            return self._model_rollback(payload)
+        phase = payload.get("to_phase")
         version = self.registry.find(str(payload["model"]), str(payload["candidate"]))
         if version is None:
             UPDATES.labels("not_linked").inc()
@@ -104,6 +118,26 @@ class RegistryListener:
         )
         return version
 
+    def _model_rollback(self, payload: Mapping[str, Any]) -> ModelVersionRef | None:
+        model = str(payload["model"])
+        replaced = self.registry.find(model, str(payload["candidate"]))
+        previous = payload.get("previous_stable")
+        restored = self.registry.find(model, str(previous)) if previous else None
+        if replaced is None and restored is None:
+            UPDATES.labels("not_linked").inc()
+            return None
+        rollout_id = int(payload["rollout_id"])
+        reason = str(payload.get("reason") or MODEL_ROLLBACK)
+        self.registry.on_model_rollback(replaced, restored, rollout_id, reason)
+        UPDATES.labels("ok").inc()
+        log.info(
+            "registry: %s rolled back to %s (rollout %s)",
+            model,
+            restored or "no version",
+            rollout_id,
+        )
+        return restored or replaced
+
     def catch_up(self, rollouts: Iterable[Mapping[str, Any]]) -> list[ModelVersionRef]:
         """Write the endings of `rollouts` (`RolloutRecord.to_dict()` rows, e.g. the store's
         `recent()`) that the registry has not recorded; blocking. The versions updated.
@@ -123,8 +157,11 @@ class RegistryListener:
             version = self.registry.find(str(r["model"]), str(r["candidate"]))
             if version is None:
                 continue
-            if self.registry.recorded(version) == (r["phase"], str(r["id"])):
+            recorded = self.registry.recorded(version)
+            if recorded == (r["phase"], str(r["id"])):
                 continue
+            if r["phase"] == "promoted" and recorded == ("rolled_back", str(r["id"])):
+                continue  # promoted, then undone by `coalmine rollback`: never re-promote it
             payload = {
                 "to_phase": r["phase"],
                 "model": r["model"],

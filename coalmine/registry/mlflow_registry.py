@@ -221,6 +221,24 @@ class MlflowRegistry:
             {OUTCOME_TAG: "rolled_back", REASON_TAG: reason, ROLLOUT_TAG: str(rollout_id)},
         )
 
+    def on_model_rollback(
+        self,
+        replaced: ModelVersionRef | None,
+        restored: ModelVersionRef | None,
+        rollout_id: int,
+        reason: str,
+    ) -> None:
+        if replaced is not None:
+            self.on_rolled_back(replaced, rollout_id, reason)
+        if restored is not None:
+            with self._errors(restored, f"move alias {self.champion_alias!r}"):
+                self.client.set_registered_model_alias(
+                    restored.name, self.champion_alias, restored.version
+                )
+        elif replaced is not None and self.champion(replaced.name) == replaced:
+            with self._errors(replaced, f"delete alias {self.champion_alias!r}"):
+                self.client.delete_registered_model_alias(replaced.name, self.champion_alias)
+
     def recorded(self, version: ModelVersionRef) -> tuple[str, str] | None:
         with self._errors(version, "read tags"):
             tags = self.client.get_model_version(version.name, version.version).tags or {}

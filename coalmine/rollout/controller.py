@@ -28,7 +28,12 @@ from sqlalchemy import Engine
 from coalmine.rollout import machine, outbox
 from coalmine.rollout.judge import Judge
 from coalmine.rollout.machine import Event, Evidence, Phase, Tick, Transition
-from coalmine.rollout.store import RolloutConflict, RolloutRecord, RolloutRepository
+from coalmine.rollout.store import (
+    ModelRollback,
+    RolloutConflict,
+    RolloutRecord,
+    RolloutRepository,
+)
 from coalmine.rollout.webhooks import WebhookSender
 
 __all__ = ["Controller", "transition_payload"]
@@ -226,7 +231,7 @@ class Controller:
             PHASE.labels(s.model, phase.value).set(1 if phase == s.phase else 0)
         WEIGHT.labels(s.model).set(s.canary_weight_bp / 100)
         MIRROR.labels(s.model).set(s.mirror_bp / 100)
-        if s.terminal:
+        if s.terminal and not before.state.terminal:
             ROLLOUTS.labels(s.outcome or s.phase.value).inc()
             self.judge.forget(s.id)
             self._last_eval.pop(s.id, None)
@@ -258,3 +263,12 @@ class Controller:
                 self._observe(record, after, t, now)
                 return after
         raise RolloutConflict(f"rollout {rollout_id} kept changing; try again")
+
+    async def rollback_model(self, model: str) -> ModelRollback:
+        """`coalmine rollback MODEL`: put back the stable version the last promotion
+        replaced, as a transition like the others (event row and webhook deliveries in one
+        transaction, then the transition listeners, e.g. the model registry's)."""
+        now = self.clock()
+        done = await asyncio.to_thread(self.repo.rollback_model, model, now=now)
+        self._observe(done.before, done.after, done.transition, now)
+        return done

@@ -40,6 +40,8 @@ def transition_payload(
         "rollout_id": after.id,
         "model": after.model,
         "candidate": after.candidate,
+        # the stable version the candidate replaces (and that a `model_rollback` restored)
+        "previous_stable": after.previous_stable,
         "from_phase": before.phase.value,
         "to_phase": after.phase.value,
         "step_index": after.step_index,

@@ -32,6 +32,7 @@ from coalmine.store.schema import (
 )
 
 __all__ = [
+    "ModelRollback",
     "NotFound",
     "RolloutConflict",
     "RolloutRecord",
@@ -417,9 +418,15 @@ class RolloutRepository:
                 )
             )
 
-    def rollback_model(self, model: str) -> dict[str, Any]:
-        """Restore the stable version a promotion replaced (`coalmine rollback MODEL`)."""
-        now = time.time()
+    def rollback_model(self, model: str, *, now: float | None = None) -> ModelRollback:
+        """Restore the stable version a promotion replaced (`coalmine rollback MODEL`).
+
+        A transition of the promoted rollout like any other: the route, the event row (kind
+        `model_rollback`, a new seq) and the webhook deliveries commit together. The
+        rollout stays `promoted` (that is what its rollout did); the controller then runs
+        the transition listeners (the model registry moves its champion alias back).
+        """
+        now = time.time() if now is None else now
         with self.engine.begin() as conn:
             route = get_route_in(conn, model, for_update=True)
             if route is None:
@@ -440,41 +447,50 @@ class RolloutRepository:
                     f"nothing to roll back: the stable version {route.stable!r} of {model!r} "
                     "was not put there by a rollout"
                 )
-            record = _record(row)
+            before = _record(row)
+            s = before.state
             set_route_in(
                 conn,
                 model,
-                stable=row.previous_stable,
+                stable=s.previous_stable,
                 canary=None,
                 canary_weight_bp=0,
                 shadow=None,
                 mirror_bp=0,
                 rollout_id=None,
             )
-            reason = f"manual rollback of {model}: {row.candidate} -> {row.previous_stable}"
-            conn.execute(
+            reason = f"manual rollback of {model}: {s.candidate} -> {s.previous_stable}"
+            # the route above is the effect; the rollout's own state does not change
+            t = Transition(s, "model_rollback", reason, effects=("route", "notify"))
+            seq = before.version + 1
+            result = conn.execute(
                 update(rollouts)
-                .where(rollouts.c.id == row.id)
-                .values(version=row.version + 1, updated_at=now)
+                .where((rollouts.c.id == s.id) & (rollouts.c.version == before.version))
+                .values(version=seq, updated_at=now)
             )
-            conn.execute(
-                insert(rollout_events).values(
-                    rollout_id=row.id,
-                    seq=row.version + 1,
-                    ts=now,
-                    kind="model_rollback",
-                    from_phase=row.phase,
-                    to_phase=row.phase,
-                    step_index=row.step_index,
-                    canary_weight_bp=0,
-                    mirror_bp=0,
-                    reason=reason,
-                )
-            )
+            if result.rowcount != 1:  # rolled back by another writer meanwhile
+                raise RolloutConflict(f"rollout {s.id} of {model!r} changed; try again")
+            conn.execute(insert(rollout_events).values(_event_row(s.id, seq, now, s, t)))
+            enqueue_in(conn, s.spec.webhooks, transition_payload(s, s, t, seq=seq, ts=now), now=now)
+        return ModelRollback(before, self.get(s.id), t)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRollback:
+    """What `coalmine rollback MODEL` did: the promoted rollout before and after, and the
+    transition (kind `model_rollback`) its event row and webhooks carry."""
+
+    before: RolloutRecord
+    after: RolloutRecord
+    transition: Transition
+
+    def summary(self) -> dict[str, Any]:
+        s = self.after.state
         return {
-            "model": model,
-            "stable": record.state.previous_stable,
-            "replaced": record.state.candidate,
-            "rollout_id": record.id,
-            "reason": reason,
+            "model": s.model,
+            "stable": s.previous_stable,
+            "replaced": s.candidate,
+            "rollout_id": s.id,
+            "reason": self.transition.reason,
+            "seq": self.after.version,
         }

@@ -79,7 +79,8 @@ def test_transitions_write_state_event_and_route_together(
 
     # `coalmine rollback iris` restores the previous stable at once
     done = rollouts.rollback_model("iris")
-    assert done["stable"] == "v1"
+    assert done.summary()["stable"] == "v1" and done.after.version == done.before.version + 1
+    assert rollouts.events(rec.id)[-1]["kind"] == "model_rollback"
     assert routes.get("iris").stable == "v1"  # type: ignore[union-attr]
     with pytest.raises(RolloutConflict, match="nothing to roll back"):
         rollouts.rollback_model("iris")

@@ -455,6 +455,39 @@ async def test_the_controller_loop_and_its_commands_deliver_through_the_outbox(
     assert [json.loads(body_of(p)) for p in seen] == [json.loads(c.body) for c in receiver.calls]
 
 
+async def test_coalmine_rollback_is_delivered_and_heard_like_any_transition(
+    repo: RolloutRepository, store_engine: Engine, receiver: Receiver
+) -> None:
+    spec = parse_spec(
+        {
+            "shadow": {"enabled": False},
+            "canary": {"steps": [100], "min_duration": 0, "min_samples": 0},
+            "webhooks": [{"url": f"{receiver.url}/a", "secret": "k"}],
+        }
+    )
+    rec = repo.create("iris", "v2", "http://127.0.0.1:10/", spec)
+    ctl = Controller(store_engine, PassingJudge(), sender=sender(store_engine), tick_s=0.05)
+    seen: list[dict[str, Any]] = []
+    ctl.listeners.append(seen.append)
+    loop = asyncio.create_task(ctl.run())
+    try:
+        await until(lambda: repo.get(rec.id).state.terminal)
+        await until(lambda: len(receiver.calls) == 3)  # advance, promote, promoted
+        done = await ctl.rollback_model("iris")
+        await until(lambda: len(receiver.calls) == 4)
+    finally:
+        ctl.stop()
+        await loop
+    body = json.loads(receiver.calls[-1].body)
+    assert body["kind"] == "model_rollback" and body["seq"] == done.after.version
+    assert (body["candidate"], body["previous_stable"]) == ("v2", "v1")
+    assert verify_signature("k", receiver.calls[-1].body, receiver.calls[-1].signature)
+    assert seen[-1]["kind"] == "model_rollback"  # the listeners heard it too
+    events = repo.events(rec.id)
+    assert events[-1]["kind"] == "model_rollback" and events[-1]["seq"] == body["seq"]
+    assert RouteRepository(store_engine).get("iris").stable == "v1"  # type: ignore[union-attr]
+
+
 def test_signature_format() -> None:
     assert sign("s", b"{}").startswith("sha256=") and len(sign("s", b"{}")) == 7 + 64
     assert not verify_signature("s", b"{}", None)
