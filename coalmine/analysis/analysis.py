@@ -3,11 +3,13 @@
 It owns the running statistics (metrics.py), the count e-values of error-rate criteria with
 `max_ratio`, and the multiplicity budget across criteria × slices:
 
-- Every statistical test runs at a Bonferroni share of α. With slicing on, half of α goes to
-  the overall tests (α/2 ÷ C) and half to the slice tests (α/2 ÷ (C_sliced × max_slices)).
-  The number of slices must be fixed in advance for this to hold under continuous looks,
-  so only the first `max_slices` slice values seen are tracked (the rest are counted in a
-  note). With `max_slices=0` the overall tests get all of α.
+- Weighted Holm over every statistical test (family.py): with slicing on, half of α goes to
+  the overall tests (α/2 ÷ C each in the first round) and half to the slice tests
+  (α/2 ÷ (C_sliced × max_slices)); each FAIL frees its share for the others. With
+  `max_slices=0` the overall tests get all of α.
+- At most `max_slices` slice values are judged: the largest by rows, not the first seen
+  (slices.py); the choice never looks at an outcome, so α holds. Rows of other values are
+  counted in a note. A judged slice that looks worse than allowed holds a PASS back.
 - Drift (descriptive) and critical error-class tripwires (deterministic) use no α.
 """
 
@@ -21,11 +23,12 @@ from typing import Any
 
 from coalmine.analysis import inputs, outputs, registry
 from coalmine.analysis.criteria import Criterion, default_criteria
+from coalmine.analysis.family import holm
 from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ARMS, FLOOR, OVERALL, Obs, Stats
 from coalmine.analysis.outputs import comparable
 from coalmine.analysis.result import CriterionResult, Judgement, combine
-from coalmine.analysis.sequential import ErrorCountEValue
+from coalmine.analysis.sequential import ErrorCountEValue, Verdict
 from coalmine.routing.split import candidate_fraction
 
 __all__ = ["Analysis"]
@@ -151,23 +154,30 @@ class Analysis:
     def _sliced(self, c: Criterion) -> bool:
         return c.per_slice and c.spec.family != "resource" and not _is_tripwire(c)
 
-    def alpha_for(self, overall: bool) -> float:
-        """The level of each overall (or each slice) test: α split by Bonferroni."""
+    def weight(self, overall: bool) -> float:
+        """Holm weight of each overall (or each slice) test; all weights sum to 1 (family.py)."""
         stat = self._statistical()
         sliced = [c for c in stat if self._sliced(c)]
         if not stat:
-            return self.alpha
+            return 1.0
         if self.max_slices == 0 or not sliced:
-            return self.alpha / len(stat)
+            return 1.0 / len(stat)
         if overall:
-            return self.alpha / 2 / len(stat)
-        return self.alpha / 2 / (len(sliced) * self.max_slices)
+            return 0.5 / len(stat)
+        return 0.5 / (len(sliced) * self.max_slices)
+
+    def alpha_for(self, overall: bool) -> float:
+        """The level of each overall (or each slice) test in Holm's first round (α·weight)."""
+        return self.alpha * self.weight(overall)
 
     # -- feeding --------------------------------------------------------------------------------
     def observe_requests(self, arm: str, rows: Sequence[Obs]) -> None:
         arm = _arm(arm)
         self.stats.add_requests(arm, rows)
         if self._count_kappas:
+            # a slice value no longer tracked (slices.py) takes its count test with it
+            for k in [k for k in self.evalues if k.partition("|")[2] not in self.stats.slices]:
+                del self.evalues[k]
             self._update_counts(arm, rows)
 
     def _update_counts(self, arm: str, rows: Iterable[Obs]) -> None:
@@ -381,25 +391,58 @@ class Analysis:
         return notes
 
     def judge(self, now: float | None = None) -> Judgement:
-        """Every criterion on all traffic, then on every tracked slice with candidate data."""
+        """Every criterion on all traffic and on every judged slice, under weighted Holm.
+
+        The family-wise error over criteria × slices stays ≤ α (family.py); which slices
+        are judged depends on their rows only (slices.py). A PASS is held back while a
+        judged slice looks worse than allowed and is not yet decided (`_holding`).
+        """
         self._check_unstepped()
         self._check_shares()
-        results: list[CriterionResult] = []
-        a_overall, a_slice = self.alpha_for(True), self.alpha_for(False)
-        for c in self.criteria:
-            results.append(judge(c, self.evidence(OVERALL, c), a_overall))
-        for key, s in self.stats.slices.items():
-            if key == OVERALL or s.candidate.requests == 0:
-                continue
+        self.stats.pool.admit()
+        stat = {c.name for c in self._statistical()}
+        members: dict[tuple[str, str], float] = {}
+        others: list[tuple[Criterion, str]] = []  # drift and tripwires: no α
+        keys = [OVERALL] + [k for k in self.stats.judged
+                            if self.stats.slices[k].candidate.requests > 0]  # fmt: skip
+        by_name = {c.name: c for c in self.criteria}
+        for key in keys:
             for c in self.criteria:
-                if self._sliced(c):
-                    results.append(judge(c, self.evidence(key, c), a_slice))
+                if key != OVERALL and not self._sliced(c):
+                    continue
+                if c.name in stat:
+                    members[(c.name, key)] = self.weight(key == OVERALL)
+                else:
+                    others.append((c, key))
+
+        def judge_at(member: tuple[str, str], level: float) -> CriterionResult:
+            name, key = member
+            c = by_name[name]
+            return judge(c, self.evidence(key, c), level)
+
+        held = holm(members, self.alpha, judge_at)
+        done = {**held, **{(c.name, k): judge(c, self.evidence(k, c), self.alpha_for(k == OVERALL))
+                           for c, k in others}}  # fmt: skip
+        # overall first, then slices, each in criteria order
+        results = [done[(c.name, k)] for k in keys for c in self.criteria if (c.name, k) in done]
         overall = self.stats.slices[OVERALL]
         notes = []
-        if self.stats.untracked_slice_rows:
+        verdict = combine(results)
+        holding = self._holding(results)
+        if verdict is Verdict.PASS and holding:
+            verdict = Verdict.INCONCLUSIVE
             notes.append(
-                f"{self.stats.untracked_slice_rows:,} row-slice values beyond the first "
-                f"{self.max_slices} slices were not judged per slice"
+                "PASS held back: " + "; ".join(
+                    f"slice {r.slice} {r.name} looks worse than allowed but is not decided yet"
+                    for r in holding[:5]
+                ) + (f" (and {len(holding) - 5} more)" if len(holding) > 5 else "")
+            )  # fmt: skip
+        unjudged = self.stats.pool.unjudged_rows()
+        if unjudged:
+            notes.append(
+                f"slices: {len(self.stats.judged)} slice values judged (at most "
+                f"{self.max_slices}, the largest by rows); {unjudged:,} row-slice values of "
+                "other values were judged on all traffic only"
             )
         if self.noise_floor:
             notes.append(self.noise_floor_note())
@@ -408,9 +451,31 @@ class Analysis:
         if unscorable:
             notes.append(f"{unscorable:,} labelled requests could not be scored (format)")
         return Judgement(
-            combine(results), results, overall.candidate.requests, overall.baseline.requests,
+            verdict, results, overall.candidate.requests, overall.baseline.requests,
             time.time() if now is None else now, notes,
         )  # fmt: skip
+
+    def _holding(self, results: Sequence[CriterionResult]) -> list[CriterionResult]:
+        """Slice results that hold a PASS back: undecided, with the estimate beyond the limit.
+
+        A small slice may stay INCONCLUSIVE for ever, so undecided alone does not hold a
+        PASS back; one whose point estimate is already on the wrong side of its threshold
+        does, until its test decides (FAIL) or its estimate comes back (before, a PASS could
+        be given just before the failing slice was named).
+        """
+        by_name = {c.name: c for c in self.criteria}
+        out = []
+        for r in results:
+            c = by_name[r.name]
+            if r.slice is None or r.verdict is not Verdict.INCONCLUSIVE or r.estimate != r.estimate:
+                continue
+            if c.margin is not None and c.spec.family != "drift":
+                higher = c.higher_is_better
+            else:
+                higher = c.min is not None and c.max is None and c.max_ratio is None
+            if (r.estimate < r.threshold) if higher else (r.estimate > r.threshold):
+                out.append(r)
+        return out
 
     def noise_floor_note(self) -> str:
         """The noise floor itself: how closely a fresh baseline matches production."""

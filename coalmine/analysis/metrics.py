@@ -26,6 +26,7 @@ import numpy as np
 
 from coalmine.analysis import outputs
 from coalmine.analysis.sequential import LogHistogram, Moments
+from coalmine.analysis.slices import SlicePool
 
 __all__ = ["ARMS", "FLOOR", "OVERALL", "ArmSlice", "Obs", "PairCell", "SliceStats", "Stats"]
 
@@ -326,8 +327,8 @@ class Stats:
         self.user_metrics = dict(user_metrics or {})
         self.outcome_names = set(outcome_names)
         self.max_slices = max_slices
-        self.slices: dict[str, SliceStats] = {OVERALL: SliceStats()}
-        self.untracked_slice_rows = 0
+        self.slices: dict[str, SliceStats] = {OVERALL: SliceStats()}  # all tracked values
+        self.pool = SlicePool(max_slices)  # which values are tracked and which judged
         # inputs that could not be used, reported in the judgement's notes (never silent):
         # latencies that are NaN, infinite or negative, per arm; labelled examples whose
         # label and predicted class cannot match (an index against a name), with one example
@@ -337,24 +338,32 @@ class Stats:
         self._mismatch = ""  # set by `example` for the row being read
 
     # -- slices ---------------------------------------------------------------------------
-    def keys_for(self, slices: Mapping[str, Any] | None) -> list[str]:
-        """The slice keys a row belongs to: all traffic plus one per slice attribute.
+    def keys_for(self, slices: Mapping[str, Any] | None, *, count: bool = False) -> list[str]:
+        """The slice keys a row belongs to: all traffic plus each tracked slice value.
 
-        Only the first `max_slices` slice values seen are tracked, so memory stays bounded
-        and the multiplicity correction (which must know K in advance) holds.
+        `count=True` for request rows only (each logged call once): the rows per value decide
+        which values are tracked and judged (slices.py), and nothing else may, so that the
+        choice never depends on an outcome.
         """
         keys = [OVERALL]
         for attr, value in (slices or {}).items():
             if value is None or isinstance(value, dict | list):
                 continue
             key = f"{attr}={value}"
-            if key not in self.slices:
-                if len(self.slices) - 1 >= self.max_slices:
-                    self.untracked_slice_rows += 1
-                    continue
-                self.slices[key] = SliceStats()
-            keys.append(key)
+            if count:
+                tracked, evicted = self.pool.see(key)
+                if evicted is not None:
+                    del self.slices[evicted]
+                if tracked and key not in self.slices:
+                    self.slices[key] = SliceStats()
+            if key in self.slices:
+                keys.append(key)
         return keys
+
+    @property
+    def judged(self) -> list[str]:
+        """The slice values judged (at most max_slices, see slices.py)."""
+        return self.pool.judged
 
     # -- per-example reduction --------------------------------------------------------------
     def example(self, out: outputs.Output | None, raw: Any, label: Any) -> Example | None:
@@ -423,7 +432,7 @@ class Stats:
             if obs.answered and lat is not None and not has_lat:
                 self.bad_latency[arm] += 1
             code = f"http_{obs.status}" if obs.status >= 400 or obs.status == 0 else None
-            for key in self.keys_for(obs.slices):
+            for key in self.keys_for(obs.slices, count=True):
                 s = self.slices[key].arm(arm)
                 s.requests += 1
                 pending[(key, obs.step, "error")].append(err)
@@ -576,7 +585,7 @@ class Stats:
         return {
             "task": self.task,
             "max_slices": self.max_slices,
-            "untracked_slice_rows": self.untracked_slice_rows,
+            "pool": self.pool.to_dict(),
             "bad_latency": self.bad_latency,
             "label_mismatch": [self.label_mismatch, self.mismatch_example],
             "slices": {k: v.to_dict() for k, v in self.slices.items()},
@@ -584,7 +593,15 @@ class Stats:
 
     def load(self, d: Mapping[str, Any]) -> None:
         self.slices = {k: SliceStats.from_dict(v) for k, v in d["slices"].items()}
-        self.untracked_slice_rows = int(d.get("untracked_slice_rows", 0))
+        if "pool" in d:
+            self.pool = SlicePool.from_dict(self.max_slices, d["pool"])
+        else:  # saved before the pool: the slices it has were the judged ones
+            self.pool = SlicePool(self.max_slices)
+            for k, v in self.slices.items():
+                if k != OVERALL:
+                    self.pool.counts[k] = v.candidate.requests + v.baseline.requests
+            self.pool.rows = sum(self.pool.counts.values())
+            self.pool.admit(0)
         self.bad_latency = {arm: int(d.get("bad_latency", {}).get(arm, 0)) for arm in ARMS}
         count, example = d.get("label_mismatch", [0, ""])
         self.label_mismatch, self.mismatch_example = int(count), str(example)

@@ -84,8 +84,9 @@ def combine(results: list[CriterionResult]) -> Verdict:
 
     FAIL when any result (overall or a slice) FAILs: a regression in one slice fails the
     rollout. PASS when every overall result with must="pass" (or unset) PASSes and no
-    must="not_fail" result FAILs; slice results never hold a PASS back (a small slice may
-    stay INCONCLUSIVE for ever), they can only FAIL it. Otherwise INCONCLUSIVE.
+    must="not_fail" result FAILs. Otherwise INCONCLUSIVE. An undecided slice does not
+    block a PASS here (a small slice may stay INCONCLUSIVE for ever); `Analysis.judge`
+    also holds a PASS back while a slice looks worse than allowed (`Analysis._holding`).
     """
     if any(r.verdict is Verdict.FAIL for r in results):
         return Verdict.FAIL

@@ -47,7 +47,8 @@ def test_twenty_slices_of_aa_data_keep_the_familywise_false_fail_rate_below_alph
                 p, y, sl = _arm_batch(rng, per_look, 0.9, seg)
                 a.add_batch(arm, predictions=p, labels=y, slices=sl)
             j = a.judge()
-            assert len(j.results) == 21  # all traffic + 20 slices
+            if _look >= 2:  # a slice value is judged from 50 rows on (slices.MIN_ROWS)
+                assert len(j.results) == 21  # all traffic + 20 slices
             failed |= j.verdict is Verdict.FAIL
         corrected_fails += failed
     print(f"family-wise false FAIL over 20 slices: {corrected_fails}/{runs}")
