@@ -27,6 +27,7 @@ from coalmine.api.openapi import (
     NOT_FOUND,
     install_method_not_allowed,
 )
+from coalmine.api.params import After, RolloutId
 from coalmine.config import NAME_PATTERN, BaseUrl, ConfigError
 from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
@@ -265,18 +266,16 @@ def create_app(
         return [_rollout_dict(r) for r in records]
 
     @api.get("/rollouts/{rollout_id}", tags=["rollouts"], responses=NOT_FOUND)
-    def get_rollout(rollout_id: int) -> dict[str, Any]:
+    def get_rollout(rollout_id: RolloutId) -> dict[str, Any]:
         return _rollout_dict(rollouts.get(rollout_id))
 
     @api.get("/rollouts/{rollout_id}/events", tags=["rollouts"], responses=NOT_FOUND)
-    def rollout_events(
-        rollout_id: int, after: int = Query(default=0, ge=0)
-    ) -> list[dict[str, Any]]:
+    def rollout_events(rollout_id: RolloutId, after: After = 0) -> list[dict[str, Any]]:
         rollouts.get(rollout_id)  # 404 for an unknown rollout
         return rollouts.events(rollout_id, after)
 
     @api.get("/rollouts/{rollout_id}/webhooks", tags=["rollouts"], responses=NOT_FOUND)
-    def rollout_webhooks(rollout_id: int) -> list[dict[str, Any]]:
+    def rollout_webhooks(rollout_id: RolloutId) -> list[dict[str, Any]]:
         """Webhook deliveries of a rollout: state, attempts, last error (secrets left out)."""
         rollouts.get(rollout_id)  # 404 for an unknown rollout
         return [
@@ -285,7 +284,7 @@ def create_app(
         ]
 
     @api.get("/rollouts/{rollout_id}/judgement", tags=["rollouts"], responses=NOT_FOUND)
-    def rollout_judgement(rollout_id: int) -> dict[str, Any]:
+    def rollout_judgement(rollout_id: RolloutId) -> dict[str, Any]:
         record = rollouts.get(rollout_id)
         return {
             "rollout_id": rollout_id,
@@ -294,7 +293,7 @@ def create_app(
         }
 
     def _command(name: str, event_type: type[Any]) -> None:
-        async def handler(rollout_id: int, body: Command | None = None) -> dict[str, Any]:
+        async def handler(rollout_id: RolloutId, body: Command | None = None) -> dict[str, Any]:
             event = event_type(body.reason) if body and body.reason else event_type()
             return _rollout_dict(await controller.command(rollout_id, event))
 

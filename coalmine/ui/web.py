@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import Engine, select
 
 from coalmine.api.auth import BearerAuth
+from coalmine.api.params import RolloutId
 from coalmine.store.schema import rollouts as rollouts_table
 from coalmine.ui.render import environment, plotly_js, static_text, story_json
 from coalmine.ui.report import render_report
@@ -108,7 +109,7 @@ def ui_data_router(
     cache: dict[int, tuple[float, int, str]] = {}
 
     @data.get("/rollouts/{rollout_id}")
-    def rollout_data(rollout_id: int) -> Response:
+    def rollout_data(rollout_id: RolloutId) -> Response:
         """One rollout's sections (HTML) and figures (plotly JSON), for the live page."""
         hit = cache.get(rollout_id)
         if hit is not None and time.monotonic() - hit[0] < CACHE_S:
@@ -131,7 +132,7 @@ def ui_data_router(
         return Response(body, media_type="application/json")
 
     @data.get("/rollouts/{rollout_id}/report")
-    def rollout_report(rollout_id: int) -> HTMLResponse:
+    def rollout_report(rollout_id: RolloutId) -> HTMLResponse:
         """The self-contained HTML report, as `coalmine report` writes it."""
         html = render_report(story_or_404(rollout_id))
         disposition = f'attachment; filename="coalmine-rollout-{rollout_id}.html"'

@@ -1,0 +1,107 @@
+"""Schemathesis against the control API's own OpenAPI document, on a real server.
+
+uvicorn on a loopback port over a real SQLite store, authenticated with the API token; the
+document is the one the API serves. Every operation gets `EXAMPLES` generated requests
+(schema-valid and schema-violating), each checked by schemathesis's default checks: no 5xx,
+status codes, content types, headers and bodies as documented, invalid input rejected,
+valid input accepted. All operations are fuzzed and every failure is reported at once; the
+count of requests sent is printed (run with -s to see it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance, status_code_conformance
+
+from coalmine.config import parse_config
+from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
+from tests.control_api import control_api
+
+TOKEN = "fuzz-token-Qm3v"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+EXAMPLES = 25  # per operation: ~500 requests, well under the suite's minute
+
+# KNOWN until helper `hardening` lands the OpenAPI documentation of the API's 404 (unknown
+# model or rollout), 405 and 409 (conflicts with the rollout's state) answers (issue 11,
+# defect 8): those codes are tolerated as undocumented; any other undocumented code fails.
+# Empty this set once app.py documents them.
+KNOWN_UNDOCUMENTED = frozenset({404, 405, 409})
+
+
+# The rollout spec is documented as a free-form object (`spec: {}`) and validated by the
+# rollout spec's own rules (422 with each field's path), so a "schema-valid" spec of random
+# keys is rightly refused: positive_data_acceptance does not apply to POST /rollouts.
+SPEC_VALIDATED_BY_ITS_OWN_RULES = "POST /api/v1/rollouts"
+
+
+def _documented_status(ctx: Any, response: Any, case: Any) -> bool | None:
+    if response.status_code in KNOWN_UNDOCUMENTED:
+        return None
+    return status_code_conformance(ctx, response, case)
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("fuzz") / "c.db"
+    config = parse_config(
+        {
+            "store": {"url": f"sqlite:///{db}"},
+            "models": [
+                {"name": "iris", "versions": [{"name": "v1", "url": "http://127.0.0.1:9"}],
+                 "routing": {"stable": "v1"}}
+            ],
+        }
+    )  # fmt: skip
+    engine = open_engine(config.store.url)
+    RouteRepository(engine).seed_from_config(config)
+    try:
+        with control_api(engine, TOKEN) as url:
+            yield url
+    finally:
+        engine.dispose()
+
+
+def test_control_api_conforms_to_its_openapi_document(api_url: str) -> None:
+    doc = httpx.get(f"{api_url}/api/v1/openapi.json", headers=AUTH).raise_for_status().json()
+    schema = schemathesis.openapi.from_dict(doc)
+    sent = {"requests": 0, "operations": 0}
+    failures: list[str] = []
+    with httpx.Client() as plain:
+        # the document itself is behind the token like every route
+        assert plain.get(f"{api_url}/api/v1/openapi.json").status_code == 401
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        sent["operations"] += 1
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        def fuzz(case: schemathesis.Case) -> None:
+            sent["requests"] += 1
+            excluded = [status_code_conformance]
+            if operation.label == SPEC_VALIDATED_BY_ITS_OWN_RULES:
+                excluded.append(positive_data_acceptance)
+            case.call_and_validate(
+                base_url=api_url,
+                headers=AUTH,
+                excluded_checks=excluded,
+                additional_checks=[_documented_status],
+            )
+
+        try:
+            fuzz()
+        except (Exception, BaseExceptionGroup) as exc:  # fuzz every operation, report all
+            failures.append(f"{operation.label}: {exc}")
+    print(
+        f"\nschemathesis: {sent['requests']} requests fuzzed over "
+        f"{sent['operations']} operations of the control API"
+    )
+    assert sent["operations"] >= 15 and sent["requests"] >= 10 * sent["operations"]
+    assert not failures, "\n\n".join(failures)
