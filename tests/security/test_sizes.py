@@ -125,3 +125,18 @@ def test_control_api_bodies_under_the_bound_reach_the_route(api: str) -> None:
 
 # The control API's request head is bounded by `coalmine serve` (h11, 16 KiB past one read):
 # tests/security/test_serve_doors.py sends it a 1 MB header.
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/rollouts/{2**63}",
+        f"/api/v1/rollouts/{2**63}/events",
+        f"/api/v1/rollouts/{10**30}/judgement",
+        f"/api/v1/ui/rollouts/{2**63}",
+        f"/api/v1/rollouts/1/events?after={2**63}",
+    ],
+)
+def test_control_api_ids_past_what_the_store_holds_are_422(api: str, path: str) -> None:
+    answer = httpx.get(api + path, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 422, answer.text  # was a 500 (OverflowError in the driver)
