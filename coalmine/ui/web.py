@@ -37,6 +37,9 @@ STATIC = {
 
 CACHE_S = 1.0
 
+# in the OpenAPI document, as every answer of the API is (tests/fuzz checks it)
+_NO_SUCH_ROLLOUT: dict[int | str, dict[str, Any]] = {404: {"description": "no such rollout"}}
+
 
 def ui_pages(*, base_path: str = "") -> FastAPI:
     """The pages and static files, to mount at `/ui`. They hold no data, so they need no
@@ -108,7 +111,7 @@ def ui_data_router(
     # or at once when the rollout changed (every transition bumps its version).
     cache: dict[int, tuple[float, int, str]] = {}
 
-    @data.get("/rollouts/{rollout_id}")
+    @data.get("/rollouts/{rollout_id}", responses=_NO_SUCH_ROLLOUT)
     def rollout_data(rollout_id: RolloutId) -> Response:
         """One rollout's sections (HTML) and figures (plotly JSON), for the live page."""
         hit = cache.get(rollout_id)
@@ -131,7 +134,7 @@ def ui_data_router(
         cache[rollout_id] = (time.monotonic(), int(story.rollout["version"]), body)
         return Response(body, media_type="application/json")
 
-    @data.get("/rollouts/{rollout_id}/report")
+    @data.get("/rollouts/{rollout_id}/report", responses=_NO_SUCH_ROLLOUT)
     def rollout_report(rollout_id: RolloutId) -> HTMLResponse:
         """The self-contained HTML report, as `coalmine report` writes it."""
         html = render_report(story_or_404(rollout_id))
