@@ -64,12 +64,22 @@ Headers = Iterable[tuple[str, str]]
 
 
 def end_to_end(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
-    """`headers` without those in `dropped` (lower-case) and those their Connection names."""
-    pairs = list(headers)
-    named = [v for k, v in pairs if k.lower() == "connection"]
-    if named:  # RFC 9110 7.6.1: headers listed in Connection are hop-by-hop too
-        dropped = dropped | {t.strip().lower() for v in named for t in v.split(",")}
-    return [(k, v) for k, v in pairs if k.lower() not in dropped]
+    """`headers` without those in `dropped` (lower-case, including "connection") and those
+    the Connection header names (RFC 9110 7.6.1: they are hop-by-hop too). One pass: this
+    runs twice per request."""
+    kept: list[tuple[str, str]] = []
+    named: list[str] = []
+    for k, v in headers:
+        lower = k.lower()
+        if lower in dropped:
+            if lower == "connection":
+                named.append(v)
+        else:
+            kept.append((k, v))
+    if not named:
+        return kept
+    also = {t.strip().lower() for v in named for t in v.split(",")}
+    return [(k, v) for k, v in kept if k.lower() not in also]
 
 
 @dataclass(slots=True)
