@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from sqlalchemy import insert
 
+from coalmine.analysis import Criterion, user_metrics
+from coalmine.analysis.engine import Evaluator
 from coalmine.analysis.outputs import binary_target, examples, log_loss, normalize, with_scores
+from coalmine.analysis.sources.export import analyze_export
+from coalmine.analysis.user_metrics import register_user_metric
+from coalmine.log.record import PredictionRecord
+from coalmine.store.engine import open_engine
+from coalmine.store.export import iter_export, write_export
+from coalmine.store.predictions import insert_batch
+from coalmine.store.schema import feedback
 
 
 def test_with_scores_pairs_each_instance_with_its_row() -> None:
@@ -53,3 +67,60 @@ def test_unnamed_rows_and_single_scores_still_work() -> None:
     assert log_loss(out, label) == pytest.approx(-math.log(0.75))
     (out,) = normalize(with_scores([1], [0.9]), "classification")
     assert out is not None and out.p1 == 0.9 and binary_target(out, 0) == 0
+
+
+def test_the_engine_feeds_logged_scores_to_log_loss_auc_and_user_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the store: rows logged with scores (shadow pairs, named classes) and labels."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'coalmine.db'}")
+    seen: list[Any] = []
+    monkeypatch.setattr(user_metrics, "_allowed", dict(user_metrics._allowed))  # restored after
+
+    def p_true(prediction: Any, label: Any) -> float:
+        seen.append(prediction)
+        (instance,) = prediction
+        return float(instance["scores"][label])
+
+    register_user_metric("p_true", p_true)
+    rng = np.random.default_rng(3)
+    records, labels = [], {}
+    for i in range(300):
+        rid, y = f"r{i}", ["ham", "spam"][i % 2]
+        labels[rid] = y
+        for version, role, skill in (("v1", "stable", 0.8), ("v2", "shadow", 0.8)):
+            p_spam = float(np.clip(rng.normal(0.5 + (skill - 0.5) * (1 if y == "spam" else -1),
+                                              0.15), 0.01, 0.99))  # fmt: skip
+            records.append(PredictionRecord(
+                rid, "m", version, role, 1000.0 + i, 10.0, 200,
+                prediction=["spam" if p_spam >= 0.5 else "ham"],
+                scores=[{"ham": 1 - p_spam, "spam": p_spam}],
+            ))  # fmt: skip
+    insert_batch(engine, records)
+    with engine.begin() as conn:
+        conn.execute(insert(feedback), [
+            {"request_id": rid, "label": json.dumps(y), "outcomes": None, "ts": 2000.0}
+            for rid, y in labels.items()
+        ])  # fmt: skip
+    criteria = [
+        Criterion(metric="log_loss", margin=0.2),
+        Criterion(metric="auc", margin=0.1),
+        Criterion(metric="user:p_true", margin=0.1),
+    ]
+    ev = Evaluator(engine, model="m", candidate="v2", baseline="v1", criteria=criteria,
+                   mode="shadow")  # fmt: skip
+    results = {r.metric: r for r in ev.evaluate().results if r.slice is None}
+    for metric in ("log_loss", "user:p_true"):
+        assert results[metric].n_candidate == 300 and results[metric].n_baseline == 300, metric
+    assert results["auc"].n_candidate > 0 and results["auc"].n_baseline > 0  # in AUC batches
+    assert seen and all(set(p[0]) == {"label", "scores"} for p in seen)
+
+    # `coalmine export` then `coalmine analyze` reads the same scores
+    path = tmp_path / "log.csv"
+    write_export(iter_export(engine, "m"), path)
+    engine.dispose()
+    offline = analyze_export(path, model="m", candidate="v2", baseline="v1", criteria=criteria)
+    again = {r.metric: r for r in offline.judge().results if r.slice is None}
+    for metric in ("log_loss", "user:p_true"):
+        assert again[metric].n_candidate == 300 and again[metric].n_baseline == 300, metric
+        assert again[metric].estimate == pytest.approx(results[metric].estimate)

@@ -102,6 +102,10 @@ async def test_binary_outputs_decode_through_the_gateway_and_are_logged(
     for row in rows.values():  # a binary answer's prediction is logged like a JSON one's
         assert (row.status, row.role, row.version) == (200, "stable", "v1")
         assert json.loads(row.prediction) == direct["labels"]
+        # and the probabilities beside it, named by the classes the server gave
+        scores = json.loads(row.scores)
+        assert [list(s) for s in scores] == [["setosa", "versicolor", "virginica"]] * 3
+        np.testing.assert_allclose([list(s.values()) for s in scores], direct["proba"])
     # the logged input of a binary request is its decoded JSON form
     logged = json.loads(rows["req-True-"].input)
     assert logged["inputs"][0]["data"] == ROWS.ravel().tolist()
