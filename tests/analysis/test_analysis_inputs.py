@@ -257,3 +257,39 @@ def test_coalmine_analyze_applies_the_same_rules(tmp_path: Path) -> None:
     _csv(export, rows)
     out = _analyze(export)
     assert out.exit_code == 2 and "'oops' is not an error class" in out.output
+
+
+def test_the_evaluator_reports_what_it_could_not_use_from_the_live_log(tmp_path: Path) -> None:
+    from sqlalchemy import insert
+
+    from coalmine.analysis.engine import Evaluator
+    from coalmine.log.record import PredictionRecord
+    from coalmine.store.engine import open_engine
+    from coalmine.store.predictions import insert_batch
+    from coalmine.store.schema import feedback
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'coalmine.db'}")
+    records = []
+    for i in range(40):
+        for version, role in (("v2", "canary"), ("v1", "stable")):
+            records.append(PredictionRecord(
+                request_id=f"r{i}", model="m", version=version, role=role, ts=1000.0 + i,
+                latency_ms=-1.0 if i < 3 else 10.0, status=200, prediction=np.int64(i % 2),
+                slices={"region": "eu"}, canary_weight_bp=5000,
+            ))  # fmt: skip
+    insert_batch(engine, records)
+    with engine.begin() as conn:  # labels the model's class indices can never equal
+        conn.execute(insert(feedback), [
+            {"request_id": f"r{i}", "label": json.dumps("yes" if i % 2 else "no"),
+             "outcomes": None, "ts": 2000.0} for i in range(40)
+        ])  # fmt: skip
+    ev = Evaluator(engine, model="m", candidate="v2", baseline="v1", mode="canary",
+                   criteria=[Criterion(metric="accuracy", margin=0.01),
+                             Criterion(metric="latency_mean", margin=5)])  # fmt: skip
+    j = ev.evaluate()
+    assert "latency: 3 candidate and 3 baseline values were NaN, infinite or negative" in " ".join(
+        j.notes
+    )
+    assert any(n.startswith("labels: 80 labelled requests were not scored: label") for n in j.notes)
+    acc = next(r for r in j.results if r.name == "accuracy" and r.slice is None)
+    assert acc.n_candidate == 0  # not 40 wrong answers
