@@ -27,6 +27,9 @@ from sklearn.linear_model import LogisticRegression
 
 from coalmine.modelserver import ModelServerHandle, start_model_server
 
+# the gateway in the test's own loop (real sockets), for faults of the processes behind it
+from tests.gateway.conftest import start_gateway  # noqa: F401
+
 TOKEN = "fault-suite-token"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -40,6 +43,16 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 ModelServers = Callable[..., ModelServerHandle]
+
+
+@pytest.fixture(scope="module")
+def stable_server(
+    iris_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServerHandle]:
+    """One healthy "v1" server a module, shared by its tests: never the one faulted."""
+    log_dir = tmp_path_factory.mktemp("stable-log")
+    with start_model_server(iris_model, name="m", version="v1", log_dir=log_dir) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -154,5 +167,25 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         handle.stop()
 
 
-# the gateway in the test's own loop (real sockets), for faults of the processes behind it
-from tests.gateway.conftest import start_gateway  # noqa: E402, F401
+@pytest.fixture
+def bad_model() -> Iterator[Callable[[str], str]]:
+    """Start `bad_model.py MODE` processes; returns the URL of each; killed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(mode: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "bad_model.py"), mode],
+            stdout=subprocess.PIPE,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        assert line.startswith("listening on "), line
+        return line.split()[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.faults.conftest import IRIS_ROW, TOKEN, ModelServers, Serve, serve_config
+from coalmine.modelserver import ModelServerHandle
+from tests.faults.conftest import IRIS_ROW, TOKEN, Serve, serve_config
 
 FLOOD = 300  # connections, against a descriptor limit of 256 for the whole process
 BOUND_S = 20.0  # well past the 1 s timeouts configured below
@@ -34,9 +35,11 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 async def test_a_connection_flood_on_the_gateway_leaves_the_control_plane_answering(
-    tmp_path: Path, model_servers: ModelServers, serve: Callable[..., Serve]
+    tmp_path: Path,
+    stable_server: ModelServerHandle,
+    serve: Callable[..., Serve],
 ) -> None:
-    stable = model_servers("v1")
+    stable = stable_server
     timeouts = {"keepalive_timeout_s": 2, "header_timeout_s": 1, "body_timeout_s": 1}
     handle = serve(serve_config(tmp_path, {"v1": stable.url}, gateway=timeouts), nofile=256)
     host, port = _host_port(handle.gateway_url)
