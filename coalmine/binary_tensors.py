@@ -124,11 +124,15 @@ def encode_tensor(datatype: str, values: Sequence[Any]) -> bytes:
         raise BinaryTensorError(f"values do not fit {datatype}: {exc}") from exc
 
 
-def decode_body(body: bytes, length: int, field: str) -> dict[str, Any]:
+def decode_body(
+    body: bytes, length: int, field: str, max_tensor_bytes: int | None = None
+) -> dict[str, Any]:
     """The JSON header of a binary-extension body, each raw tensor's values put in `data`.
 
     `field` names the header's list of tensors ("inputs" in a request, "outputs" in a
-    response); tensors without `parameters.binary_data_size` keep their JSON `data`.
+    response); tensors without `parameters.binary_data_size` keep their JSON `data`. A raw
+    tensor over `max_tensor_bytes` is checked but not decoded (`data` None): a reader that
+    only logs must not turn a large embedding into millions of Python numbers.
     """
     if length > len(body):
         raise BinaryTensorError(
@@ -164,10 +168,13 @@ def decode_body(body: bytes, length: int, field: str) -> dict[str, Any]:
         datatype = tensor.get("datatype")
         if not isinstance(datatype, str):
             raise BinaryTensorError(f"{field}[{i}]: missing field 'datatype'")
-        try:
-            tensor["data"] = decode_tensor(datatype, raw[offset : offset + size])
-        except BinaryTensorError as exc:
-            raise BinaryTensorError(f"{field}[{i}]: {exc}") from None
+        if max_tensor_bytes is not None and size > max_tensor_bytes:
+            tensor["data"] = None
+        else:
+            try:
+                tensor["data"] = decode_tensor(datatype, raw[offset : offset + size])
+            except BinaryTensorError as exc:
+                raise BinaryTensorError(f"{field}[{i}]: {exc}") from None
         offset += size
     if offset != len(raw):
         raise BinaryTensorError(

@@ -32,6 +32,7 @@ from coalmine.gateway.metrics import (
 )
 from coalmine.gateway.mirror import ShadowJob, ShadowMirror, mirror_headers
 from coalmine.gateway.protocols import (
+    MAX_LOGGED_TENSOR_BYTES,
     V2,
     Protocol,
     match_inference_path,
@@ -106,7 +107,7 @@ def _binary_request(body: bytes, length: str) -> Any:
     JSON sticky keys and slices); None when it is malformed (the model server judges it)."""
     try:
         n = header_length(length)
-        return None if n is None else decode_body(body, n, "inputs")
+        return None if n is None else decode_body(body, n, "inputs", MAX_LOGGED_TENSOR_BYTES)
     except (BinaryTensorError, RecursionError):  # a JSON header nested beyond reading
         return None
 

@@ -31,10 +31,15 @@ from coalmine.binary_tensors import header_length as binary_header_length
 from coalmine.gateway.scores import named_scores, scores_field, scores_tensor, tensor_scores
 
 __all__ = [
-    "PLAIN", "PROTOCOLS", "V1", "V2", "Protocol", "match_inference_path", "match_model_route",
+    "MAX_LOGGED_TENSOR_BYTES", "PLAIN", "PROTOCOLS", "V1", "V2", "Protocol", "match_inference_path",
+    "match_model_route",
     "parse_prediction", "parse_response",
 ]  # fmt: skip
 
+
+# A raw output larger than this is not decoded for the log (an embedding, an image): its data
+# is logged as null. Labels and probability rows of any sensible batch are far smaller.
+MAX_LOGGED_TENSOR_BYTES = 1 << 20
 
 Extracted = tuple[Any, Any]  # (prediction, scores), each None when absent
 
@@ -141,7 +146,7 @@ def parse_response(
     try:
         length = binary_header_length(header_length)
         if length is not None:
-            obj: Any = decode_body(body, length, "outputs")
+            obj: Any = decode_body(body, length, "outputs", MAX_LOGGED_TENSOR_BYTES)
         else:
             obj = json.loads(body.decode())  # str input skips json's encoding sniffing
     # BinaryTensorError is a ValueError; RecursionError: an answer nested beyond reading

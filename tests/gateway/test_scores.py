@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
-from coalmine.binary_tensors import encode_tensor
-from coalmine.gateway.protocols import PLAIN, V1, V2, Protocol, parse_response
+from coalmine.binary_tensors import decode_body, encode_tensor
+from coalmine.gateway.protocols import (
+    MAX_LOGGED_TENSOR_BYTES,
+    PLAIN,
+    V1,
+    V2,
+    Protocol,
+    parse_response,
+)
 
 
 def _parse(protocol: Protocol, obj: Any, field: str | None = None) -> tuple[Any, Any]:
@@ -81,3 +88,19 @@ def test_errors_and_unreadable_bodies_have_no_scores() -> None:
         None,
     )
     assert parse_response(V1, b"\xff", 200) == (None, None)
+
+
+def test_a_large_raw_output_is_not_decoded_for_the_log() -> None:
+    labels = encode_tensor("BYTES", ["a"])
+    embedding = bytes(MAX_LOGGED_TENSOR_BYTES + 4)  # zeros: FP32 values, too many to log
+    head = json.dumps({"outputs": [
+        {"name": "predict", "datatype": "BYTES", "shape": [1],
+         "parameters": {"binary_data_size": len(labels)}},
+        {"name": "embedding", "datatype": "FP32", "shape": [1, len(embedding) // 4],
+         "parameters": {"binary_data_size": len(embedding)}},
+        {"name": "latency", "datatype": "FP32", "shape": [1], "data": [1.5]},
+    ]}).encode()  # fmt: skip
+    body = head + labels + embedding
+    assert parse_response(V2, body, 200, str(len(head)), "embedding") == (["a"], None)
+    outputs = decode_body(body, len(head), "outputs", MAX_LOGGED_TENSOR_BYTES)["outputs"]
+    assert [o["data"] for o in outputs] == [["a"], None, [1.5]]
