@@ -23,7 +23,19 @@ from dataclasses import dataclass
 from coalmine.analysis.sequential import anytime_sample_size, fixed_horizon_sample_size
 from coalmine.routing.split import candidate_fraction
 
-__all__ = ["StepPlan", "plan_steps", "step_can_decide"]
+__all__ = ["FLOOR_AT_ONE_PERCENT", "StepPlan", "default_rule_out", "plan_steps", "step_can_decide"]
+
+# The power floor of a `must: not_fail` canary criterion: the step advances only once the
+# confidence sequence rules out a regression larger than margin + FLOOR_AT_ONE_PERCENT /
+# √(share in %) — 20 points (or a ratio 0.2 above max_ratio) at 1%, 2.8 at 50%. Why 1/√share:
+# at a steady request rate the candidate's samples grow with its share, and the sequence's
+# width shrinks as 1/√n (`anytime_sample_size` needs n ∝ 1/gap²), so every step needs about
+# the same time to rule out its own floor, while the regression a user may be exposed to
+# shrinks as more of them are. Only scales known in advance get a default: proportions in
+# points (accuracy, error_rate) with a margin, and means judged by max_ratio (latency_mean,
+# mae, rmse, log_loss, cpu, memory). A spec sets `rule_out` per criterion for the others.
+FLOOR_AT_ONE_PERCENT = 0.20
+_RATIO_FAMILIES = frozenset({"latency_mean", "quality", "resource"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,30 @@ class StepPlan:
             f"{self.samples_per_second:.3g}/s, more than its max duration "
             f"{format_duration(self.max_duration_s or 0)}: it will end INCONCLUSIVE"
         )
+
+
+def default_rule_out(
+    *,
+    unit: str,
+    family: str,
+    margin: float | None,
+    max_ratio: float | None,
+    share_percent: float,
+) -> float | None:
+    """The regression a not_fail criterion must rule out at a step, on its threshold's scale.
+
+    A difference (margin criteria: the CS must exclude a drop larger than it) or a ratio
+    (max_ratio criteria: the CS of candidate/production must stay below it). None: no
+    default for this kind of criterion, or a step at 100% (nothing to compare with).
+    """
+    if not 0 < share_percent < 100:
+        return None
+    gap = FLOOR_AT_ONE_PERCENT / math.sqrt(share_percent)
+    if margin is not None and unit == "pts":
+        return margin + gap
+    if max_ratio is not None and family in _RATIO_FAMILIES:
+        return max_ratio + gap
+    return None
 
 
 def format_duration(seconds: float) -> str:

@@ -2,8 +2,9 @@
 
 `Judge.evaluate(record, now)` returns `Evidence` (machine.py): which criteria FAIL, which
 `must: pass` criteria are not yet PASS, which criteria have received no data at all (they
-hold the step whatever their `must`: analysis/nodata.py), and how many candidate samples the
-step has. The
+hold the step whatever their `must`: analysis/nodata.py), which `must: not_fail` canary
+criteria have ruled out a regression larger than their step's floor (floor.py; those that
+have not yet hold the step, as `unproven`), and how many candidate samples the step has. The
 one production implementation, `EngineJudge`, runs the analysis engine's incremental
 `Evaluator` (one per rollout and mode, kept across ticks so each evaluation reads only new
 log rows). Tests may hand the controller another Judge; the shipped code uses this one.
@@ -17,6 +18,7 @@ from typing import Any, Literal, Protocol, cast
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
+from coalmine.rollout.floor import floor_check, schedule
 from coalmine.rollout.machine import Evidence, Phase
 from coalmine.rollout.spec import CriterionSpec, RolloutSpec
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
@@ -85,7 +87,8 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
         errors: list[tuple[str, str]] = []
         for i, c in enumerate(given):
             try:
-                base.append(Criterion.model_validate(c.model_dump(exclude_none=True)))
+                fields = c.model_dump(exclude_none=True, exclude={"rule_out"})
+                base.append(Criterion.model_validate(fields))
             except ValidationError as exc:
                 errors.extend(_criterion_errors(f"{mode}.criteria.{i}", exc))
         if errors:
@@ -110,10 +113,12 @@ class EngineJudge:
         self.repo = RolloutRepository(engine)
         self.task_of = task_of or {}
         self._evaluators: dict[tuple[int, str], tuple[Any, list[Any]]] = {}
+        self._floors: dict[int, dict[str, tuple[float | None, ...]]] = {}
 
     def forget(self, rollout_id: int) -> None:
         for key in [k for k in self._evaluators if k[0] == rollout_id]:
             del self._evaluators[key]
+        self._floors.pop(rollout_id, None)
 
     def _evaluator(self, record: RolloutRecord, mode: str) -> tuple[Any, list[Any]]:
         from coalmine.analysis.engine import Evaluator
@@ -138,7 +143,21 @@ class EngineJudge:
                 baseline_role="baseline" if s.spec.baseline is not None else "stable",
             )
             self._evaluators[key] = (evaluator, criteria)
+            if mode == "canary":
+                self._floors[record.id] = schedule(s.spec, criteria)
         return self._evaluators[key]
+
+    def _floor_at(self, record: RolloutRecord, mode: str) -> dict[str, float]:
+        """Criterion name -> the regression the current canary step must rule out."""
+        s = record.state
+        if mode != "canary" or s.canary_weight_bp <= 0:
+            return {}
+        out = {}
+        for name, steps in self._floors.get(record.id, {}).items():
+            x = steps[s.step_index] if s.step_index < len(steps) else None
+            if x is not None:
+                out[name] = x
+        return out
 
     def evaluate(self, record: RolloutRecord, now: float) -> Evidence:
         mode = _mode(record)
@@ -148,9 +167,11 @@ class EngineJudge:
 
         must = {c.name: c.must for c in criteria}
         by_name = {c.name: c for c in criteria}
+        floors = self._floor_at(record, mode)
         failing: list[str] = []
         unproven: list[str] = []
         no_data: list[str] = []
+        ruled_out: list[str] = []
         for r in judgement.results:
             verdict = str(getattr(r.verdict, "value", r.verdict)).lower()
             where = f" [slice {r.slice}]" if r.slice else ""
@@ -165,14 +186,20 @@ class EngineJudge:
                 no_data.append(f"{r.name}: {missing}")
             elif must.get(r.name) == "pass" and verdict != "pass":
                 unproven.append(f"{r.name}: {r.sentence}")
+            elif r.name in floors:
+                # the power floor: not_fail advances only once a large regression is excluded
+                ok, sentence = floor_check(r, by_name[r.name], floors[r.name])
+                (ruled_out if ok else unproven).append(sentence)
         samples = self.repo.candidate_samples(record.state, record.state.step_started_at)
         data = judgement.to_dict()
         data["mode"] = mode
         data["must"] = must
+        data["rule_out"] = floors
         return Evidence(
             failing=tuple(failing),
             unproven=tuple(unproven),
             no_data=tuple(no_data),
+            ruled_out=tuple(ruled_out),
             samples=samples,
             must_pass=sum(1 for m in must.values() if m == "pass"),
             must_not_fail=sum(1 for m in must.values() if m == "not_fail"),

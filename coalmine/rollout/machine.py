@@ -106,6 +106,8 @@ class Evidence:
     unproven: one sentence per `must: pass` criterion not yet PASS;
     no_data: one sentence per criterion judged on no data at all: it holds the step whatever
     its `must` (no data is never "nothing failed"), and names itself when the step ends;
+    ruled_out: one sentence per not_fail criterion whose power floor is met ("accuracy: no
+    regression larger than 20 points"); one not yet met is in `unproven`;
     samples: candidate calls logged in the current step (or shadow phase);
     must_pass / must_not_fail: how many criteria of each kind the step was judged on;
     error: the analysis itself raised (no judgement): the step cannot advance, and its max
@@ -116,6 +118,7 @@ class Evidence:
     failing: tuple[str, ...] = ()
     unproven: tuple[str, ...] = ()
     no_data: tuple[str, ...] = ()
+    ruled_out: tuple[str, ...] = ()
     samples: int = 0
     must_pass: int = 0
     must_not_fail: int = 0
@@ -305,8 +308,7 @@ def _judge_window(
     elapsed = now - state.step_started_at
     ready = elapsed >= min_duration and ev.samples >= min_samples and ev.error is None
     if ready and not ev.unproven and not ev.no_data:
-        kinds = f"{ev.must_pass} must-pass PASS, {ev.must_not_fail} not failing"
-        return "advance", f"{what} passed after {elapsed:.0f}s and {ev.samples} samples ({kinds})"
+        return "advance", _advanced(what, elapsed, ev)
     if elapsed >= max_duration:
         missing = []
         if ev.error is not None:
@@ -329,10 +331,23 @@ def _judge_window(
     if ev.samples < min_samples:
         waiting.append(f"{ev.samples}/{min_samples} samples")
     if ev.unproven:
-        waiting.append(f"{len(ev.unproven)} criteria not yet PASS")
+        waiting.append(f"{len(ev.unproven)} criteria undecided: " + "; ".join(ev.unproven))
     if ev.no_data:
         waiting.append("; ".join(ev.no_data))
     return "wait", f"{what}: waiting ({', '.join(waiting)})"
+
+
+def _advanced(what: str, elapsed: float, ev: Evidence) -> str:
+    """ "passed" only when every criterion PASSed; otherwise say what the advance rests on."""
+    head = f"{what} after {elapsed:.0f}s and {ev.samples} samples"
+    if not ev.must_not_fail:
+        return f"{head}: passed ({ev.must_pass} must-pass PASS)"
+    parts = [f"{ev.must_pass} must-pass PASS"] if ev.must_pass else []
+    parts.extend(ev.ruled_out)
+    rest = ev.must_not_fail - len(ev.ruled_out)
+    if rest > 0:
+        parts.append(f"{rest} more not failing")
+    return f"{head}: advanced: " + "; ".join(parts)
 
 
 def _hold(state: RolloutState, reason: str, ev: Evidence) -> Transition:

@@ -72,6 +72,21 @@ class CriterionSpec(BaseModel):
 
     metric: str
     must: Literal["pass", "not_fail"] | None = None
+    rule_out: float | list[float | None] | None = Field(
+        default=None,
+        description="canary, must: not_fail only: the regression each step must rule out "
+        "before it advances (the power floor), on the criterion's threshold scale: one "
+        "number for every step or one entry per step (null: none there); default: the "
+        "planner's schedule (analysis.plan.default_rule_out); [] for none",
+    )
+
+    @field_validator("rule_out")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and not v > 0 for v in values):
+            raise ValueError("rule_out: every regression to rule out must be > 0")
+        return value
 
 
 class ShadowSpec(Strict):
@@ -203,6 +218,22 @@ class RolloutSpec(Strict):
     interval: Duration = Field(default=2.0, gt=0, description="seconds between evaluations")
     alpha: float = Field(default=0.05, gt=0, lt=1)
     webhooks: list[WebhookSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rule_out_fits_the_steps(self) -> RolloutSpec:
+        for c in self.shadow.criteria or []:
+            if c.rule_out is not None:
+                raise ValueError(f"shadow criterion {c.metric}: rule_out applies to the canary")
+        n = len(self.canary.steps)
+        for c in self.canary.criteria or []:
+            if isinstance(c.rule_out, list) and c.rule_out and len(c.rule_out) != n:
+                raise ValueError(
+                    f"canary criterion {c.metric}: rule_out has {len(c.rule_out)} entries "
+                    f"for {n} steps (give one per step, or one number)"
+                )
+            if c.rule_out is not None and c.must == "pass":
+                raise ValueError(f"canary criterion {c.metric}: rule_out applies to not_fail")
+        return self
 
     @model_validator(mode="after")
     def _something_to_do(self) -> RolloutSpec:

@@ -108,8 +108,10 @@ def store(tmp_path: Path) -> Any:
 
 def test_an_unlabelled_not_fail_criterion_holds_a_live_canary_step(store: Any) -> None:
     """Before: accuracy (must: not_fail) on zero labels never FAILs, so the step advanced."""
-    criteria = [{"metric": "error_rate"}, {"metric": "outcome:clicked", "margin": 0.1},
-                {"metric": "accuracy", "must": "not_fail"}]  # fmt: skip
+    # no power floor here (`rule_out: []`): this test is about data, not its amount
+    criteria = [{"metric": "error_rate", "rule_out": []},
+                {"metric": "outcome:clicked", "margin": 0.1},
+                {"metric": "accuracy", "must": "not_fail", "rule_out": []}]  # fmt: skip
     spec = parse_spec({"shadow": {"enabled": False},
                        "canary": {"steps": [10, 100], "min_duration": 0, "min_samples": 10,
                                   "criteria": criteria}})  # fmt: skip
