@@ -247,8 +247,10 @@ def create_app(
         refusals, warnings = source_checks(spec, criteria, facts)
         if refusals:
             raise ConfigError("spec", [(f"spec.{path}", reason) for path, reason in refusals])
-        rps, label_rate = observed_rates(engine, body.model)
-        warnings += plan_warnings(spec, criteria["canary"], rps=rps, label_rate=label_rate)
+        seen = observed_rates(engine, body.model)
+        warnings += plan_warnings(
+            spec, criteria["canary"], rps=seen.rps, label_rate=seen.label_rate, traffic=seen
+        )
         record = rollouts.create(body.model, body.candidate, str(body.url), spec, notes=warnings)
         out = _rollout_dict(record)
         out["warnings"] = warnings

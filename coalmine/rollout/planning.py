@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from coalmine.analysis.nodata import SourceFacts, source_problem
+from coalmine.analysis.nodata import SourceFacts, needs_labels, source_problem
+from coalmine.rollout.floor import schedule
 from coalmine.rollout.spec import RolloutSpec
 from coalmine.store.schema import feedback, predictions
 
 __all__ = [
     "WINDOW_S",
+    "ObservedTraffic",
     "observed_rates",
     "observed_sources",
     "plan_warnings",
@@ -32,68 +35,159 @@ _RECENT_FEEDBACK = 5000
 _RECENT_PREDICTIONS = 500
 
 WINDOW_S = 300.0
-# (base success proportion, needs labels) of the proportion metrics the plan can size
-_PROPORTIONS = {"accuracy": (0.9, True), "error_rate": (0.99, False)}
+# Below this, a rate says nothing: the plan is not checked, and the warning says so.
+MIN_CALLS_TO_PLAN = 30
+MIN_SECONDS_TO_PLAN = 10.0
+# base success proportion of the proportion metrics the plan can size
+_PROPORTIONS = {"accuracy": 0.9, "error_rate": 0.99}
 _SMALLEST_REGRESSION = 0.01  # one point beyond the criterion's margin
 
 
-def observed_rates(engine: Engine, model: str, now: float | None = None) -> tuple[float, float]:
-    """(requests per second served by `model`, labels per request) over the last 5 minutes."""
-    since = (time.time() if now is None else now) - WINDOW_S
-    served = select(func.count()).where(
+@dataclass(frozen=True)
+class ObservedTraffic:
+    """What the model served in the last `WINDOW_S` seconds, over the span it was seen.
+
+    `rps` is calls / the time between the window's first call and now (not / the window), so
+    traffic that started a minute ago is not diluted over five; `label_rate` is the share of
+    THIS model's calls that got a label (feedback for other models does not count).
+    """
+
+    calls: int
+    seen_s: float
+    labelled: int
+
+    @property
+    def rps(self) -> float:
+        return self.calls / self.seen_s if self.seen_s > 0 else 0.0
+
+    @property
+    def label_rate(self) -> float:
+        return min(1.0, self.labelled / self.calls) if self.calls else 0.0
+
+    @property
+    def enough(self) -> bool:
+        return self.calls >= MIN_CALLS_TO_PLAN and self.seen_s >= MIN_SECONDS_TO_PLAN
+
+
+def observed_rates(engine: Engine, model: str, now: float | None = None) -> ObservedTraffic:
+    """Calls `model` served (stable or canary) and how many of them got a label, lately."""
+    now = time.time() if now is None else now
+    since = now - WINDOW_S
+    mine = (
         (predictions.c.model == model)
         & (predictions.c.ts >= since)
         & (predictions.c.role.in_(("stable", "canary")))
     )
-    labelled = select(func.count()).where(feedback.c.ts >= since)
+    served = select(func.count(), func.min(predictions.c.ts)).where(mine)
+    labelled = (
+        select(func.count(func.distinct(feedback.c.request_id)))
+        .select_from(feedback.join(predictions, predictions.c.request_id == feedback.c.request_id))
+        .where(mine & feedback.c.label.is_not(None) & (feedback.c.label != "null"))
+    )
     with engine.connect() as conn:
-        n = int(conn.execute(served).scalar() or 0)
+        n, first = conn.execute(served).one()
         labels = int(conn.execute(labelled).scalar() or 0)
-    return n / WINDOW_S, (min(1.0, labels / n) if n else 0.0)
+    n = int(n or 0)
+    # the span traffic was seen: from the first call in the window (at least 1 s)
+    seen = max(1.0, now - float(first)) if n else 0.0
+    return ObservedTraffic(calls=n, seen_s=seen, labelled=labels)
 
 
 def plan_warnings(
-    spec: RolloutSpec, criteria: list[Any], *, rps: float, label_rate: float
+    spec: RolloutSpec,
+    criteria: list[Any],
+    *,
+    rps: float,
+    label_rate: float,
+    traffic: ObservedTraffic | None = None,
 ) -> list[str]:
-    """One sentence per canary step that cannot decide within its max duration."""
-    from coalmine.analysis.plan import step_can_decide
+    """One sentence per canary step and criterion that cannot decide within its max duration.
 
+    The words follow what the step does then (machine.py with the power floor of floor.py):
+    a `must: pass` criterion or a not_fail one with a floor holds the step until its max
+    duration, which then ends per `on_inconclusive`; a not_fail one without a floor lets the
+    step advance without having been able to detect a regression.
+    """
+    from coalmine.analysis.plan import format_duration, step_can_decide
+
+    if traffic is not None and not traffic.enough:
+        if traffic.calls == 0:
+            return [
+                f"no traffic seen in the last {WINDOW_S / 60:g} minutes: steps will wait for "
+                "their minimum samples and the plan cannot be checked"
+            ]
+        return [
+            f"too little traffic seen to plan ({traffic.calls} calls over "
+            f"{traffic.seen_s:.0f} s): the plan cannot be checked yet"
+        ]
     if rps <= 0:
         return [
             "no traffic seen in the last 5 minutes: steps will wait for their minimum samples "
             "and the plan cannot be checked"
         ]
+    floors = schedule(spec, criteria)
+    ending = (
+        "end per on_inconclusive "
+        f"({'roll back' if spec.canary.on_inconclusive == 'fail' else 'hold and alert'})"
+    )
     sized = [c for c in criteria if c.metric in _PROPORTIONS]
     warnings: list[str] = []
-    for step in spec.canary.steps:
+    for index, step in enumerate(spec.canary.steps):
         if step.weight >= 100:
             continue
         warnings.extend(_quantile_warnings(spec, criteria, step, rps))
+        max_s = spec.canary.step_max_duration(step)
         for c in sized:
-            base, needs_labels = _PROPORTIONS[c.metric]
-            rate = label_rate if needs_labels else 1.0
+            labelled = needs_labels(c)
+            rate = label_rate if labelled else 1.0
+            what = "labelled candidate samples" if labelled else "candidate calls"
             if rate <= 0:
                 warnings.append(
-                    f"step {step.weight:g}%: {c.name} needs labels and none "
-                    "arrived in the last 5 minutes"
+                    f"{c.name}: step {step.weight:g}%: it needs labels and none of this "
+                    "model's recent calls got one: the step holds until labels arrive"
                 )
                 continue
             margin = c.margin or 0.0
+            floor = floors.get(c.name, (None,) * (index + 1))[index]
+            if c.must == "not_fail" and floor is not None:
+                # ruling out a regression of `floor` for a candidate as good as production
+                effect, against, goal = (
+                    floor,
+                    0.0,
+                    (f"ruling out a regression larger than {floor * 100:.3g} points"),
+                )
+            else:
+                effect, against = margin + _SMALLEST_REGRESSION, margin
+                goal = (
+                    "deciding"
+                    if c.must == "pass"
+                    else (f"detecting a regression of {effect * 100:.3g} points")
+                )
             plan = step_can_decide(
                 share_percent=step.weight,
                 rps=rps,
                 label_rate=rate,
-                min_effect=margin + _SMALLEST_REGRESSION,
-                base=base,
-                margin=margin,
+                min_effect=effect,
+                base=_PROPORTIONS[c.metric],
+                margin=against,
                 alpha=spec.alpha,
                 tests=max(1, len(criteria)),
-                max_duration_s=spec.canary.step_max_duration(step),
+                max_duration_s=max_s,
                 like_for_like=spec.baseline is not None,
             )
-            text = plan.warning()
-            if text:
-                warnings.append(f"{c.name}: {text}")
+            if plan.can_decide:
+                continue
+            then = (
+                "it advances on not_fail without that (no FAIL could be seen there)"
+                if c.must == "not_fail" and floor is None
+                else f"so the step will hold to its max duration and {ending}"
+            )
+            warnings.append(
+                f"{c.name}: step {step.weight:g}%: {goal} needs ~{plan.anytime_samples:,} "
+                f"{what} ≈ {format_duration(plan.anytime_seconds)} at "
+                f"{plan.samples_per_second:.3g}/s, more than its max duration "
+                f"{format_duration(max_s)}; {then}"
+            )
     return warnings
 
 
