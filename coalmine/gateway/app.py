@@ -84,6 +84,12 @@ def _error(status: int, message: str, request_id: str | None = None) -> web.Resp
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _not_allowed(message: str, allowed: list[str]) -> web.Response:
+    response = _error(405, message)
+    response.headers["Allow"] = ", ".join(allowed)  # a 405 must say what is (RFC 9110)
+    return response
+
+
 def _long_request_id() -> web.Response:
     # refused rather than cut: the id is echoed to the client, who sends it back with the
     # label, so the log must hold exactly what was echoed
@@ -196,7 +202,7 @@ class Gateway:
         inference = match_inference_path(path)
         if inference is not None:
             if request.method != "POST":
-                return _error(405, "inference endpoints take POST")
+                return _not_allowed("inference endpoints take POST", ["POST"])
             try:
                 return await self.forward(request, *inference)
             except Exception:
@@ -207,7 +213,7 @@ class Gateway:
         model_route = match_model_route(path)
         if model_route is not None:
             if request.method != "GET":
-                return _error(405, "health, readiness and metadata endpoints take GET")
+                return _not_allowed("health, readiness and metadata endpoints take GET", ["GET"])
             try:
                 return await self.pass_through(request, model_route[1])
             except Exception:
@@ -224,8 +230,9 @@ class Gateway:
                 except TimeoutError:
                     return self._body_timeout(None)
             return await endpoint(request)
-        if any(p == path for _, p in self._endpoints):
-            return _error(405, f"method {request.method} not allowed on {path}")
+        allowed = sorted(m for m, p in self._endpoints if p == path)
+        if allowed:
+            return _not_allowed(f"method {request.method} not allowed on {path}", allowed)
         return _error(404, f"no such endpoint {path}")
 
     async def read_body(self, request: web.BaseRequest) -> bytes:

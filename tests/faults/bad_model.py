@@ -5,13 +5,17 @@
 prints `listening on http://127.0.0.1:PORT` and serves until killed. Standalone (no
 Coalmine import), so it starts in a blink. MODE, for every request:
 - garbage: a 200 whose body is not JSON;
-- half: a response head promising 1,000 bytes, 10 of them, then the connection closes.
+- half: a response head promising 1,000 bytes, 10 of them, then the connection closes;
+- stuck: never accepts a connection (a listen backlog of 1, full after the first
+  connection: the kernel then leaves further clients waiting on their handshake).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import time
 
 
 async def _serve(mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -40,6 +44,15 @@ async def _serve(mode: str, reader: asyncio.StreamReader, writer: asyncio.Stream
         writer.close()
 
 
+def stuck() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 async def main(mode: str) -> None:
     server = await asyncio.start_server(lambda r, w: _serve(mode, r, w), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -49,6 +62,8 @@ async def main(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in ("garbage", "half"):
-        sys.exit("usage: bad_model.py garbage|half")
+    if len(sys.argv) != 2 or sys.argv[1] not in ("garbage", "half", "stuck"):
+        sys.exit("usage: bad_model.py garbage|half|stuck")
+    if sys.argv[1] == "stuck":
+        stuck()
     asyncio.run(main(sys.argv[1]))

@@ -201,3 +201,27 @@ async def test_a_hung_shadow_leaves_production_alone_and_every_copy_accounted_fo
     assert all(r.error_class == "timeout" for r in shadow_rows)
     assert len(shadow_rows) + mirror.dropped == 200
     assert mirror.dropped > 0  # 2 workers x 1 s cannot keep up with a hung shadow
+
+
+async def test_a_canary_that_never_accepts_connections_is_cut_at_the_canary_deadline(
+    tmp_path: Path,
+    stable_server: ModelServerHandle,
+    bad_model: Callable[[str], str],
+    start_gateway: StartGateway,
+) -> None:
+    config = make_config(
+        tmp_path,
+        {"v1": stable_server.url, "v2": bad_model("stuck")},
+        routing={"canary": "v2", "canary_weight": 100},
+        gateway={"fast_guard_failures": 0, "canary_timeout_s": 0.5, "upstream_timeout_s": 30},
+    )
+    gw = await start_gateway(config)
+    start = time.monotonic()
+    answers = await _traffic(gw, 12, "stuck", concurrency=4)
+    waited = time.monotonic() - start
+    assert {(s, v) for _, s, v, _ in answers} == {(200, "v1")}
+    assert waited < 12 * 0.5 + 10  # three rounds of the 0.5 s deadline, not of 30 s
+    await gw.stop()
+    canary_rows = [r for r in gw.rows() if r.role == "canary"]
+    assert len(canary_rows) == 12
+    assert {r.error_class for r in canary_rows} == {"timeout"}

@@ -213,3 +213,30 @@ async def test_n_requests_give_exactly_the_expected_log_rows(
     # the shadow saw each request once, marked as a mirror copy
     assert len(upstreams["v3"].seen) == n
     assert all(s["headers"].get("X-Shadow") == "1" for s in upstreams["v3"].seen)
+
+
+async def test_a_slow_canary_is_cut_at_the_canary_deadline_not_stables_timeout(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    upstreams["v2"].mode, upstreams["v2"].delay_s = "slow", 5.0
+    urls = {v: upstreams[v].url for v in ("v1", "v2")}
+    for failover, expected in ((True, (200, "v1")), (False, (504, "v2"))):
+        (tmp_path / str(failover)).mkdir()
+        config = make_config(
+            tmp_path / str(failover),
+            urls,
+            routing={"canary": "v2", "canary_weight": 100},
+            gateway={
+                "canary_failover": failover,
+                "canary_timeout_s": 0.3,
+                "upstream_timeout_s": 30,
+            },
+        )
+        gw = await start_gateway(config)
+        status, headers, body = await gw.post(V1, headers={"X-Request-ID": f"slow-{failover}"})
+        assert (status, headers["X-Model-Version"]) == expected, body
+        if not failover:
+            assert b"v2 timeout" in body
+        await gw.stop()
+        canary = [r for r in gw.rows() if r.role == "canary"]
+        assert [(r.error_class, 300 <= r.latency_ms < 5000) for r in canary] == [("timeout", True)]
