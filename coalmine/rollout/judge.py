@@ -195,6 +195,9 @@ class EngineJudge:
         data["mode"] = mode
         data["must"] = must
         data["rule_out"] = floors
+        # what holds the step now, readable while it waits (GET .../judgement, dashboard)
+        data["no_data"] = list(no_data)
+        data["undecided"] = list(unproven)
         return Evidence(
             failing=tuple(failing),
             unproven=tuple(unproven),

@@ -236,9 +236,9 @@ def observed_sources(
     """What the store shows of `model`'s data: labels, outcome names, logged scores.
 
     Feedback counts for this model only (joined to its prediction rows by request id), over
-    the most recent feedback rows. Scores: a recent logged prediction whose parsed output
-    carries probabilities or a score (a `scores`/`score` column, once the log has one, counts
-    when it is not null). `resources` says whether a CPU/memory source is configured.
+    the most recent feedback rows. Scores: a recent logged prediction with its `scores`
+    column set (the gateway stores the probabilities there), or whose parsed prediction itself
+    carries probabilities. `resources` says whether a CPU/memory source is configured.
     """
     recent_fb = (
         select(feedback.c.request_id, feedback.c.label, feedback.c.outcomes)

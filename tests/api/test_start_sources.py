@@ -37,11 +37,13 @@ def _engine(tmp_path: Path) -> Engine:
     return engine
 
 
-def _log(engine: Engine, model: str, n: int, prediction: Any, fb: dict[str, Any] | None) -> None:
+def _log(engine: Engine, model: str, n: int, prediction: Any, fb: dict[str, Any] | None,
+         scores: Any = None) -> None:  # fmt: skip
     now = time.time()
     insert_batch(engine, [
         PredictionRecord(request_id=f"{model}-{i}", model=model, version="v1", role="stable",
-                         ts=now - n + i, latency_ms=5.0, status=200, prediction=prediction)
+                         ts=now - n + i, latency_ms=5.0, status=200, prediction=prediction,
+                         scores=scores)
         for i in range(n)
     ])  # fmt: skip
     if fb is not None:
@@ -99,9 +101,10 @@ def test_unseen_sources_are_warnings_and_this_models_feedback_only_counts(engine
         rid = answer.json()["id"]
         httpx.post(f"{url}/api/v1/rollouts/{rid}/abort", headers=AUTH).raise_for_status()
 
-        # once iris itself has labels, outcomes and scores logged, nothing is said
-        _log(engine, "iris", 50, {"label": 1, "probabilities": [0.3, 0.7]},
-             {"label": 0, "outcomes": {"clicked": 0}})  # fmt: skip
+        # once iris itself has labels, outcomes and scores logged (the log's scores
+        # column, as the gateway writes it), nothing is said
+        _log(engine, "iris", 50, 1, {"label": 0, "outcomes": {"clicked": 0}},
+             scores=[0.3, 0.7])  # fmt: skip
         answer = _start(url, criteria)
     assert answer.status_code == 201, answer.text
     assert not any("no labelled" in w or "outcome" in w or "scores" in w

@@ -138,6 +138,7 @@ def test_an_unlabelled_not_fail_criterion_holds_a_live_canary_step(store: Any) -
         "outcome:clicked: no candidate data yet (from the outcome 'clicked' in feedback)",
     ]
     assert not ev.failing
+    assert ev.judgement is not None and ev.judgement["no_data"] == list(ev.no_data)
     held = step(state, Tick(ev), now)
     assert not held.changed and "accuracy: no candidate data yet" in held.reason
 
