@@ -584,9 +584,15 @@ def check_labels(
     """Refuse labels whose type can never match the predicted classes (an index vs a name)."""
     if task != "classification":
         return
+    checked: set[tuple[Any, ...]] = set()
     for i, r in enumerate(rows):
         if not r.has_label or r.prediction is None or isinstance(r.label, dict | list):
             continue
+        key = _kinds(r.prediction, r.label)
+        if key is not None:
+            if key in checked:  # same types (and names) as a row already checked
+                continue
+            checked.add(key)
         for out in outputs.normalize(r.prediction, task):
             if (
                 out is not None
@@ -601,6 +607,25 @@ def check_labels(
                     f"{field}[{i}]: {r.label!r} cannot match the predicted class {out.cls!r} "
                     f"(a class name against a class index): {hint}"
                 )
+
+
+def _kinds(prediction: Any, label: Any) -> tuple[Any, ...] | None:
+    """What decides whether a scalar prediction's class can match a label (None: not scalar).
+
+    Strings count by value (a name or a digit string), floats by whether they read as a
+    probability or a whole number, other scalars by type.
+    """
+
+    def kind(x: Any) -> Any:
+        if isinstance(x, str):
+            return x
+        if isinstance(x, float):
+            return (x.is_integer(), 0.0 <= x <= 1.0)
+        return None
+
+    if not isinstance(prediction, bool | int | float | str):
+        return None
+    return (type(prediction), kind(prediction), type(label), kind(label))
 
 
 assert set(_ARM_ALIASES.values()) == set(ARMS)

@@ -358,7 +358,8 @@ class Stats:
                     self.slices[key] = SliceStats()
             if key in self.slices:
                 keys.append(key)
-        return keys
+        # a later attribute of the same row may have evicted an earlier one's value
+        return [k for k in keys if k in self.slices] if count else keys
 
     @property
     def judged(self) -> list[str]:
@@ -412,9 +413,11 @@ class Stats:
 
     # -- request-level ------------------------------------------------------------------
     def _flush(self, arm: str, pending: Mapping[tuple[str, int, str], list[float]]) -> None:
-        # Values are collected per cell and added in one vectorised call per cell and batch.
+        # Values are collected per cell and added in one vectorised call per cell and batch;
+        # a slice value evicted from the pool during the batch (slices.py) loses its share.
         for (key, step, name), values in pending.items():
-            self.slices[key].arm(arm).cell(step).m(name).add(values)
+            if key in self.slices:
+                self.slices[key].arm(arm).cell(step).m(name).add(values)
 
     def add_requests(self, arm: str, rows: Iterable[Obs]) -> None:
         pending: dict[tuple[str, int, str], list[float]] = defaultdict(list)
@@ -451,7 +454,8 @@ class Stats:
                     s.drift[b] = s.drift.get(b, 0) + 1
         self._flush(arm, pending)
         for key, values in latencies.items():
-            self.slices[key].arm(arm).latency.add(values)
+            if key in self.slices:
+                self.slices[key].arm(arm).latency.add(values)
 
     def add_labels(self, arm: str, rows: Iterable[Obs]) -> None:
         """Rows whose label (and/or business outcomes) arrived: quality and outcomes."""
@@ -599,7 +603,7 @@ class Stats:
             self.pool = SlicePool(self.max_slices)
             for k, v in self.slices.items():
                 if k != OVERALL:
-                    self.pool.counts[k] = v.candidate.requests + v.baseline.requests
+                    self.pool.track(k, v.candidate.requests + v.baseline.requests)
             self.pool.rows = sum(self.pool.counts.values())
             self.pool.admit(0)
         self.bad_latency = {arm: int(d.get("bad_latency", {}).get(arm, 0)) for arm in ARMS}

@@ -40,24 +40,51 @@ class SlicePool:
         self.judged: list[str] = []  # sorted; never shrinks
         self._judged: set[str] = set()
         self.rows = 0  # (row, slice value) pairs seen, tracked or not
+        # The evictable (tracked, not judged) values by count, and the smallest count: the
+        # stream-summary of space-saving, so a new value costs O(1) even when every row
+        # brings one (a user id as an attribute).
+        self._by_count: dict[int, dict[str, None]] = {}
+        self._min = 0
+
+    def _bucket_add(self, key: str, n: int) -> None:
+        self._by_count.setdefault(n, {})[key] = None
+        if n < self._min or len(self._by_count) == 1:
+            self._min = n
+
+    def _bucket_remove(self, key: str, n: int) -> None:
+        bucket = self._by_count[n]
+        del bucket[key]
+        if not bucket:
+            del self._by_count[n]
+            if n == self._min and self._by_count:
+                self._min = min(self._by_count) if n + 1 not in self._by_count else n + 1
+
+    def track(self, key: str, rows: int) -> None:
+        """Start tracking `key` with `rows` rows (a state saved before the pool existed)."""
+        self.counts[key] = rows
+        self._bucket_add(key, rows)
 
     def see(self, key: str) -> tuple[bool, str | None]:
         """Count one row of `key`: (is it tracked now, the value evicted to make room)."""
         self.rows += 1
-        if key in self.counts:
-            self.counts[key] += 1
+        n = self.counts.get(key)
+        if n is not None:
+            self.counts[key] = n + 1
+            if key not in self._judged:
+                self._bucket_add(key, n + 1)
+                self._bucket_remove(key, n)
             return True, None
         if len(self.counts) < self.capacity:
             self.counts[key] = 1
+            self._bucket_add(key, 1)
             return True, None
-        victim = min(
-            (k for k in self.counts if k not in self._judged),
-            key=self.counts.__getitem__,
-            default=None,
-        )
-        if victim is None:  # every tracked value is judged (capacity == max_judged)
+        if not self._by_count:  # every tracked value is judged (capacity == max_judged)
             return False, None
-        self.counts[key] = self.counts.pop(victim) + 1
+        victim = next(iter(self._by_count[self._min]))  # the oldest with the fewest rows
+        inherited = self.counts.pop(victim)
+        self._bucket_remove(victim, inherited)
+        self.counts[key] = inherited + 1
+        self._bucket_add(key, inherited + 1)
         return True, victim
 
     def admit(self, min_rows: int = MIN_ROWS) -> list[str]:
@@ -70,6 +97,8 @@ class SlicePool:
         new = waiting[:free]
         self.judged = sorted(self.judged + new)  # one order, however the looks fell
         self._judged.update(new)
+        for k in new:  # judged values are never evicted
+            self._bucket_remove(k, self.counts[k])
         return new
 
     def unjudged_rows(self) -> int:
@@ -83,8 +112,11 @@ class SlicePool:
     @classmethod
     def from_dict(cls, max_judged: int, d: Mapping[str, Any]) -> SlicePool:
         pool = cls(max_judged, int(d.get("capacity") or 0) or None)
-        pool.counts = {str(k): int(v) for k, v in d["counts"].items()}
         pool.judged = [str(k) for k in d["judged"]]
         pool._judged = set(pool.judged)
+        for k, v in d["counts"].items():
+            pool.counts[str(k)] = int(v)
+            if k not in pool._judged:
+                pool._bucket_add(str(k), int(v))
         pool.rows = int(d["rows"])
         return pool

@@ -133,3 +133,48 @@ def test_fifty_unequal_slices_of_aa_data_keep_the_familywise_false_fail_below_al
         fails += any(j.verdict is Verdict.FAIL for j in judgements)
     print(f"A/A, 50 unequal slices, 20 judged, Holm: false FAIL {fails}/{runs}")
     assert upper_cp(fails, runs) <= ALPHA
+
+
+def test_high_cardinality_slices_keep_memory_bounded_and_judge_the_heavy_values() -> None:
+    """A user id as a slice attribute: every row a new value, evicting tracked ones mid-batch
+    and within one row (two attributes); the pool stays bounded and the heavy values win."""
+    rng = np.random.default_rng(4)
+    a = Analysis([Criterion(metric="accuracy", margin=0.01),
+                  Criterion(metric="error_rate", max_ratio=1.5)], max_slices=3)  # fmt: skip
+    n = 6_000
+    for arm in ("candidate", "baseline"):
+        y = rng.integers(0, 2, n)
+        heavy = rng.random(n) < 0.3
+        user = np.where(heavy, rng.integers(0, 3, n), rng.integers(100, 10**9, n))
+        sl = [{"user": int(u), "page": int(p)} for u, p in zip(user, rng.integers(0, 10**9, n),
+                                                                  strict=True)]  # fmt: skip
+        a.add_batch(arm, predictions=y, labels=y, errors=np.zeros(n, bool), slices=sl,
+                    steps=np.full(n, 5000))  # fmt: skip
+    j = a.judge()
+    assert a.stats.judged == ["user=0", "user=1", "user=2"]
+    assert len(a.stats.slices) <= a.stats.pool.capacity + 1
+    assert {r.slice for r in j.results} == {None, "user=0", "user=1", "user=2"}
+
+
+def test_the_pool_matches_a_plain_space_saving_count() -> None:
+    """The O(1) stream-summary evicts what the textbook rule (the fewest rows) would."""
+    rng = np.random.default_rng(8)
+    pool = SlicePool(max_judged=2, capacity=6)
+    plain: dict[str, int] = {}
+    for step, k in enumerate(rng.zipf(1.3, 5000)):
+        key = f"v={k}"
+        if step == 2000:
+            pool.admit()
+        judged = set(pool.judged)
+        if key not in plain and len(plain) >= 6:
+            low = min(n for v, n in plain.items() if v not in judged)
+            victims = {v for v, n in plain.items() if v not in judged and n == low}
+            _, evicted = pool.see(key)
+            assert evicted in victims
+            plain[key] = plain.pop(evicted) + 1  # type: ignore[arg-type]
+        else:
+            pool.see(key)
+            plain[key] = plain.get(key, 0) + 1
+        assert pool.counts == plain
+    restored = SlicePool.from_dict(2, json.loads(json.dumps(pool.to_dict())))
+    assert restored.see("v=new") == pool.see("v=new")

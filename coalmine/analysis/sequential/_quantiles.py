@@ -12,6 +12,7 @@ a t-digest, the error is deterministic and histograms merge exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -23,6 +24,18 @@ from coalmine.analysis.sequential._decision import Verdict
 DEFAULT_LOW = 1e-3  # ms
 DEFAULT_HIGH = 1e5  # ms
 DEFAULT_BINS_PER_DECADE = 100  # ~2.3% relative bin width
+
+
+@functools.lru_cache(maxsize=16)
+def _edges(low: float, high: float, bins_per_decade: int) -> NDArray[np.float64]:
+    """Bin edges, computed once per shape and shared read-only (one histogram per slice)."""
+    n_inner = math.ceil(round(math.log10(high / low) * bins_per_decade, 9))
+    inner = low * 10.0 ** (np.arange(n_inner + 1) / bins_per_decade)
+    inner[-1] = high
+    # edges[k], edges[k+1] bound bin k; bin 0 is the underflow, the last bin the overflow.
+    edges = np.concatenate(([0.0], inner, [math.inf]))
+    edges.flags.writeable = False
+    return edges
 
 
 class LogHistogram:
@@ -40,11 +53,7 @@ class LogHistogram:
         self.low = float(low)
         self.high = float(high)
         self.bins_per_decade = int(bins_per_decade)
-        n_inner = math.ceil(round(math.log10(high / low) * bins_per_decade, 9))
-        inner = self.low * 10.0 ** (np.arange(n_inner + 1) / self.bins_per_decade)
-        inner[-1] = self.high
-        # edges[k], edges[k+1] bound bin k; bin 0 is the underflow, the last bin the overflow.
-        self.edges: NDArray[np.float64] = np.concatenate(([0.0], inner, [math.inf]))
+        self.edges: NDArray[np.float64] = _edges(self.low, self.high, self.bins_per_decade)
         self.counts: NDArray[np.int64] = np.zeros(self.edges.size - 1, dtype=np.int64)
 
     @property
