@@ -386,6 +386,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(str(path), [("(file)", exc.strerror or str(exc))]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [("(yaml)", str(exc))]) from None
+    except RecursionError:  # `a: [[[[...`: deeper than the parser's stack (tests/fuzz)
+        raise ConfigError(str(path), [("(yaml)", "nested too deeply to read")]) from None
 
 
 def parse_config(data: Any, source: str = "<config>") -> CoalmineConfig:
