@@ -45,11 +45,11 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ModelServers = Callable[..., ModelServerHandle]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stable_server(
     iris_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServerHandle]:
-    """One healthy "v1" server a module, shared by its tests: never the one faulted."""
+    """One healthy "v1" server, shared by the fault suite: never the one faulted."""
     log_dir = tmp_path_factory.mktemp("stable-log")
     with start_model_server(iris_model, name="m", version="v1", log_dir=log_dir) as handle:
         yield handle

@@ -173,6 +173,7 @@ async def test_a_canary_answering_garbage_or_half_a_response(
         assert len([r for r in rows if r.role == "stable" and r.status == 200]) == 20
 
 
+@pytest.mark.slow  # tests/gateway/test_shadow.py covers a slow shadow in a few seconds
 async def test_a_hung_shadow_leaves_production_alone_and_every_copy_accounted_for(
     tmp_path: Path,
     stable_server: ModelServerHandle,
