@@ -58,7 +58,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from coalmine.analysis.analysis import Analysis
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.metrics import Obs
-from coalmine.analysis.outputs import with_scores
 from coalmine.analysis.result import CriterionResult, Judgement
 from coalmine.store.feedback import FirstValues, first_values
 from coalmine.store.schema import feedback, predictions
@@ -202,10 +201,8 @@ class Evaluator:
              has_label: bool = False) -> Obs:  # fmt: skip
         slices = _loads(row[prefix + "slices"])
         return Obs(
-            # the scores logged beside the prediction (log_loss, auc) join each instance
-            prediction=with_scores(
-                _loads(row[prefix + "prediction"]), _loads(row.get(prefix + "scores"))
-            ),
+            prediction=_loads(row[prefix + "prediction"]),
+            scores=_loads(row.get(prefix + "scores")),  # beside it: log_loss, auc, user metrics
             latency_ms=row[prefix + "latency_ms"],
             status=int(row[prefix + "status"]),
             error_class=row[prefix + "error_class"],

@@ -16,6 +16,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -53,6 +54,7 @@ class Obs:
     label: Any = None
     has_label: bool = False
     outcomes: Mapping[str, Any] | None = None
+    scores: Any = None  # the probabilities/scores logged beside the prediction, if any
 
     @property
     def is_error(self) -> bool:
@@ -296,7 +298,7 @@ def batch_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-UserFn = Callable[[Any, Any], float]
+UserFn = Callable[..., float]  # f(prediction, label) or f(prediction, label, scores)
 
 
 @dataclass
@@ -306,6 +308,16 @@ class Example:
     values: dict[str, float]
     score: float | None = None
     y: int | None = None
+
+
+def _takes_scores(fn: Callable[..., Any]) -> bool:
+    """Whether a user metric takes a third argument, the instance's logged scores."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: (prediction, label)
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 class Stats:
@@ -325,6 +337,7 @@ class Stats:
         self.track_drift = track_drift
         self.classes = classes
         self.user_metrics = dict(user_metrics or {})
+        self._with_scores = {n for n, fn in self.user_metrics.items() if _takes_scores(fn)}
         self.outcome_names = set(outcome_names)
         self.max_slices = max_slices
         self.slices: dict[str, SliceStats] = {OVERALL: SliceStats()}  # all tracked values
@@ -367,7 +380,9 @@ class Stats:
         return self.pool.judged
 
     # -- per-example reduction --------------------------------------------------------------
-    def example(self, out: outputs.Output | None, raw: Any, label: Any) -> Example | None:
+    def example(
+        self, out: outputs.Output | None, raw: Any, label: Any, scores: Any = None
+    ) -> Example | None:
         if isinstance(label, dict):
             label = next((label[k] for k in ("label", "value", "y", "class") if k in label), None)
         if out is None or label is None:
@@ -399,7 +414,7 @@ class Stats:
             values["sq_err"] = err * err
         for name, fn in self.user_metrics.items():
             try:
-                v = float(fn(raw, label))
+                v = float(fn(raw, label, scores) if name in self._with_scores else fn(raw, label))
             except Exception:  # a user metric failing on one example must not stop analysis
                 continue
             if math.isfinite(v):
@@ -407,9 +422,21 @@ class Stats:
         return Example(values, score, y)
 
     def _examples(self, obs: Obs) -> list[Example | None]:
-        pairs = outputs.examples(obs.prediction, obs.label, self.task)
-        instances = outputs._unwrap(obs.prediction) if len(pairs) > 1 else [obs.prediction]
-        return [self.example(o, raw, lab) for (o, lab), raw in zip(pairs, instances, strict=False)]
+        # log_loss and AUC read the logged scores beside each instance's label; user
+        # metrics get the prediction as logged, and the scores apart (see `example`)
+        pairs = outputs.examples(
+            outputs.with_scores(obs.prediction, obs.scores), obs.label, self.task
+        )
+        if len(pairs) > 1:
+            instances = outputs._unwrap(obs.prediction)
+            rows = obs.scores if isinstance(obs.scores, list) else []
+            scores = rows if len(rows) == len(pairs) else [None] * len(pairs)
+        else:
+            instances, scores = [obs.prediction], [obs.scores]
+        return [
+            self.example(o, raw, lab, s)
+            for (o, lab), raw, s in zip(pairs, instances, scores, strict=False)
+        ]
 
     # -- request-level ------------------------------------------------------------------
     def _flush(self, arm: str, pending: Mapping[tuple[str, int, str], list[float]]) -> None:

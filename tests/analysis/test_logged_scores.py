@@ -77,12 +77,18 @@ def test_the_engine_feeds_logged_scores_to_log_loss_auc_and_user_metrics(
     seen: list[Any] = []
     monkeypatch.setattr(user_metrics, "_allowed", dict(user_metrics._allowed))  # restored after
 
-    def p_true(prediction: Any, label: Any) -> float:
+    def p_true(prediction: Any, label: Any, scores: Any) -> float:
+        # a score-based metric takes a third argument: the instance's logged scores
+        (row,) = scores
+        return float(row[label])
+
+    def correct(prediction: Any, label: Any) -> float:
+        # a two-argument metric gets the prediction exactly as logged, as before scores
         seen.append(prediction)
-        (instance,) = prediction
-        return float(instance["scores"][label])
+        return float(prediction == [label])
 
     register_user_metric("p_true", p_true)
+    register_user_metric("correct", correct)
     rng = np.random.default_rng(3)
     records, labels = [], {}
     for i in range(300):
@@ -106,14 +112,16 @@ def test_the_engine_feeds_logged_scores_to_log_loss_auc_and_user_metrics(
         Criterion(metric="log_loss", margin=0.2),
         Criterion(metric="auc", margin=0.1),
         Criterion(metric="user:p_true", margin=0.1),
+        Criterion(metric="user:correct", margin=0.1),
     ]
     ev = Evaluator(engine, model="m", candidate="v2", baseline="v1", criteria=criteria,
                    mode="shadow")  # fmt: skip
     results = {r.metric: r for r in ev.evaluate().results if r.slice is None}
-    for metric in ("log_loss", "user:p_true"):
+    for metric in ("log_loss", "user:p_true", "user:correct"):
         assert results[metric].n_candidate == 300 and results[metric].n_baseline == 300, metric
     assert results["auc"].n_candidate > 0 and results["auc"].n_baseline > 0  # in AUC batches
-    assert seen and all(set(p[0]) == {"label", "scores"} for p in seen)
+    assert seen and all(p in (["ham"], ["spam"]) for p in seen)
+    assert 0.5 < results["user:p_true"].candidate_value < 1.0
 
     # `coalmine export` then `coalmine analyze` reads the same scores
     path = tmp_path / "log.csv"
@@ -121,6 +129,6 @@ def test_the_engine_feeds_logged_scores_to_log_loss_auc_and_user_metrics(
     engine.dispose()
     offline = analyze_export(path, model="m", candidate="v2", baseline="v1", criteria=criteria)
     again = {r.metric: r for r in offline.judge().results if r.slice is None}
-    for metric in ("log_loss", "user:p_true"):
+    for metric in ("log_loss", "user:p_true", "user:correct"):
         assert again[metric].n_candidate == 300 and again[metric].n_baseline == 300, metric
         assert again[metric].estimate == pytest.approx(results[metric].estimate)

@@ -21,7 +21,6 @@ from coalmine.analysis import inputs
 from coalmine.analysis.analysis import Analysis, check_labels
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.metrics import Obs
-from coalmine.analysis.outputs import with_scores
 
 __all__ = ["ExportError", "analyze_export", "read_export"]
 
@@ -84,8 +83,8 @@ def _obs(row: Mapping[str, Any], latency_unit: str = "ms") -> Obs:
     [lat] = inputs.latencies_ms([latency], latency_unit) or [None]
     [step] = inputs.steps_bp([_num(row.get("canary_weight_bp"), 0)]) or [0]
     return Obs(
-        # the scores logged beside the prediction, as the live engine reads them
-        prediction=with_scores(_json(row.get("prediction")), _json(row.get("scores"))),
+        prediction=_json(row.get("prediction")),
+        scores=_json(row.get("scores")),  # logged beside it, read as the live engine does
         latency_ms=lat,
         status=code,
         error_class=error_class,
