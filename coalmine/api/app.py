@@ -25,7 +25,7 @@ from coalmine.api.openapi import (
     BODY,
     CONFLICT,
     NOT_FOUND,
-    install_method_not_allowed,
+    install_error_bodies,
 )
 from coalmine.api.params import After, RolloutId
 from coalmine.config import NAME_PATTERN, BaseUrl, ConfigError
@@ -130,7 +130,7 @@ def create_app(
     rollouts = RolloutRepository(engine)
     task_of = tasks or {}
     api = APIRouter(prefix=API_PREFIX, responses=AUTH)  # the OpenAPI document's errors
-    install_method_not_allowed(app)
+    install_error_bodies(app)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> Response:

@@ -101,3 +101,25 @@ def test_a_405_allows_exactly_the_documented_methods(
         assert r.status_code == 405, (wrong, path)
         assert set(r.headers["Allow"].split(", ")) == documented, (path, r.headers["Allow"])
         assert r.json()["error"].startswith(f"{wrong} not allowed on {_concrete(path)}")
+
+
+def test_invalid_input_is_an_error_body_naming_each_field_as_documented(
+    api: str, paths: dict[str, dict[str, Any]]
+) -> None:
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            answer = op["responses"].get("422")
+            if answer is not None:
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+    bad = {"model": "iris", "candidate": "v 2", "url": "http://h:1/?q=1", "extra": 1}
+    r = httpx.post(api + "/api/v1/rollouts", json=bad, headers=AUTH)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "invalid request: 3 error(s)"
+    reasons = {e["field"]: e["reason"] for e in body["errors"]}
+    assert set(reasons) == {"candidate", "url", "extra"}
+    assert "a base URL takes no query" in reasons["url"]
+    r = httpx.get(api + "/api/v1/rollouts/not-a-number", headers=AUTH)
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["path.rollout_id"]
