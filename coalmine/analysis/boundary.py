@@ -21,9 +21,9 @@ import numpy as np
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ArmSlice, SliceStats
-from coalmine.analysis.sequential import Moments, Verdict
+from coalmine.analysis.sequential import ErrorCountEValue, Moments, Verdict
 
-__all__ = ["Outcome", "Scenario", "run_binary", "run_latency"]
+__all__ = ["Outcome", "Scenario", "pareto", "run_binary", "run_latency", "run_paired", "shares"]
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,24 @@ def _baseline_per_look(per_look: int, share_bp: int) -> int:
     return max(1, round(per_look * (1 - s) / s))
 
 
-def run_binary(sc: Scenario, runs: int, seed: int, *, key: str | None = None) -> Outcome:
-    """Canary runs of a 0/1 metric (accuracy, error rate) through `judge()`."""
+def run_binary(
+    sc: Scenario, runs: int, seed: int, *, key: str | None = None, count_test: bool = True
+) -> Outcome:
+    """Canary runs of a 0/1 metric (accuracy, error rate) through `judge()`.
+
+    An error-rate criterion with `max_ratio` gets the count e-value the Analysis keeps
+    (updated with each look's errors at that look's share) unless `count_test=False`.
+    """
     crit = Criterion.model_validate(sc.criterion)
     key = key or crit.spec.key
+    counted = crit.metric == "error_rate" and crit.max_ratio is not None and count_test
     rng = np.random.default_rng(seed)
     out = Outcome()
     for _ in range(runs):
         stats = SliceStats(ArmSlice(), ArmSlice())
         ev = Evidence(stats, sc.mode)
+        if counted:  # what Analysis keeps for error_rate with max_ratio in a canary
+            ev.evalue = ErrorCountEValue(float(crit.max_ratio))  # type: ignore[arg-type]
         verdict, n_c = Verdict.INCONCLUSIVE, 0
         for look in range(sc.looks):
             step = sc.share_bp(look)
@@ -85,6 +94,8 @@ def run_binary(sc: Scenario, runs: int, seed: int, *, key: str | None = None) ->
                 m = arm.cell(step).m(key)
                 _set(m, m.n + n, m.total + x, m.total_sq + x)
                 arm.requests += n
+            if ev.evalue is not None:
+                ev.evalue.update(int(xc), int(xb), step / 10_000)
             n_c += sc.per_look
             v = judge(crit, ev, sc.alpha).verdict
             if v is not Verdict.INCONCLUSIVE:
@@ -92,6 +103,41 @@ def run_binary(sc: Scenario, runs: int, seed: int, *, key: str | None = None) ->
                 break
         out.verdicts.append(verdict)
         out.samples.append(n_c)
+    return out
+
+
+def run_paired(sc: Scenario, runs: int, seed: int, disagreement: float) -> Outcome:
+    """Shadow runs of accuracy: both versions answer the same `per_look` requests a look.
+
+    P(candidate right, production wrong) = (disagreement + Δ)/2 and the reverse
+    (disagreement − Δ)/2, Δ = p_c − p_b from `sc.rates`; judged on the paired differences.
+    """
+    crit = Criterion.model_validate(sc.criterion)
+    key = crit.spec.key
+    rng = np.random.default_rng(seed)
+    out = Outcome()
+    for _ in range(runs):
+        stats = SliceStats(ArmSlice(), ArmSlice())
+        ev = Evidence(stats, "shadow")
+        cross = stats.pairs.cross.setdefault(key, [0.0] * 6)
+        verdict, n = Verdict.INCONCLUSIVE, 0
+        for look in range(sc.looks):
+            pc, pb = sc.rates(look)
+            up, down = (disagreement + pc - pb) / 2, (disagreement - pc + pb) / 2
+            both = pb - down
+            cells = rng.multinomial(sc.per_look, [both, up, down, 1.0 - both - up - down])
+            n_both, n_up, n_down = (float(x) for x in cells[:3])
+            c, b = n_both + n_up, n_both + n_down
+            for i, add in enumerate((sc.per_look, c, b, c, b, n_both)):
+                cross[i] += add
+            stats.pairs.pairs += sc.per_look
+            n += sc.per_look
+            v = judge(crit, ev, sc.alpha).verdict
+            if v is not Verdict.INCONCLUSIVE:
+                verdict = v
+                break
+        out.verdicts.append(verdict)
+        out.samples.append(n)
     return out
 
 

@@ -304,15 +304,18 @@ def _error_count_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
     e = ev.evalue
     assert e is not None and c.max_ratio is not None
     cand, base = ev.stats.candidate.pooled("error"), ev.stats.baseline.pooled("error")
-    if e.e_value >= 1 / alpha:
-        verdict = Verdict.FAIL
-    elif e.pass_e_value(c.max_ratio) >= 1 / alpha:
-        verdict = Verdict.PASS
+    # Each side at α/2 (e-value ≥ 2/α against κ), as every other two-sided test here: at the
+    # boundary both a PASS and a FAIL are errors, so together they stay ≤ α (Ville). The
+    # interval shown is the CS of the same one-sided e-values; the bound a verdict rests on
+    # is the threshold itself where the grid CS would reach past it, so a FAIL is never
+    # printed with an interval that contains the threshold.
+    lo, hi = e.one_sided_cs(alpha)
+    if e.e_value >= 2 / alpha:
+        verdict, lo = Verdict.FAIL, max(lo, c.max_ratio)
+    elif e.pass_e_value(c.max_ratio) >= 2 / alpha:
+        verdict, hi = Verdict.PASS, min(hi, c.max_ratio)
     else:
         verdict = Verdict.INCONCLUSIVE
-    lo, hi = e.ratio_cs(alpha)
-    if verdict is Verdict.FAIL:  # shown with the one-sided bound the FAIL rests on
-        lo = max(lo, e.lower_bound(alpha))
     est = e.ratio_estimate
     return _Test(verdict, est, lo, hi, c.max_ratio, "ratio",
                  cand.mean if cand.n else NAN, base.mean if base.n else NAN)  # fmt: skip

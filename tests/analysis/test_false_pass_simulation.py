@@ -3,7 +3,8 @@
 Every scenario puts the candidate exactly at the threshold (Δ = margin, ratio = max_ratio,
 or A/A with margin 0). There a PASS is a promoted regression and a FAIL a needless rollback,
 so one simulation checks both: each must happen in at most α = 5% of runs, asserted with the
-upper Clopper–Pearson bound (95%). The controller's looks: a judgement every `per_look`
+upper Clopper–Pearson bound (95%). The count e-value (error rate with max_ratio) and the
+shadow's paired CS are checked the same way. The controller's looks: a judgement every `per_look`
 candidate samples, the first PASS or FAIL ends the run. The four cases an audit measured
 (issue 9) PASSed 6.6%, 11.9%, 14.1% and 8.2% of runs with the plug-in normal mixture.
 
@@ -17,7 +18,15 @@ import numpy as np
 import pytest
 
 from coalmine.analysis import Analysis
-from coalmine.analysis.boundary import Outcome, Scenario, pareto, run_binary, run_latency, shares
+from coalmine.analysis.boundary import (
+    Outcome,
+    Scenario,
+    pareto,
+    run_binary,
+    run_latency,
+    run_paired,
+    shares,
+)
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ArmSlice, SliceStats
@@ -62,6 +71,12 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "accuracy A/A, ramp 1-50% while the base rate drifts 0.90 -> 0.80": (
         Scenario({"metric": "accuracy", "margin": 0}, looks=80, per_look=50, share_bp=RAMP,
                  rates=_drifting(0.90, 0.80, 80)), "binary"),
+    "error 0.1% x1.5, max_ratio 1.5 (count e-value)": (
+        Scenario({"metric": "error_rate", "max_ratio": 1.5}, looks=40, per_look=500,
+                 rates=lambda k: (0.0015, 0.001)), "binary"),
+    "shadow accuracy 0.90 -1pt, margin 1pt, 4% of answers differ": (
+        Scenario({"metric": "accuracy", "margin": 0.01}, looks=100, per_look=50,
+                 rates=lambda k: (0.89, 0.90), mode="shadow"), "paired"),
 }  # fmt: skip
 
 
@@ -69,6 +84,8 @@ def _run(name: str, runs: int, seed: int) -> Outcome:
     sc, kind = SCENARIOS[name]
     if kind == "binary":
         return run_binary(sc, runs, seed)
+    if kind == "paired":
+        return run_paired(sc, runs, seed, disagreement=0.04)
     return run_latency(sc, runs, seed, lambda r, s, n: pareto(r, 1.5, 10.0 * s, n), 1.2)
 
 
@@ -81,7 +98,10 @@ def _assert_both_sides(out: Outcome) -> None:
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_no_decision_at_the_boundary_beyond_alpha(name: str) -> None:
-    _assert_both_sides(_run(name, 200, seed=sum(map(ord, name))))
+    # The count e-value is at ~α/2 a side by construction (Ville), so it needs more runs
+    # for the Clopper–Pearson bound to say ≤ α; its looks are cheaper.
+    runs = 400 if "count" in name else 200
+    _assert_both_sides(_run(name, runs, seed=sum(map(ord, name))))
 
 
 @pytest.mark.slow
