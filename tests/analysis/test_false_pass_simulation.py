@@ -2,11 +2,12 @@
 
 Every scenario puts the candidate exactly at the threshold (Δ = margin, ratio = max_ratio,
 or A/A with margin 0). There a PASS is a promoted regression and a FAIL a needless rollback,
-so one simulation checks both: each must happen in at most α = 5% of runs, asserted with the
-upper Clopper–Pearson bound (95%). The count e-value (error rate with max_ratio) and the
-shadow's paired CS are checked the same way. The controller's looks: a judgement every `per_look`
-candidate samples, the first PASS or FAIL ends the run. The four cases an audit measured
-(issue 9) PASSed 6.6%, 11.9%, 14.1% and 8.2% of runs with the plug-in normal mixture.
+so one simulation checks both: each (and, with enough runs, the two together) must happen in
+at most α = 5% of runs, asserted with the upper Clopper–Pearson bound (95%). The count
+e-value (error rate with max_ratio) and the shadow's paired CS are checked the same way. The
+controller's looks: a judgement every `per_look` candidate samples, the first PASS or FAIL
+ends the run. The four cases an audit measured (issue 9) PASSed 6.6%, 11.9%, 14.1% and 8.2%
+of 1,000 runs with the plug-in normal mixture; 7 of these scenarios fail with it.
 
 The default suite runs 200 runs a scenario (a rate of 6.5% gives a CP upper bound above 5%
 with probability ~0.8, 10% almost surely); the slow-marked version runs 1,000.
@@ -34,7 +35,7 @@ from coalmine.analysis.sequential import Verdict
 from coalmine.analysis.sequential.simulation import clopper_pearson
 
 ALPHA = 0.05
-RAMP = shares([(100, 20), (500, 20), (2_500, 20), (5_000, 20)])  # 1%, 5%, 25%, 50%
+RAMP = shares([(100, 10), (500, 10), (2_500, 10), (5_000, 10)])  # 1%, 5%, 25%, 50%
 
 
 def _drifting(p0: float, p1: float, looks: int):
@@ -44,38 +45,38 @@ def _drifting(p0: float, p1: float, looks: int):
 SCENARIOS: dict[str, tuple[Scenario, str]] = {
     # the four audited cases
     "error +0.5pt, margin 0.5pt": (
-        Scenario({"metric": "error_rate"}, looks=80, per_look=250,
+        Scenario({"metric": "error_rate"}, looks=40, per_look=500,
                  rates=lambda k: (0.015, 0.010)), "binary"),
     "error A/A 0.1%, margin 0": (
-        Scenario({"metric": "error_rate", "margin": 0}, looks=80, per_look=250,
+        Scenario({"metric": "error_rate", "margin": 0}, looks=40, per_look=500,
                  rates=lambda k: (0.001, 0.001)), "binary"),
     "latency_mean Pareto(1.5) x1.2, max_ratio 1.2": (
-        Scenario({"metric": "latency_mean", "max_ratio": 1.2}, looks=50, per_look=50),
+        Scenario({"metric": "latency_mean", "max_ratio": 1.2}, looks=25, per_look=100),
         "pareto"),
     "accuracy 0.99 A/A, margin 0": (
-        Scenario({"metric": "accuracy", "margin": 0}, looks=100, per_look=50,
+        Scenario({"metric": "accuracy", "margin": 0}, looks=50, per_look=100,
                  rates=lambda k: (0.99, 0.99)), "binary"),
     # the rest of the acceptance suite
     "accuracy 0.60 A/A, margin 0": (
-        Scenario({"metric": "accuracy", "margin": 0}, looks=100, per_look=50,
+        Scenario({"metric": "accuracy", "margin": 0}, looks=50, per_look=100,
                  rates=lambda k: (0.60, 0.60)), "binary"),
     "accuracy 0.90 -1pt, margin 1pt": (
-        Scenario({"metric": "accuracy", "margin": 0.01}, looks=100, per_look=50,
+        Scenario({"metric": "accuracy", "margin": 0.01}, looks=50, per_look=100,
                  rates=lambda k: (0.89, 0.90)), "binary"),
     "error A/A 0.5%, margin 0": (
-        Scenario({"metric": "error_rate", "margin": 0}, looks=80, per_look=250,
+        Scenario({"metric": "error_rate", "margin": 0}, looks=40, per_look=500,
                  rates=lambda k: (0.005, 0.005)), "binary"),
     "latency_p95 Pareto(1.5) x1.2, max_ratio 1.2": (
-        Scenario({"metric": "latency_p95", "max_ratio": 1.2}, looks=50, per_look=100),
+        Scenario({"metric": "latency_p95", "max_ratio": 1.2}, looks=25, per_look=200),
         "pareto"),
     "accuracy A/A, ramp 1-50% while the base rate drifts 0.90 -> 0.80": (
-        Scenario({"metric": "accuracy", "margin": 0}, looks=80, per_look=50, share_bp=RAMP,
-                 rates=_drifting(0.90, 0.80, 80)), "binary"),
+        Scenario({"metric": "accuracy", "margin": 0}, looks=40, per_look=100, share_bp=RAMP,
+                 rates=_drifting(0.90, 0.80, 40)), "binary"),
     "error 0.1% x1.5, max_ratio 1.5 (count e-value)": (
         Scenario({"metric": "error_rate", "max_ratio": 1.5}, looks=40, per_look=500,
                  rates=lambda k: (0.0015, 0.001)), "binary"),
     "shadow accuracy 0.90 -1pt, margin 1pt, 4% of answers differ": (
-        Scenario({"metric": "accuracy", "margin": 0.01}, looks=100, per_look=50,
+        Scenario({"metric": "accuracy", "margin": 0.01}, looks=50, per_look=100,
                  rates=lambda k: (0.89, 0.90), mode="shadow"), "paired"),
 }  # fmt: skip
 
@@ -89,19 +90,26 @@ def _run(name: str, runs: int, seed: int) -> Outcome:
     return run_latency(sc, runs, seed, lambda r, s, n: pareto(r, 1.5, 10.0 * s, n), 1.2)
 
 
-def _assert_both_sides(out: Outcome) -> None:
-    for verdict in (Verdict.PASS, Verdict.FAIL):
-        k, n = out.rate(verdict)
+def _assert_both_sides(out: Outcome, *, together: bool = True) -> None:
+    """PASS ≤ α and FAIL ≤ α, and (both being errors at the boundary) the two together.
+
+    `together=False` where the runs are too few for the bound on the sum to be informative.
+    """
+    (k_pass, n), (k_fail, _) = out.rate(Verdict.PASS), out.rate(Verdict.FAIL)
+    checks = [("PASS", k_pass), ("FAIL", k_fail)]
+    if together:
+        checks.append(("PASS or FAIL", k_pass + k_fail))
+    for what, k in checks:
         upper = clopper_pearson(k, n)[1]
-        assert upper <= ALPHA, f"{verdict} in {k}/{n} runs at the boundary (CP upper {upper:.3f})"
+        assert upper <= ALPHA, f"{what} in {k}/{n} runs at the boundary (CP upper {upper:.3f})"
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_no_decision_at_the_boundary_beyond_alpha(name: str) -> None:
     # The count e-value is at ~α/2 a side by construction (Ville), so it needs more runs
     # for the Clopper–Pearson bound to say ≤ α; its looks are cheaper.
-    runs = 400 if "count" in name else 200
-    _assert_both_sides(_run(name, runs, seed=sum(map(ord, name))))
+    count = "count" in name
+    _assert_both_sides(_run(name, 400 if count else 200, seed=sum(map(ord, name))), together=count)
 
 
 @pytest.mark.slow
