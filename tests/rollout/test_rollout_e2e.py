@@ -143,17 +143,19 @@ def test_good_candidate_is_promoted_through_every_step(
     assert rb.returncode == 0, rb.stderr
     assert route(cm.db)[0] == "v1"
 
-    # every transition reached the webhook, signed
+    # every transition reached the webhook, signed, `coalmine rollback` included
     deadline = time.monotonic() + 10
-    while len(traffic.webhooks) < 6 and time.monotonic() < deadline:
+    while len(traffic.webhooks) < 7 and time.monotonic() < deadline:
         time.sleep(0.1)
     bodies = []
     for headers, body in traffic.webhooks:
         assert verify_signature(SECRET, body, headers.get(SIGNATURE_HEADER))
         assert not verify_signature("other", body, headers.get(SIGNATURE_HEADER))
         bodies.append(json.loads(body))
-    assert sorted(b["seq"] for b in bodies) == list(range(2, 8))
-    assert {b["kind"] for b in bodies} == {"start", "advance", "promote", "promoted"}
+    assert sorted(b["seq"] for b in bodies) == list(range(2, 9))
+    assert {b["kind"] for b in bodies} == {
+        "start", "advance", "promote", "promoted", "model_rollback",
+    }  # fmt: skip
 
 
 def test_less_accurate_candidate_is_rolled_back_with_the_reason(
