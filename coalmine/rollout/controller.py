@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -28,6 +29,7 @@ from sqlalchemy import Engine
 from coalmine.rollout import machine, outbox
 from coalmine.rollout.judge import Judge
 from coalmine.rollout.machine import Event, Evidence, Phase, Tick, Transition
+from coalmine.rollout.split_guard import SplitGuard
 from coalmine.rollout.store import (
     ModelRollback,
     RolloutConflict,
@@ -90,6 +92,8 @@ class Controller:
         self.sender = sender or WebhookSender(engine)
         self.tick_s = tick_s
         self.clock = clock
+        # the sample-ratio guard, beside the judge: is the canary getting its share?
+        self.split_guard = SplitGuard(self.repo)
         self._last_eval: dict[int, float] = {}
         self._stopping = asyncio.Event()
         # Called with every transition's payload (the webhook body); must not block.
@@ -180,6 +184,13 @@ class Controller:
         if evidence.judgement is not None:
             verdict = str(evidence.judgement.get("verdict", "inconclusive"))
             await asyncio.to_thread(self.repo.record_judgement, record, verdict, evidence.judgement)
+        try:
+            mismatch = await asyncio.to_thread(self.split_guard.check, record)
+        except Exception as exc:  # the guard never stops a judgement
+            log.warning("rollout %s: sample-ratio check failed: %s", s.id, exc)
+            mismatch = None
+        if mismatch is not None:
+            evidence = replace(evidence, split_mismatch=mismatch)
         return Tick(evidence)
 
     async def _apply(
@@ -234,6 +245,7 @@ class Controller:
         if s.terminal and not before.state.terminal:
             ROLLOUTS.labels(s.outcome or s.phase.value).inc()
             self.judge.forget(s.id)
+            self.split_guard.forget(s.id)
             self._last_eval.pop(s.id, None)
         payload = transition_payload(before, after, t)
         for listen in self.listeners:

@@ -113,6 +113,9 @@ class Evidence:
     error: the analysis itself raised (no judgement): the step cannot advance, and its max
     duration ends it like any inconclusive step, so a broken analysis never holds a
     rollout in place for ever.
+    split_mismatch: the sample-ratio guard's sentence when the candidate's observed share of
+    requests is not the configured one: the comparison is meaningless, so the step holds
+    (a FAIL still fails: rolling back is always safe).
     """
 
     failing: tuple[str, ...] = ()
@@ -125,6 +128,7 @@ class Evidence:
     summary: str = ""
     judgement: Mapping[str, Any] | None = None
     error: str | None = None
+    split_mismatch: str | None = None  # the canary's traffic share is not the configured one
 
     @property
     def basis(self) -> str:
@@ -392,6 +396,13 @@ def _tick_shadow(state: RolloutState, ev: Evidence, now: float) -> Transition:
 def _tick_canary(state: RolloutState, ev: Evidence, now: float) -> Transition:
     c = state.spec.canary
     st = c.steps[state.step_index]
+    if ev.split_mismatch and not ev.failing:
+        return _hold(
+            state,
+            f"canary step {_pct(state.canary_weight_bp)}: {ev.split_mismatch}; held at "
+            f"{_pct(state.canary_weight_bp)} until a person resumes, promotes or aborts",
+            ev,
+        )
     verdict, reason = _judge_window(
         state,
         ev,

@@ -316,6 +316,55 @@ class RolloutRepository:
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar() or 0)
 
+    def last_prediction_id(self, model: str) -> int:
+        """The newest logged row of `model` (0 when none): where an incremental read starts."""
+        with self.engine.connect() as conn:
+            stmt = select(func.max(predictions.c.id)).where(predictions.c.model == model)
+            return int(conn.execute(stmt).scalar() or 0)
+
+    def split_counts(
+        self, state: RolloutState, since: float, after_id: int
+    ) -> tuple[int, list[tuple[int, int, int]]]:
+        """Requests routed during this rollout since `since`, with row id above `after_id`:
+        (the highest row id read, [(canary_weight_bp, candidate, others)]), grouped by the
+        split each request was routed under (logged with it).
+
+        One routing decision is one request: the stable row of a request whose canary or
+        baseline call failed over is not counted again; mirrored copies are not requests.
+        """
+        p, sibling = predictions, predictions.alias("sibling")
+        with self.engine.connect() as conn:
+            upto = conn.execute(select(func.max(p.c.id)).where(p.c.model == state.model)).scalar()
+            if upto is None or int(upto) <= after_id:
+                return after_id, []
+            failed_over = (
+                select(sibling.c.id)
+                .where(
+                    (sibling.c.request_id == p.c.request_id)
+                    & (sibling.c.model == p.c.model)
+                    & sibling.c.role.in_(("canary", "baseline"))
+                )
+                .exists()
+            )
+            stmt = (
+                select(p.c.canary_weight_bp, p.c.role, func.count())
+                .where(
+                    (p.c.model == state.model)
+                    & (p.c.id > after_id)
+                    & (p.c.id <= int(upto))
+                    & (p.c.rollout_id == state.id)
+                    & (p.c.ts >= since)
+                    & p.c.role.in_(("canary", "stable", "baseline"))
+                    & ((p.c.role != "stable") | ~failed_over)
+                )
+                .group_by(p.c.canary_weight_bp, p.c.role)
+            )
+            groups: dict[int, list[int]] = {}
+            for weight, role, n in conn.execute(stmt):
+                counts = groups.setdefault(int(weight or 0), [0, 0])
+                counts[0 if role == "canary" else 1] += int(n)
+        return int(upto), [(w, c, o) for w, (c, o) in sorted(groups.items())]
+
     def trips_after(self, record: RolloutRecord) -> list[Any]:
         """Fast-guard trips against this rollout's candidate not yet acted upon."""
         s = record.state

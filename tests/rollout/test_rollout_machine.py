@@ -279,6 +279,21 @@ def test_step(
         assert t.state.canary_weight_bp == 0 and t.state.mirror_bp == 0
 
 
+MISMATCH = "sample ratio mismatch: the candidate got 0 of 300 requests"
+
+
+def test_a_split_mismatch_holds_the_canary_and_a_failure_still_fails() -> None:
+    canary = state(Phase.CANARY, **CANARY0)
+    held = step(canary, Tick(replace(OK, split_mismatch=MISMATCH)), 50)
+    assert (held.kind, held.state.phase, held.state.paused_phase) == (
+        "hold", Phase.PAUSED, Phase.CANARY,
+    )  # fmt: skip
+    assert MISMATCH in held.reason and "alert" in held.effects
+    assert held.state.canary_weight_bp == 100
+    failed = step(canary, Tick(replace(BAD, split_mismatch=MISMATCH)), 50)
+    assert failed.state.phase == Phase.ROLLING_BACK
+
+
 def test_an_abort_while_rolling_back_keeps_the_failure_as_the_reason() -> None:
     rolling = step(state(Phase.CANARY, **CANARY0), Tick(BAD), 1).state
     t = step(rolling, Abort(), 2)

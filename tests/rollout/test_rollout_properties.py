@@ -84,6 +84,7 @@ EVIDENCE = {
     "bad": Evidence(failing=("accuracy 0.85 vs 0.90 is below the margin: FAIL",), samples=500),
     "broken": Evidence(error="OperationalError: database is locked"),
     "unproven": Evidence(unproven=("agreement not yet PASS",), samples=1000, must_pass=1),
+    "mismatch": Evidence(samples=1000, must_not_fail=2, split_mismatch="sample ratio mismatch"),
 }
 MAX_DURATION = 6.0
 INTERVAL = 1.0
