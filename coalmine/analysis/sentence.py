@@ -100,10 +100,13 @@ def sentence(
 
         what = "PSI" if c.metric == "psi" else "Jensen–Shannon divergence"
         note = f" ({drift.level(estimate)})" if c.metric == "psi" and estimate == estimate else ""
+        # Drift is a point estimate compared with a limit, not a confidence sequence: say so
+        # wherever the sentence is read (dashboard, report, summary, rollout events).
         return (
             f"{where}{what} of {arm} vs production predictions {value(estimate, '')}{note} "
             f"{_relation(verdict, False)} the allowed {value(threshold, '')}"
-            f"{_tail(verdict, n_c, n_b)}"
+            f"{_tail(verdict, n_c, n_b)} (descriptive: a point estimate against the limit, "
+            f"not an anytime-valid test)"
         )
     if fam == "agreement":
         what = (
