@@ -1,7 +1,12 @@
-"""Bearer-token authentication for the control API: 401 without a token, 403 with a wrong one."""
+"""Bearer-token authentication for the control API: 401 without a token, 403 with a wrong one.
+
+The token is compared in constant time on SHA-256 digests (equal lengths, so not even the
+token's length leaks through timing) and is never logged or echoed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 
@@ -23,7 +28,7 @@ class BearerAuth:
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("the control API needs a non-empty token")
-        self._token = token.encode()
+        self._digest = hashlib.sha256(token.encode()).digest()
 
     async def __call__(self, request: Request) -> None:
         credentials: HTTPAuthorizationCredentials | None = await _scheme(request)
@@ -33,5 +38,6 @@ class BearerAuth:
                 "missing bearer token (Authorization: Bearer <token>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(credentials.credentials.encode(), self._token):
+        given = hashlib.sha256(credentials.credentials.encode()).digest()
+        if not hmac.compare_digest(given, self._digest):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid token")
