@@ -30,6 +30,9 @@ def analyze_command(
     max_slices: int = typer.Option(20, "--max-slices", help="slice values judged (0 = none)"),
     latency_unit: str = typer.Option("ms", "--latency-unit", help="unit of latency_ms: ms, s, us"),
     as_json: bool = typer.Option(False, "--json", help="print the judgement as JSON"),
+    user_metric: list[str] = typer.Option(
+        [], "--user-metric", help="NAME=module.path:function: criteria may name user:NAME"
+    ),
 ) -> None:
     """Judge a candidate against production over an exported prediction log.
 
@@ -41,6 +44,7 @@ def analyze_command(
     from coalmine.config import ConfigError
 
     try:
+        _allow_user_metrics(user_metric)  # before the criteria that name them are read
         loaded = load_criteria(criteria) if criteria else None
         a = analyze_export(
             export, model=model, candidate=candidate, baseline=baseline,
@@ -67,6 +71,21 @@ def analyze_command(
             console.print(line, highlight=False, soft_wrap=True)
     if judgement.verdict is Verdict.FAIL:
         raise typer.Exit(1)
+
+
+def _allow_user_metrics(declared: list[str]) -> None:
+    """`--user-metric NAME=module:function`: the allow-list of this run (your own process,
+    as the server's comes from its config file)."""
+    from coalmine.analysis.user_metrics import install_user_metrics
+
+    targets = {}
+    for item in declared:
+        name, sep, target = item.partition("=")
+        if not sep:
+            raise ValueError(f"--user-metric {item!r}: expected NAME=module.path:function")
+        targets[name.strip()] = target.strip()
+    if targets:
+        install_user_metrics(targets)
 
 
 def plan_command(

@@ -8,6 +8,7 @@ name writes a file when imported, and the file must not appear.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -264,4 +265,34 @@ def test_coalmine_serve_judges_an_allow_listed_metric_and_refuses_code(modules: 
     assert result.get("metric") == "user:correct", (result, cm.logs()[-2000:])
     # the function ran in the server: the candidate's share of correct answers, ~0.97
     assert result["n_candidate"] >= 30 and 0.8 <= result["candidate_value"] <= 1.0
+    _nothing_ran(modules)
+
+
+# -- coalmine analyze: the user's own process, an allow-list given on the command line -----
+
+
+def test_coalmine_analyze_takes_user_metrics_from_its_command_line(
+    modules: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from coalmine.cli import app
+    from tests.analysis.test_cli_analysis import _export
+
+    export = tmp_path / "log.csv"
+    _export(export, acc_candidate=0.9, n=400)
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text("- metric: user:correct\n  margin: 0.2\n  per_slice: false\n")
+    args = ["analyze", str(export), "--model", "m", "--candidate", "v2", "--baseline", "v1",
+            "--criteria", str(criteria), "--json"]  # fmt: skip
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "not allow-listed" in refused.output
+    allowed = CliRunner().invoke(
+        app, [*args, "--user-metric", "correct=allowed_metrics:top_class_correct"]
+    )
+    assert allowed.exit_code == 0, allowed.output
+    (result,) = json.loads(allowed.output)["results"]
+    assert result["metric"] == "user:correct" and result["n_candidate"] > 50
+    bad = CliRunner().invoke(app, [*args, "--user-metric", "correct"])
+    assert bad.exit_code == 2 and "NAME=module.path:function" in bad.output
     _nothing_ran(modules)
