@@ -53,10 +53,12 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "allowed_metrics.py").write_text(
         textwrap.dedent("""
             def top_class_correct(prediction, label):
-                # the logged prediction: {"predictions": [k]}, [k] or k
+                # the logged prediction: [{"label": k, "scores": ...}], {"predictions": [k]}, k
                 while isinstance(prediction, (dict, list)):
-                    prediction = (prediction["predictions"] if isinstance(prediction, dict)
-                                  else prediction[0])
+                    if isinstance(prediction, dict):
+                        prediction = prediction.get("label", prediction.get("predictions"))
+                    else:
+                        prediction = prediction[0]
                 return 1.0 if int(prediction) == int(label) else 0.0
         """)
     )
