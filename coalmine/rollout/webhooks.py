@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import Counter, Gauge
@@ -40,6 +41,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "WebhookSender",
     "backoff_delay",
+    "loggable_url",
     "sign",
     "verify_signature",
 ]
@@ -56,6 +58,20 @@ DELIVERIES = Counter(
 PENDING = Gauge(
     "coalmine_webhook_deliveries_pending", "Webhook deliveries stored and not yet finished"
 )
+
+
+def loggable_url(url: str) -> str:
+    """`url` as a log line may show it: scheme, host and port. A webhook URL's path, query or
+    userinfo may be its secret (incoming-webhook paths of chat services are)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "(unparsable url)"
+    if not parts.scheme or not host:
+        return "(unparsable url)"
+    where = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    return where + ("/…" if parts.path.strip("/") or parts.query or parts.fragment else "")
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -212,24 +228,27 @@ class WebhookSender:
         return self._session
 
     async def _claim_and_send(self, session: aiohttp.ClientSession, row: OutboxRow) -> bool:
+        where = loggable_url(row.url)
         until = self.clock() + self.lease_s
         if not await asyncio.to_thread(self.outbox.claim, row, until):
             return False  # another sender has it
         self._leases[row.id] = until  # cancelled mid-send, close() gives it back
         self.attempts_made += 1
         outcome, error = await self._post(session, row)
+        if error:  # an exception's text may quote the URL it failed on
+            error = error.replace(row.url, where)
         self._leases.pop(row.id, None)
         now = self.clock()
         if outcome == DELIVERED:
             await asyncio.to_thread(self.outbox.finish, row.id, DELIVERED, now)
         elif outcome == REJECTED:
-            log.warning("webhook %s rejected delivery %s: %s", row.url, row.id, error)
+            log.warning("webhook %s rejected delivery %s: %s", where, row.id, error)
             await asyncio.to_thread(self.outbox.finish, row.id, REJECTED, now, error)
         elif row.attempts + 1 >= self.max_attempts:
             outcome = FAILED
             log.warning(
                 "webhook %s: delivery %s failed after %d attempts: %s",
-                row.url,
+                where,
                 row.id,
                 row.attempts + 1,
                 error,
@@ -238,7 +257,7 @@ class WebhookSender:
         else:
             outcome = "retried"
             delay = backoff_delay(row.attempts + 1, self.backoff_s, self.max_backoff_s)
-            log.info("webhook %s: delivery %s retries in %.1fs: %s", row.url, row.id, delay, error)
+            log.info("webhook %s: delivery %s retries in %.1fs: %s", where, row.id, delay, error)
             await asyncio.to_thread(self.outbox.retry_at, row.id, now + delay, str(error))
         DELIVERIES.labels(outcome).inc()
         return True
