@@ -158,6 +158,14 @@ class CanarySpec(Strict):
         description="consecutive canary failures after which the gateway's fast guard routes "
         "away from the canary during this rollout; 0 = the gateway's default",
     )
+    sample_ratio_tolerance: float | None = Field(
+        default=0.4,
+        ge=0,
+        le=10,
+        description="the sample-ratio guard: a step is held when the odds of a request reaching "
+        "the candidate are surely beyond the configured odds times (or divided by) 1 + this; "
+        "null turns the guard off",
+    )
 
     @field_validator("steps")
     @classmethod

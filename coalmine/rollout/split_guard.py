@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coalmine.analysis.sequential.srm import DEFAULT_TOLERANCE, SampleRatioTest
+from coalmine.analysis.sequential.srm import SampleRatioTest
 from coalmine.rollout.machine import Phase
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
 from coalmine.routing.state import BASIS_POINTS
@@ -35,16 +35,9 @@ class _StepTest:
 class SplitGuard:
     """One sample-ratio test per rollout and step; `check` may block (it reads the store)."""
 
-    def __init__(
-        self,
-        repo: RolloutRepository,
-        *,
-        alpha: float = SRM_ALPHA,
-        tolerance: float = DEFAULT_TOLERANCE,
-    ) -> None:
+    def __init__(self, repo: RolloutRepository, *, alpha: float = SRM_ALPHA) -> None:
         self.repo = repo
         self.alpha = alpha
-        self.tolerance = tolerance
         self._tests: dict[int, _StepTest] = {}
 
     def forget(self, rollout_id: int) -> None:
@@ -53,7 +46,8 @@ class SplitGuard:
     def check(self, record: RolloutRecord) -> str | None:
         """The mismatch, as a sentence, or None (not a canary, too little data, or fine)."""
         s = record.state
-        if s.phase != Phase.CANARY:
+        tolerance = s.spec.canary.sample_ratio_tolerance
+        if s.phase != Phase.CANARY or tolerance is None:  # None: turned off in the spec
             self.forget(s.id)
             return None
         current = self._tests.get(s.id)
@@ -62,7 +56,7 @@ class SplitGuard:
             # not by where they went, is as valid and keeps each read O(new rows) however
             # long the log (after a restart, the step's earlier requests are skipped)
             start = self.repo.last_prediction_id(s.model)
-            current = _StepTest(s.step_started_at, SampleRatioTest(self.tolerance), start)
+            current = _StepTest(s.step_started_at, SampleRatioTest(tolerance), start)
             self._tests[s.id] = current
         current.after_id, groups = self.repo.split_counts(s, s.step_started_at, current.after_id)
         for weight_bp, candidate, others in groups:

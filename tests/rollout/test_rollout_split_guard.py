@@ -24,7 +24,7 @@ from coalmine.config import parse_config
 from coalmine.gateway.server import seed_routes, start_site
 from coalmine.rollout.controller import Controller
 from coalmine.rollout.machine import Evidence, Phase
-from coalmine.rollout.spec import parse_spec
+from coalmine.rollout.spec import RolloutSpec, parse_spec
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
 from coalmine.store.engine import open_engine
 from coalmine.store.schema import predictions
@@ -64,7 +64,9 @@ def logged(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(predictions)).scalar() or 0)
 
 
-async def run(tmp_path: Path, upstream: str, keys: list[str]) -> tuple[RolloutRecord, list[str]]:
+async def run(
+    tmp_path: Path, upstream: str, keys: list[str], spec: RolloutSpec = SPEC
+) -> tuple[RolloutRecord, list[str]]:
     config = parse_config(
         {
             "gateway": {"port": 0, "routing_poll_s": 0.1},
@@ -77,7 +79,7 @@ async def run(tmp_path: Path, upstream: str, keys: list[str]) -> tuple[RolloutRe
     seed_routes(config)
     engine = open_engine(config.store.url)
     repo = RolloutRepository(engine)
-    record = repo.create("m", "v2", upstream, SPEC)  # the same server: only the split matters
+    record = repo.create("m", "v2", upstream, spec)  # the same server: only the split matters
     ctl = Controller(engine, Undecided())
     runner, port = await start_site(config, port=0)
     try:
@@ -113,6 +115,15 @@ async def test_one_key_for_everyone_holds_the_rollout_with_the_reason(
     assert "sample ratio mismatch" in reasons[-1]
     assert "of 300 requests" in reasons[-1] and "50.00%" in reasons[-1]
     assert after.state.canary_weight_bp == 5000  # held where it was, for a person to decide
+
+
+async def test_the_guard_can_be_turned_off_in_the_spec(tmp_path: Path, upstream: str) -> None:
+    off = parse_spec({**SPEC.model_dump(mode="json"),
+                      "canary": {**SPEC.canary.model_dump(mode="json"),
+                                 "sample_ratio_tolerance": None}})  # fmt: skip
+    after, reasons = await run(tmp_path, upstream, ["the-same-user"] * 300, off)
+    assert after.state.phase == Phase.CANARY
+    assert not any("sample ratio" in r for r in reasons)
 
 
 async def test_varied_keys_leave_the_rollout_running(tmp_path: Path, upstream: str) -> None:
