@@ -453,6 +453,7 @@ class Analysis:
         return Judgement(
             verdict, results, overall.candidate.requests, overall.baseline.requests,
             time.time() if now is None else now, notes,
+            [(r.name, r.slice) for r in holding if r.slice is not None],
         )  # fmt: skip
 
     def _holding(self, results: Sequence[CriterionResult]) -> list[CriterionResult]:

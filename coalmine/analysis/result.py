@@ -104,6 +104,9 @@ class Judgement:
     n_baseline: int
     evaluated_at: float = field(default_factory=time.time)
     notes: list[str] = field(default_factory=list)
+    # (criterion, slice) of undecided slice results that look worse than allowed: they hold
+    # a PASS back here, and a must="pass" criterion's step in the controller
+    held: list[tuple[str, str]] = field(default_factory=list)
 
     def failing(self) -> list[CriterionResult]:
         """FAIL results, critical ones first, then overall before slices."""
@@ -121,6 +124,7 @@ class Judgement:
             "n_baseline": self.n_baseline,
             "evaluated_at": self.evaluated_at,
             "notes": list(self.notes),
+            "held": [list(h) for h in self.held],
         }
 
     @classmethod
@@ -132,6 +136,7 @@ class Judgement:
             int(d["n_baseline"]),
             float(d["evaluated_at"]),
             list(d.get("notes", [])),
+            [(str(n), str(s)) for n, s in d.get("held", [])],
         )
 
     def summary(self) -> str:

@@ -172,6 +172,7 @@ class EngineJudge:
         unproven: list[str] = []
         no_data: list[str] = []
         ruled_out: list[str] = []
+        held = set(judgement.held)
         for r in judgement.results:
             verdict = str(getattr(r.verdict, "value", r.verdict)).lower()
             where = f" [slice {r.slice}]" if r.slice else ""
@@ -179,6 +180,9 @@ class EngineJudge:
                 failing.append(f"{r.sentence}{where}")
                 continue
             if r.slice:
+                # a slice that looks worse than allowed holds a must-pass step (analysis.py)
+                if (r.name, r.slice) in held and must.get(r.name) == "pass":
+                    unproven.append(f"{r.name}{where}: {r.sentence}")
                 continue
             # no data is never "nothing failed": the step holds, whatever `must` says
             missing = lacks_data(r, by_name.get(r.name))

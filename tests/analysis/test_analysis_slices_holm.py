@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from coalmine.analysis import Analysis, Criterion, CriterionResult, Verdict
+from coalmine.analysis import Analysis, Criterion, CriterionResult, Judgement, Verdict
 from coalmine.analysis.family import holm
 from coalmine.analysis.slices import SlicePool
 
@@ -104,6 +104,9 @@ def test_a_bad_slice_seen_late_is_judged_and_blocks_the_pass() -> None:
             assert early.verdict is Verdict.INCONCLUSIVE
             held = next(n for n in early.notes if n.startswith("PASS held back: "))
             assert "slice segment=s3 accuracy looks worse than allowed" in held
+            # the controller holds a must-pass step on the same list
+            assert ("accuracy", "segment=s3") in early.held
+            assert Judgement.from_dict(early.to_dict()).held == early.held
     # the judged slices are the 20 largest (up to sampling noise at the boundary)
     assert len({f"segment=s{i}" for i in range(17)} - set(a.stats.judged)) == 0
     assert any("20 slice values judged" in n for n in final.notes)
