@@ -13,17 +13,39 @@ One run, fixed seed, simulated as in the analysis issue: 5% canary share, produc
   (rounded up to the next look) that give 80% power for a 2-point drop; never looked at
   before then.
 
-Run: `python benchmarks/analysis_rates.py`. `benchmarks/analysis.py` calls `main()`.
+Then the judge itself (`judge()` on the statistics `Analysis` keeps, coalmine/analysis/
+boundary.py), per criterion, before (plug-in variance; count e-value at 1/α a side) and after
+(score form; 2/α a side): PASS and FAIL rates with the candidate exactly at the threshold
+(both are errors there), and the median candidate samples to PASS an as-good candidate and to
+FAIL a clearly worse one; then paired vs unpaired canary samples for a 2-point accuracy drop.
+These take ~30 minutes on the shared 2-core machine (`--runs` lowers the 200 runs a cell).
+
+Run: `python benchmarks/analysis_rates.py [--runs N]`. `benchmarks/analysis.py` calls `main()`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from coalmine.analysis.sequential import fixed_horizon_sample_size
+from coalmine.analysis.boundary import (
+    Outcome,
+    Scenario,
+    pareto,
+    run_binary,
+    run_latency,
+    run_paired,
+    shares,
+)
+from coalmine.analysis.criteria import Criterion
+from coalmine.analysis.judge import Evidence
+from coalmine.analysis.sequential import Verdict, fixed_horizon_sample_size
 from coalmine.analysis.sequential.simulation import (
     NEVER,
     DifferencePaths,
@@ -154,7 +176,135 @@ def noise_floor_table(seed: int = 2025, runs: int = 2_000) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+# -- the judge itself at the boundary: plug-in variance (before) vs score form (after) --------
+
+PASS, FAIL = Verdict.PASS, Verdict.FAIL
+
+
+@contextmanager
+def plug_in_construction() -> Iterator[None]:
+    """The judge as it was before the score form: plug-in variance, count test at 1/α a side."""
+    j = sys.modules[Evidence.__module__]  # the module (the package re-exports the function)
+
+    def old_count_test(c: Criterion, ev: Evidence, alpha: float) -> Any:
+        e = ev.evalue
+        assert e is not None and c.max_ratio is not None
+        v = Verdict.INCONCLUSIVE
+        if e.e_value >= 1 / alpha:
+            v = FAIL
+        elif e.pass_e_value(c.max_ratio) >= 1 / alpha:
+            v = PASS
+        return j._Test(v, math.nan, math.nan, math.nan, c.max_ratio, "ratio")
+
+    saved = j._score_test, j._error_count_test
+    j._score_test = lambda *a: None  # type: ignore[assignment]
+    j._error_count_test = old_count_test  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        j._score_test, j._error_count_test = saved
+
+
+def _pareto(r: np.random.Generator, s: float, n: int) -> np.ndarray:
+    return pareto(r, 1.5, 10.0 * s, n)
+
+
+_RAMP = shares([(100, 40), (500, 40), (2_500, 40), (5_000, 80)])
+# name, criterion, (rates or latency scale) at the boundary / as good / clearly worse
+CASES: list[tuple[str, dict[str, Any], tuple[Any, Any, Any], dict[str, Any]]] = [
+    ("accuracy 0.90, margin 1 pt", {"metric": "accuracy", "margin": 0.01},
+     ((0.89, 0.90), (0.90, 0.90), (0.87, 0.90)), {"per_look": 50, "looks": 200}),
+    ("accuracy 0.99, margin 1 pt", {"metric": "accuracy", "margin": 0.01},
+     ((0.98, 0.99), (0.99, 0.99), (0.96, 0.99)), {"per_look": 50, "looks": 200}),
+    ("accuracy 0.60, margin 1 pt", {"metric": "accuracy", "margin": 0.01},
+     ((0.59, 0.60), (0.60, 0.60), (0.57, 0.60)), {"per_look": 50, "looks": 200}),
+    ("accuracy 0.99 A/A, margin 0", {"metric": "accuracy", "margin": 0},
+     ((0.99, 0.99), None, (0.97, 0.99)), {"per_look": 50, "looks": 200}),
+    ("accuracy A/A, 1→50% ramp, base 0.90→0.80", {"metric": "accuracy", "margin": 0},
+     ("ramp", None, None), {"per_look": 50, "looks": 200, "share_bp": _RAMP}),
+    ("error rate 1%, margin 0.5 pt (default)", {"metric": "error_rate"},
+     ((0.015, 0.01), (0.01, 0.01), (0.025, 0.01)), {"per_look": 250, "looks": 120}),
+    ("error rate 0.1% A/A, margin 0", {"metric": "error_rate", "margin": 0},
+     ((0.001, 0.001), None, (0.004, 0.001)), {"per_look": 250, "looks": 120}),
+    ("error rate 0.5% A/A, margin 0", {"metric": "error_rate", "margin": 0},
+     ((0.005, 0.005), None, (0.01, 0.005)), {"per_look": 250, "looks": 120}),
+    ("error rate 0.1%, max_ratio 1.5 (count e-value)", {"metric": "error_rate", "max_ratio": 1.5},
+     ((0.0015, 0.001), (0.001, 0.001), (0.004, 0.001)), {"per_look": 250, "looks": 120}),
+    ("latency_mean Pareto(1.5), max_ratio 1.2", {"metric": "latency_mean", "max_ratio": 1.2},
+     (1.2, 1.0, 1.5), {"per_look": 50, "looks": 200}),
+    ("latency_p95 Pareto(1.5), max_ratio 1.2", {"metric": "latency_p95", "max_ratio": 1.2},
+     (1.2, 1.0, 1.5), {"per_look": 50, "looks": 200}),
+]  # fmt: skip
+
+
+def _outcome(crit: dict[str, Any], rates: Any, kw: dict[str, Any], runs: int, seed: int) -> Outcome:
+    if isinstance(rates, float):
+        return run_latency(Scenario(crit, **kw), runs, seed, _pareto, rates)
+    if rates == "ramp":
+        looks = kw["looks"]
+        drift = lambda k: (0.90 - 0.10 * k / looks,) * 2  # noqa: E731
+        return run_binary(Scenario(crit, rates=drift, **kw), runs, seed)
+    return run_binary(Scenario(crit, rates=lambda k: rates, **kw), runs, seed)
+
+
+def boundary_table(runs: int = 200, seed: int = 99) -> str:
+    """Per case and construction: PASS and FAIL rates at the boundary (both are errors there),
+    and the median candidate samples to PASS an as-good candidate / to FAIL a worse one."""
+
+    def n(x: float) -> str:
+        return "never" if math.isinf(x) else f"{x:,.0f}"
+
+    out = [
+        "| case (5% canary unless stated) | construction | false PASS at boundary | "
+        "false FAIL at boundary | median n to PASS (as good) | median n to FAIL (worse) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, crit, (edge, good, bad), kw in CASES:
+        for label in ("plug-in (before)", "score form (after)"):
+            ctx = plug_in_construction() if label.startswith("plug") else nullcontext()
+            with ctx:
+                at = _outcome(crit, edge, kw, runs, seed)
+                g = _outcome(crit, good, kw, runs, seed + 1) if good is not None else None
+                b = _outcome(crit, bad, kw, runs, seed + 2) if bad is not None else None
+            cells = []
+            for v in (PASS, FAIL):
+                k, total = at.rate(v)
+                cells.append(f"{k / total:.1%} (≤ {clopper_pearson(k, total)[1]:.1%})")
+            if label.startswith("score") and "p95" in name:
+                label = "quantile CS (unchanged)"
+            elif label.startswith("score") and "count" in name:
+                label = "e-value at 2/α a side (after)"
+            elif label.startswith("plug") and "count" in name:
+                label = "e-value at 1/α a side (before)"
+            out.append(
+                f"| {name} | {label} | {cells[0]} | {cells[1]} | "
+                f"{n(g.median_samples(PASS)) if g else '—'} | "
+                f"{n(b.median_samples(FAIL)) if b else '—'} |"
+            )
+    return "\n".join(out)
+
+
+def paired_table(runs: int = 200, seed: int = 7) -> str:
+    """Labelled candidate samples to FAIL accuracy 0.90 → 0.88 (margin 0): a 5% canary judged
+    unpaired against production's other requests, vs paired (stable also answers the
+    canary's requests) at 4%, 6% and 10% disagreement between the versions."""
+    crit = {"metric": "accuracy", "margin": 0}
+    rows = ["| canary at 5%, accuracy 0.90 → 0.88 | detected | median n | false FAIL A/A |",
+            "|---|---|---|---|"]  # fmt: skip
+    kw: dict[str, Any] = {"per_look": 50, "looks": 400}
+    unpaired = run_binary(Scenario(crit, rates=lambda k: (0.88, 0.90), **kw), runs, seed)
+    aa = run_binary(Scenario(crit, rates=lambda k: (0.90, 0.90), **kw), runs, seed + 1)
+    fmt = lambda o, a: (f"{o.rate(FAIL)[0] / runs:.0%} | {o.median_samples(FAIL):,.0f} | "  # noqa: E731
+                        f"{a.rate(FAIL)[0] / runs:.1%} |")  # fmt: skip
+    rows.append(f"| unpaired (score form) | {fmt(unpaired, aa)}")
+    for d in (0.04, 0.06, 0.10):
+        p = run_paired(Scenario(crit, rates=lambda k: (0.88, 0.90), **kw), runs, seed + 2, d)
+        a = run_paired(Scenario(crit, rates=lambda k: (0.90, 0.90), **kw), runs, seed + 3, d)
+        rows.append(f"| paired, {d:.0%} of answers differ | {fmt(p, a)}")
+    return "\n".join(rows)
+
+
+def main(runs: int = 200) -> None:
     print(
         f"Canary at {SHARE:.0%} share, accuracy {P_BASE:.2f}, α = {ALPHA}, a look every {LOOK} "
         f"candidate samples up to {MAX_CANDIDATE:,}; n = candidate labelled samples to FAIL."
@@ -165,7 +315,20 @@ def main() -> None:
         f"8% of answers; α = {ALPHA}, a look every {LOOK} mirrored requests up to 20,000."
     )
     print(noise_floor_table())
+    print(
+        "\nThe judge at the boundary (the candidate exactly as bad as allowed: a PASS there "
+        "promotes a regression, a FAIL rolls back for nothing; each must be ≤ α = 5%), "
+        f"{runs} runs a cell, a judgement every 50 candidate samples (250 for error rates), "
+        "the first PASS/FAIL ends a run; (≤ x) is the 95% Clopper–Pearson upper bound."
+    )
+    print(boundary_table(runs))
+    print("\nPaired vs unpaired canary (a judgement every 50 labelled candidate samples):")
+    print(paired_table(runs))
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="runs per boundary/paired cell")
+    main(parser.parse_args().runs)
