@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coalmine.config import ConfigError, load_config, parse_config
+from tests.fuzz.counts import COUNTS
 
 SETTINGS = settings(
     max_examples=80, deadline=None, derandomize=True, database=None,
@@ -123,6 +124,7 @@ def _assert_names_fields(exc: ConfigError) -> None:
 @SETTINGS
 @given(valid_configs())
 def test_a_valid_configuration_loads_and_round_trips(doc: dict[str, Any]) -> None:
+    COUNTS["config documents (hypothesis)"] += 1
     config = parse_config(doc)
     assert [m.name for m in config.models] == [m["name"] for m in doc["models"]]
     assert parse_config(config.model_dump(mode="json")) == config
@@ -133,6 +135,7 @@ def test_a_valid_configuration_loads_and_round_trips(doc: dict[str, Any]) -> Non
 def test_a_broken_configuration_is_a_config_error_about_the_broken_part(
     doc: dict[str, Any], data: st.DataObject
 ) -> None:
+    COUNTS["config documents (hypothesis)"] += 1
     path = data.draw(st.sampled_from(_paths(doc)))
     how = data.draw(st.sampled_from(["replace", "drop", "unknown key"]))
     if how == "replace":
@@ -170,6 +173,7 @@ def test_a_broken_configuration_is_a_config_error_about_the_broken_part(
     )
 )
 def test_any_text_in_a_config_file_loads_or_is_a_config_error(tmp_path: Path, text: str) -> None:
+    COUNTS["config documents (hypothesis)"] += 1
     path = tmp_path / "coalmine.yaml"
     path.write_text(text)
     try:

@@ -5,7 +5,7 @@ document is the one the API serves. Every operation gets `EXAMPLES` generated re
 (schema-valid and schema-violating), each checked by schemathesis's default checks: no 5xx,
 status codes, content types, headers and bodies as documented, invalid input rejected,
 valid input accepted. All operations are fuzzed and every failure is reported at once; the
-count of requests sent is printed (run with -s to see it).
+count of requests sent is printed at the end of the run (tests/fuzz/conftest.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from coalmine.config import parse_config
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 from tests.control_api import control_api
+from tests.fuzz.counts import COUNTS
 
 TOKEN = "fuzz-token-Qm3v"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -84,9 +85,7 @@ def test_control_api_conforms_to_its_openapi_document(api_url: str) -> None:
             fuzz()
         except (Exception, BaseExceptionGroup) as exc:  # fuzz every operation, report all
             failures.append(f"{operation.label}: {exc}")
-    print(
-        f"\nschemathesis: {sent['requests']} requests fuzzed over "
-        f"{sent['operations']} operations of the control API"
-    )
+    COUNTS["control API requests (schemathesis)"] += sent["requests"]
+    COUNTS["control API operations"] += sent["operations"]
     assert sent["operations"] >= 15 and sent["requests"] >= 10 * sent["operations"]
     assert not failures, "\n\n".join(failures)

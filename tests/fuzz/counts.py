@@ -1,0 +1,5 @@
+"""What the fuzzers did in this run (filled by the tests, printed by conftest.py)."""
+
+from collections import Counter
+
+COUNTS: Counter[str] = Counter()
