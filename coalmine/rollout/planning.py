@@ -212,7 +212,7 @@ def _quantile_warnings(spec: RolloutSpec, criteria: list[Any], step: Any, rps: f
         if seen < need:
             out.append(
                 f"{c.name}: step {step.weight:g}%: its confidence bound stays infinite until "
-                f"≈{need:,} candidate calls, and at {rps:.0f} req/s the step sees ≈{seen:,.0f} "
+                f"≈{need:,} candidate calls, and at {rps:.3g} req/s the step sees ≈{seen:,.0f} "
                 "within its max duration: it cannot FAIL or PASS there, only not fail"
             )
     return out

@@ -150,3 +150,10 @@ def test_too_little_traffic_is_said_instead_of_a_plan(tmp_path: Path) -> None:
                            traffic=seen)  # fmt: skip
     assert only.startswith("too little traffic seen to plan (12 calls over 3 s)")
     engine.dispose()
+
+
+def test_a_slow_rate_is_not_printed_as_zero() -> None:
+    p99 = {"metric": "latency_p99", "max_ratio": 1.2}
+    spec = parse_spec({"canary": {"steps": [50, 100], "max_duration": "1m", "criteria": [p99]}})
+    [only] = plan_warnings(spec, build_criteria(spec, "canary"), rps=0.4, label_rate=1.0)
+    assert "at 0.4 req/s" in only  # before: "at 0 req/s"
