@@ -330,6 +330,22 @@ class Gateway:
             self._mirror(
                 route, role, protocol, path, body, forward_headers, request_id, shaped, slices
             )
+        if role == "canary" and route.paired:
+            # queued before the canary is called, and never awaited: a slow or dead stable
+            # copy cannot delay or change the canary's answer
+            self.mirror.offer(
+                ShadowJob(
+                    route,
+                    protocol,
+                    route.stable_url + path,
+                    body,
+                    mirror_headers(forward_headers, self.mirror_strip),
+                    request_id,
+                    shaped,
+                    slices,
+                    "paired",
+                )
+            )
 
         version, url, metrics = route.targets[role]
         while True:

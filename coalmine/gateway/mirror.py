@@ -9,6 +9,11 @@ With a baseline on the route, each sampled request is also copied to the baselin
 instance of the stable version) through the same queue, logged as role "baseline" with the
 stable version: production-vs-baseline disagreement on the same request ids is the noise
 floor that production-vs-shadow disagreement is measured against.
+
+Paired canary: each request the canary answers is copied to the stable version through the
+same queue, logged as role "paired" with the stable version, so the canary's quality
+criteria compare both versions on the same requests. A full queue drops the copy (that
+request is then judged unpaired only by error rate and latency, like every canary call).
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ class ShadowJob:
         request_id: str,
         input: str | None,
         slices: dict[str, Any],
-        role: str = "shadow",  # or "baseline": the copy for the stable version's fresh instance
+        # or "baseline": the copy for the stable version's fresh instance; or "paired": the
+        # stable version's copy of a canary request (paired canary)
+        role: str = "shadow",
     ) -> None:
         self.route = route
         self.role = role
@@ -180,6 +187,8 @@ class ShadowMirror:
         elapsed = time.perf_counter() - start
         if job.role == "baseline":
             metrics, version = route.baseline_metrics, route.stable
+        elif job.role == "paired":
+            metrics, version = route.paired_metrics, route.stable
         else:
             metrics, version = route.shadow_metrics, route.shadow
         metrics.observe(elapsed, error_class)

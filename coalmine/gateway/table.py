@@ -37,6 +37,8 @@ class CompiledRoute:
         "mirror_bp",
         "model",
         "needs_json",
+        "paired",
+        "paired_metrics",
         "rollout_id",
         "salt",
         "scores_field",
@@ -86,6 +88,12 @@ class CompiledRoute:
             self.canary_metrics = role_metrics(state.model, state.canary, "canary")
             self.weight_bp = state.canary_weight_bp
             self.targets["canary"] = (state.canary, self.canary_url, self.canary_metrics)
+        # Paired canary: the stable version also answers a copy of each canary request
+        # (off the request path, logged as role "paired"); off with the canary itself.
+        self.paired = bool(state.paired) and self.weight_bp > 0
+        self.paired_metrics: RoleMetrics | None = (
+            role_metrics(state.model, state.stable, "paired") if self.paired else None
+        )
         self.shadow = state.shadow
         self.shadow_url: str | None = None
         self.shadow_metrics: RoleMetrics | None = None

@@ -166,6 +166,15 @@ class CanarySpec(Strict):
         "the candidate are surely beyond the configured odds times (or divided by) 1 + this; "
         "null turns the guard off",
     )
+    paired: bool = Field(
+        default=False,
+        description="paired canary: the gateway also mirrors each request the canary answers "
+        "to the stable version (off the request path; its answer is logged with role "
+        "'paired', never returned), so model-quality criteria (accuracy, log_loss, mae, rmse, "
+        "user metrics) are judged on both versions' predictions of the same requests; error "
+        "rate and latency stay the canary's own served calls. Costs one extra stable call "
+        "per canary request",
+    )
 
     @field_validator("steps")
     @classmethod

@@ -150,6 +150,7 @@ def _route_for(state: RolloutState) -> dict[str, Any]:
         rollout_id=state.id,
         guard_failures=state.spec.canary.guard_failures,
         baseline_url=str(state.spec.baseline).rstrip("/") if state.spec.baseline else None,
+        paired=state.spec.canary.paired,
     ).as_changes()
 
 

@@ -48,6 +48,7 @@ class RouteTarget:
     guard_failures: int = 0  # the fast guard's threshold while the rollout runs; 0 = default
     baseline_url: str | None = None  # set while a baseline is routed or mirrored to
     baseline_bp: int = 0
+    paired: bool = False  # paired canary: the stable version also answers canary requests
 
     def as_changes(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +64,7 @@ def desired_route(
     rollout_id: int,
     guard_failures: int = 0,
     baseline_url: str | None = None,
+    paired: bool = False,
 ) -> RouteTarget:
     """The route for a rollout in `phase` holding the given weights.
 
@@ -89,4 +91,5 @@ def desired_route(
         guard_failures=guard_failures,
         baseline_url=baseline_url if share > 0 or mirror_bp > 0 else None,
         baseline_bp=share,
+        paired=paired and canary_weight_bp > 0,
     )

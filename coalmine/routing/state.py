@@ -27,6 +27,10 @@ class RouteState:
     # every mirrored copy, so production-vs-baseline disagreement is the noise floor.
     baseline_url: str | None = None
     baseline_bp: int = 0
+    # Paired canary: every request the canary answers is also copied (through the mirror's
+    # bounded queue) to the stable version, logged as role "paired" and never returned, so
+    # model-quality criteria are judged on the same requests, as in shadow.
+    paired: bool = False
 
     def __post_init__(self) -> None:
         for name in ("canary_weight_bp", "mirror_bp", "baseline_bp"):

@@ -37,7 +37,7 @@ __all__ = [
 ROUTE_FIELDS = frozenset(
     {
         "stable", "canary", "canary_weight_bp", "shadow", "mirror_bp", "rollout_id",
-        "guard_failures", "baseline_url", "baseline_bp",
+        "guard_failures", "baseline_url", "baseline_bp", "paired",
     }
 )  # fmt: skip
 _VERSION_FIELDS = ("stable", "canary", "shadow")
@@ -78,6 +78,7 @@ def _state(row: Any, urls: dict[str, str]) -> RouteState:
         guard_failures=row.guard_failures,
         baseline_url=row.baseline_url,
         baseline_bp=row.baseline_bp,
+        paired=bool(row.paired),
     )
 
 
@@ -179,6 +180,7 @@ def _state_from_values(current: RouteState, row: dict[str, Any]) -> RouteState:
         guard_failures=row["guard_failures"],
         baseline_url=row["baseline_url"],
         baseline_bp=row["baseline_bp"],
+        paired=bool(row["paired"]),
     )
 
 
@@ -249,6 +251,7 @@ class RouteRepository:
                         "updated_at": now,
                         "guard_failures": 0,
                         "baseline_bp": 0,
+                        "paired": False,
                     },
                 )
         drift = route_drift(config, self.load_all())

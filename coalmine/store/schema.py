@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -88,6 +89,9 @@ routes = Table(
     # "baseline"); in shadow it also receives the mirrored copies
     Column("baseline_url", String(512)),
     Column("baseline_bp", Integer, nullable=False, default=0),  # 0..10000
+    # paired canary: each request the canary answers is also mirrored to the stable
+    # version (role "paired"), so quality criteria compare both on the same requests
+    Column("paired", Boolean, nullable=False, default=False),
 )
 
 # Each time the gateway's fast guard routed away from a failing canary; the controller

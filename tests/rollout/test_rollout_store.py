@@ -118,3 +118,27 @@ def test_racing_writers_apply_a_transition_once(
         th.join()
     assert sum(r is not None for r in results) == 1
     assert [e["kind"] for e in rollouts.events(rec.id)] == ["created", "advance"]
+
+
+def test_a_paired_canary_routes_paired_copies_only_while_the_canary_has_traffic(
+    repos: tuple[RolloutRepository, RouteRepository],
+) -> None:
+    rollouts, routes = repos
+    spec = parse_spec(
+        {
+            "shadow": {"enabled": False},
+            "canary": {"steps": [10, 100], "min_duration": 0, "min_samples": 0, "paired": True},
+        }
+    )
+    rec = rollouts.create("iris", "v2", "http://127.0.0.1:10/", spec, now=100.0)
+    assert routes.get("iris").paired is False  # type: ignore[union-attr]  # pending: no canary
+    after = rollouts.apply(rec, machine.step(rec.state, Tick(), 101.0), now=101.0)
+    assert after is not None and after.state.phase == Phase.CANARY
+    route = routes.get("iris")
+    assert route is not None and (route.canary_weight_bp, route.paired) == (1000, True)
+    for now in (102.0, 103.0, 104.0):
+        cur = rollouts.get(rec.id)
+        assert rollouts.apply(cur, machine.step(cur.state, Tick(OK), now), now=now) is not None
+    route = routes.get("iris")
+    assert rollouts.get(rec.id).state.phase == Phase.PROMOTED
+    assert route is not None and (route.stable, route.paired) == ("v2", False)

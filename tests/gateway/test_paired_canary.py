@@ -1,0 +1,111 @@
+"""The paired canary through the real gateway: each request the canary answers is also
+mirrored to the stable version (role "paired"), logged but never returned to the user.
+
+Upstreams are real aiohttp servers on loopback; which server saw which request and what the
+gateway logged are read from the servers and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
+from tests.gateway.conftest import RunningGateway, StartGateway, Upstream, free_port, make_config
+
+V1 = "/v1/models/m:predict"
+
+
+async def _start(start_gateway: StartGateway, config: Any, **route: Any) -> RunningGateway:
+    from coalmine.gateway.server import seed_routes
+
+    seed_routes(config)
+    engine = open_engine(config.store.url)
+    try:
+        RouteRepository(engine).set_route("m", **route)
+    finally:
+        engine.dispose()
+    return await start_gateway(config)
+
+
+async def _rows_until(gw: RunningGateway, role: str, n: int) -> list[Any]:
+    for _ in range(100):
+        rows = [r for r in gw.rows() if r.role == role]
+        if len(rows) >= n:
+            return rows
+        await asyncio.sleep(0.05)
+    return [r for r in gw.rows() if r.role == role]
+
+
+async def test_canary_requests_are_paired_with_stable_and_the_user_gets_the_canary(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    urls = {v: upstreams[v].url for v in ("v1", "v2")}
+    config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 50})
+    gw = await _start(start_gateway, config, paired=True, rollout_id=3)
+    answers = {}
+    for i in range(60):
+        status, headers, body = await gw.post(
+            V1, headers={"X-User-Id": f"u{i}", "X-Request-ID": f"r{i}"}
+        )
+        assert status == 200
+        answers[f"r{i}"] = (headers["X-Model-Version"], body)
+    canary_ids = {rid for rid, (v, _) in answers.items() if v == "v2"}
+    assert 10 < len(canary_ids) < 50  # a 50% sticky split
+    # the user of a canary request sees the canary's answer only
+    for rid in canary_ids:
+        assert b"label-v2" in answers[rid][1] and b"label-v1" not in answers[rid][1]
+    paired = await _rows_until(gw, "paired", len(canary_ids))
+    # one paired copy per canary request, answered by the stable version, and none for
+    # the requests stable served anyway
+    assert {r.request_id for r in paired} == canary_ids
+    assert len(paired) == len(canary_ids)
+    assert all(r.version == "v1" and r.status == 200 for r in paired)
+    assert all("label-v1" in r.prediction for r in paired), paired[0].prediction
+    assert all(r.rollout_id == 3 for r in paired)
+    stable_seen = [s["headers"]["X-Request-ID"] for s in upstreams["v1"].seen]
+    assert set(stable_seen) == set(answers)  # served the stable users, mirrored the rest
+    marked = [s for s in upstreams["v1"].seen if s["headers"].get("X-Shadow") == "1"]
+    assert {s["headers"]["X-Request-ID"] for s in marked} == canary_ids
+    roles = {r.request_id: r.role for r in gw.rows() if r.role in ("canary", "stable")}
+    assert {rid for rid, role in roles.items() if role == "canary"} == canary_ids
+
+
+async def test_without_paired_no_stable_copy_is_sent(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    urls = {v: upstreams[v].url for v in ("v1", "v2")}
+    config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 100})
+    gw = await start_gateway(config)
+    for i in range(10):
+        status, headers, _ = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
+        assert status == 200 and headers["X-Model-Version"] == "v2"
+    await gw.stop()
+    assert not upstreams["v1"].seen
+    assert not [r for r in gw.rows() if r.role == "paired"]
+
+
+async def test_a_dead_or_slow_stable_copy_never_touches_the_canary_answer(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    # the stable version is unreachable (nothing listens on its port): every paired copy
+    # fails, and every canary answer is still the canary's, a 200
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = make_config(
+        tmp_path,
+        {"v1": dead, "v2": upstreams["v2"].url},
+        routing={"canary": "v2", "canary_weight": 100},
+        gateway={"shadow": {"timeout_s": 0.5}},
+    )
+    gw = await _start(start_gateway, config, paired=True)
+    for i in range(20):
+        status, headers, body = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
+        assert status == 200
+        assert headers["X-Model-Version"] == "v2" and b"label-v2" in body
+    paired = await _rows_until(gw, "paired", 20)
+    assert len(paired) == 20
+    assert all(r.status == 0 and r.error_class is not None for r in paired)
+    canary = [r for r in gw.rows() if r.role == "canary"]
+    assert len(canary) == 20 and all(r.status == 200 for r in canary)
