@@ -231,6 +231,10 @@ def awaiting_approval(state: RolloutState) -> int | None:
     """The step index a person must approve before the rollout can go on, if any."""
     if state.terminal or state.phase in (Phase.ROLLING_BACK, Phase.PROMOTING):
         return None
+    phase = state.paused_phase if state.phase == Phase.PAUSED else state.phase
+    shadow = state.spec.shadow
+    if phase in (Phase.PENDING, Phase.SHADOW) and shadow.enabled and shadow.then != "canary":
+        return None  # this shadow promotes or stops: no canary step will ever be gated
     index = _next_step_index(state)
     return index if _gated(state, index) else None
 

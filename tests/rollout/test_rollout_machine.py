@@ -339,6 +339,19 @@ def test_approval_gate_blocks_until_approved() -> None:
     assert advanced.state.step_index == 2 and advanced.state.canary_weight_bp == 2500
 
 
+@pytest.mark.parametrize("then", ["promote", "stop"])
+def test_a_shadow_that_never_reaches_a_canary_waits_for_no_approval(then: str) -> None:
+    spec = {"shadow": {"then": then}, "canary": {"steps": [5, 50], "approval_before": [5]}}
+    for phase in (Phase.PENDING, Phase.SHADOW):
+        s = state(phase, spec=spec, mirror_bp=10000 if phase == Phase.SHADOW else 0)
+        assert awaiting_approval(s) is None
+        with pytest.raises(InvalidTransition):
+            step(s, Approve(), 1)
+    # with then: canary the gate shows from the shadow on (it may be approved in advance)
+    ahead = state(Phase.SHADOW, spec={**spec, "shadow": {"then": "canary"}}, mirror_bp=10000)
+    assert awaiting_approval(ahead) == 0
+
+
 def test_a_good_candidate_walks_every_step_exactly_once() -> None:
     s, now, weights, kinds = state(), 0.0, [], []
     for _ in range(50):

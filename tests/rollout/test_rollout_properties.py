@@ -5,10 +5,11 @@
    holds its invariants; and from wherever that sequence left it, ticks alone end the
    rollout or bring it to a person within a bounded number of evaluations.
 2. The real controller on a real SQLite store: under any interleaving of ticks, guard trips
-   (recorded in the store as the gateway records them), operator commands, judgements and
-   restarts (a new Controller reading the persisted store), an active rollout reaches a
-   terminal phase or one that waits for a person within a bounded number of ticks; every
-   event row is a legal transition and every trip is acknowledged.
+   (recorded in the store as the gateway records them), operator commands (`coalmine
+   rollback` included), judgements and restarts (a new Controller reading the persisted
+   store), an active rollout reaches a terminal phase or one that waits for a person within
+   a bounded number of ticks; every event row is a legal transition, every trip is
+   acknowledged, and a promotion can be undone once.
 
 The examples are bounded so the file runs in well under 30 s; the shapes a rollout can take
 (shadow on/off and what follows it, 1-3 steps, approval gates, on_failure, on_inconclusive)
@@ -52,7 +53,7 @@ from coalmine.rollout.machine import (
     step,
 )
 from coalmine.rollout.spec import RolloutSpec, parse_spec
-from coalmine.rollout.store import RolloutRecord, RolloutRepository
+from coalmine.rollout.store import RolloutConflict, RolloutRecord, RolloutRepository
 from coalmine.rollout.weights import mirror_bp, step_weights_bp
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
@@ -299,6 +300,7 @@ operations = st.one_of(
     tick_op, tick_op, tick_op, trip_op, trip_op, judge_op, judge_op,
     st.tuples(st.just("restart"), st.none()),
     st.tuples(st.sampled_from(sorted(COMMANDS)), st.none()),
+    st.tuples(st.just("rollback_model"), st.none()),  # `coalmine rollback MODEL`
 )  # fmt: skip
 tail_operations = st.lists(
     st.tuples(
@@ -377,6 +379,9 @@ async def _scenario(
             ctl = controller()
         elif name == "judge":
             judge.verdict = arg
+        elif name == "rollback_model":  # refused (409) unless the candidate was promoted
+            with contextlib.suppress(RolloutConflict):
+                await ctl.rollback_model(model)
         else:
             with contextlib.suppress(InvalidTransition):  # a 409 for the operator
                 await ctl.command(rid, COMMANDS[name]())
@@ -405,6 +410,13 @@ async def _scenario(
     assert final.state.terminal or waits_for_a_person(final.state, clock()), (
         f"stuck in {final.state.phase.value} after {bound} ticks"
     )
+    if final.state.phase == P.PROMOTED and routes.get(model).stable == "v2":  # type: ignore[union-attr]
+        # a promotion can always be undone by `coalmine rollback`, once
+        await ctl.rollback_model(model)
+        assert routes.get(model).stable == "v1"  # type: ignore[union-attr]
+        with pytest.raises(RolloutConflict, match="nothing to roll back"):
+            await ctl.rollback_model(model)
+        final = repo.get(rid)
     _check_event_rows(repo, final, spec)
 
 
@@ -418,7 +430,12 @@ def _check_event_rows(repo: RolloutRepository, final: RolloutRecord, spec: Rollo
     )
     assert rows[0]["kind"] == "created"
     s = new_state(spec, final.id)
+    undone = False
     for r in rows[1:]:
+        if r["kind"] == "model_rollback":  # the one event after an ending: of a promotion
+            assert s.phase == P.PROMOTED and r["to_phase"] == "promoted" and not undone
+            undone = True
+            continue
         assert not s.terminal, f"an event after the rollout ended: {r['kind']}"
         to = Phase(r["to_phase"])
         assert Phase(r["from_phase"]) == s.phase
