@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,3 +191,58 @@ def bad_model() -> Iterator[Callable[[str], str]]:
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+class OwnPostgres:
+    """A PostgreSQL server of one test's own (so restarting it disturbs no other test),
+    on a Unix socket in a private directory; `url` is a migrated Coalmine database."""
+
+    def __init__(self, root: Path) -> None:
+        from tests.conftest import PG_BIN, _as_postgres_user, _create_database, _database
+
+        self._bin, self._as_postgres = PG_BIN, _as_postgres_user
+        if not (PG_BIN / "initdb").exists():
+            pytest.skip(f"PostgreSQL binaries not found under {PG_BIN}")
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+        self.data, self.log = root / "data", root / "server.log"
+        self._options = f"-k {root} -c listen_addresses='' -F"
+        self._ctl("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self._pg_ctl("start")
+        admin = f"postgresql+psycopg://postgres@/postgres?host={root}"
+        _create_database(admin, "coalmine")
+        self.url = _database(admin, "coalmine")
+
+    def _ctl(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            self._as_postgres([str(self._bin / tool), *args]),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def _pg_ctl(self, action: str, *args: str) -> None:
+        self._ctl(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options, "-w",
+            *args, action,
+        )  # fmt: skip
+
+    def restart(self) -> None:
+        self._pg_ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        self._pg_ctl("stop", "-m", "immediate")
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    # under /tmp itself: pytest's own temporary directories are closed to the postgres user
+    root = Path(tempfile.mkdtemp(prefix="coalmine-own-pg-"))
+    try:
+        server = OwnPostgres(root)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

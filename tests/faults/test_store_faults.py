@@ -1,6 +1,6 @@
-"""The store locked by another process, or its disk full, while traffic flows: the
-production path answers as usual, and the log rows wait in the buffer and are written once
-the fault goes (none lost, none dropped)."""
+"""The store locked by another process, its disk full, or PostgreSQL restarted, while
+traffic flows: the production path answers as usual, and the log rows wait in the buffer
+and are written once the fault goes (none lost, none dropped)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from coalmine.modelserver import ModelServerHandle
-from tests.faults.conftest import IRIS_ROW
+from coalmine.store.engine import open_engine
+from tests.faults.conftest import IRIS_ROW, OwnPostgres
 from tests.gateway.conftest import StartGateway, make_config
 
 LOCK_S = 5.0
@@ -132,3 +133,41 @@ async def test_a_full_disk_under_the_log_leaves_production_alone_and_the_rows_wa
     await gw.stop()
     assert writer.dropped == 0
     assert sorted(r.request_id for r in gw.rows()) == sorted(f"full-{i}" for i in range(50))
+
+
+@pytest.mark.slow  # a server of its own: initdb, start, restart
+async def test_postgresql_restarted_mid_traffic_loses_no_log_row(
+    tmp_path: Path,
+    own_postgres: OwnPostgres,
+    stable_server: ModelServerHandle,
+    start_gateway: StartGateway,
+) -> None:
+    open_engine(own_postgres.url).dispose()  # migrate
+    config = make_config(tmp_path, {"v1": stable_server.url})
+    url = own_postgres.url
+    config = config.model_copy(update={"store": config.store.model_copy(update={"url": url})})
+    gw = await start_gateway(config)
+    writer = gw.runner.gateway.writer
+    statuses: list[int] = []
+
+    async def traffic(n: int, prefix: str) -> None:
+        for i in range(n):
+            status, _, _ = await gw.post(
+                "/v1/models/m:predict", {"instances": [IRIS_ROW]}, {"X-Request-ID": f"{prefix}{i}"}
+            )
+            statuses.append(status)
+            await asyncio.sleep(0.01)
+
+    await traffic(50, "pg-before-")
+    async with asyncio.timeout(20):
+        while writer.written < 50:  # the first rows are in, on pooled connections
+            await asyncio.sleep(0.05)
+    restart = asyncio.create_task(asyncio.to_thread(own_postgres.restart))
+    await traffic(100, "pg-during-")
+    await restart
+    await traffic(50, "pg-after-")
+    assert statuses == [200] * 200  # the production path never noticed
+    await gw.stop()
+    assert writer.dropped == 0
+    assert len({r.request_id for r in gw.rows()}) == len(gw.rows()) == 200
+    assert writer.write_errors > 0  # the writer did meet the server down, and retried
