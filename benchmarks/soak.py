@@ -191,6 +191,7 @@ def main() -> None:
         candidates = iter([("v2", good, "promoted"), ("v3", bad, "rolled_back"),
                            ("v4", good, "killed"), ("v5", good, "promoted")])  # fmt: skip
         outcomes: list[tuple[str, str, str]] = []
+        promoted: list[Any] = []
         rollout: Any = None
         server: Any = None
         expected = ""
@@ -209,7 +210,10 @@ def main() -> None:
                 outcomes.append((status["candidate"], expected, status["phase"]))
                 event = f"{status['candidate']} {status['phase']}"
                 rollout = None
-                server.stop()
+                if status["phase"] == "promoted":
+                    promoted.append(server)  # it serves production now: keep it running
+                else:
+                    server.stop()
             if rollout is None:
                 nxt = next(candidates, None)
                 if nxt is not None:
@@ -259,6 +263,8 @@ def main() -> None:
             server.stop()
         answered = {rid for rid, _ in load.answered}
         cm.stop()  # SIGTERM: the gateway drains and flushes its log
+        for old in promoted:
+            old.stop()
         conn = sqlite3.connect(cm.db_path)
         logged = {r for (r,) in conn.execute(
             "SELECT request_id FROM predictions WHERE role IN ('stable', 'canary')")}  # fmt: skip
