@@ -118,7 +118,7 @@ def _labels(load: Load, gateway: str, token: str | None) -> None:
             items = [{"request_id": r, "label": y} for k, (r, y) in enumerate(batch) if k % 3]
             for start in range(0, len(items), 500):
                 with contextlib.suppress(httpx.HTTPError):
-                    http.post("/v1/feedback", json={"items": items[start:start + 500]})
+                    http.post("/v1/feedback", json={"items": items[start : start + 500]})
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -201,7 +201,10 @@ def main() -> None:
         next_fault = start + fault_every
         next_row = start + 10
         dropped0 = _dropped(cm.gateway_url)
-        print("  t s | RSS MB |  fds |  sent | errors | p50 ms | p99 ms | dropped | event")
+        print(
+            "  t s | RSS MB |  fds |  sent | errors | p50 ms | p99 ms | dropped | rollout"
+            "            | event"
+        )
         gateway = httpx.URL(cm.gateway_url)
         while time.monotonic() - start < duration:
             event = ""
@@ -245,12 +248,20 @@ def main() -> None:
                     injected.append(kind)
                 event += f" fault: {injected[-1]}"
             if now >= next_row or event:
+                phase_now = ""
+                if rollout is not None:
+                    current_status = rollout.status()
+                    phase_now = f"{current_status['candidate']} {current_status['phase']}"
                 w = load.take_window()
                 rss, fds = _rss_fds(cm.pid)
                 lat = np.array(w.latencies) if w.latencies else np.array([float("nan")])
-                print(f"{now - start:5.0f} | {rss:6.0f} | {fds:4d} | {w.sent:5d} | {w.errors:6d} | "
-                      f"{np.percentile(lat, 50):6.2f} | {np.percentile(lat, 99):6.1f} | "
-                      f"{_dropped(cm.gateway_url) - dropped0:7.0f} | {event.strip()}", flush=True)
+                print(
+                    f"{now - start:5.0f} | {rss:6.0f} | {fds:4d} | {w.sent:5d} | {w.errors:6d} | "
+                    f"{np.percentile(lat, 50):6.2f} | {np.percentile(lat, 99):6.1f} | "
+                    f"{_dropped(cm.gateway_url) - dropped0:7.0f} | {phase_now:18s} | "
+                    f"{event.strip()}",
+                    flush=True,
+                )
                 next_row = now + 10
             time.sleep(0.5)
         load.stop.set()
@@ -270,8 +281,10 @@ def main() -> None:
             "SELECT request_id FROM predictions WHERE role IN ('stable', 'canary')")}  # fmt: skip
         conn.close()
     print()
-    print(f"requests sent {load.total_sent}, answered 200 {len(answered)}, "
-          f"production-path errors {load.total_errors}")
+    print(
+        f"requests sent {load.total_sent}, answered 200 {len(answered)}, "
+        f"production-path errors {load.total_errors}"
+    )
     print(f"answered but missing from the log: {len(answered - logged)}")
     print(f"faults injected: {len(injected)} ({', '.join(injected)})")
     for version, want, got in outcomes:
