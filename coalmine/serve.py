@@ -2,7 +2,9 @@
 
 For the single-machine case. All three share one uvloop event loop:
 
-- the gateway's aiohttp app (`coalmine.gateway.server.start_site`) on `gateway.port`;
+- the gateway's aiohttp app (`coalmine.gateway.server.start_site`) on `gateway.port`; with
+  `gateway.processes` other than 1, a child `coalmine gateway` with that many workers
+  sharing the port instead (0 = one per core);
 - the FastAPI control API under uvicorn on `api.port` (its own port: the data plane
   exposes no control operation);
 - the controller loop (`Controller.run`), whose database work runs in threads.
@@ -71,6 +73,7 @@ async def run_serve(
     tick_s: float = 0.25,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    config_path: Path | None = None,
 ) -> None:
     import uvicorn
 
@@ -97,9 +100,18 @@ async def run_serve(
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None
+    gateway_group: asyncio.subprocess.Process | None = None
     server: uvicorn.Server | None = None
     try:
-        if gateway:
+        if gateway and config.gateway.processes != 1:
+            # several gateway processes share the port (SO_REUSEPORT) in a child
+            # `coalmine gateway`, which forks them; forking this threaded process would not
+            # be safe. Its log writers flush on the SIGTERM we forward at the end.
+            if config_path is None:
+                raise ValueError("gateway.processes != 1 needs the config file's path")
+            gateway_group, gw_port = await _start_gateway_processes(config_path)
+            _announce("gateway", config.gateway.host, gw_port)
+        elif gateway:
             from coalmine.gateway.server import start_site
 
             runner, gw_port = await start_site(config)
@@ -152,11 +164,51 @@ async def run_serve(
             await asyncio.gather(*running, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
+        if gateway_group is not None:
+            await _stop_gateway_processes(gateway_group)
         if registry_listener is not None:
             await asyncio.to_thread(registry_listener.close)
         await asyncio.to_thread(engine.dispose)
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+_GATEWAY_LISTENING = "coalmine gateway listening on http://"
+
+
+async def _start_gateway_processes(config_path: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """`coalmine gateway --config FILE` as a child (it forks `gateway.processes` workers);
+    returns it and the port its workers announced."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "coalmine.cli", "gateway", "--config", str(config_path),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while line := (await child.stdout.readline()).decode():
+                if line.startswith(_GATEWAY_LISTENING):
+                    port = int(line[len(_GATEWAY_LISTENING) :].split()[0].rsplit(":", 1)[1])
+                    break
+            else:
+                raise RuntimeError(f"coalmine gateway exited with {await child.wait()}")
+    except BaseException:
+        if child.returncode is None:
+            child.kill()
+        raise
+    # keep reading its announcements so it never blocks on a full pipe
+    asyncio.get_running_loop().create_task(child.stdout.read())
+    return child, port
+
+
+async def _stop_gateway_processes(child: asyncio.subprocess.Process) -> None:
+    if child.returncode is None:
+        child.terminate()  # forwarded to every worker: they drain and flush their logs
+        try:
+            await asyncio.wait_for(child.wait(), 60)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
 
 
 def _install_user_metrics(config: CoalmineConfig) -> None:
@@ -226,7 +278,12 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        uvloop.run(run_serve(loaded, token=token, gateway=gateway, api=api, controller=controller))
+        uvloop.run(
+            run_serve(
+                loaded, token=token, gateway=gateway, api=api, controller=controller,
+                config_path=config,
+            )
+        )  # fmt: skip
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise typer.Exit(2) from None
