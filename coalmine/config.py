@@ -206,6 +206,11 @@ class GatewayConfig(Strict):
     processes: int = Field(default=1, ge=0, description="0 = one per CPU core (SO_REUSEPORT)")
     max_body_bytes: int = Field(default=1 << 20, ge=1)
     upstream_timeout_s: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(
+        default=64 << 20,
+        ge=1,
+        description="a model server's answer, decoded, past this is refused (error too_large)",
+    )
     canary_timeout_s: float = Field(
         default=2.0,
         gt=0,

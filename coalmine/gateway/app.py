@@ -143,7 +143,11 @@ class Gateway:
         self.repository = RouteRepository(engine)
         self.guard = FastGuard(gateway.fast_guard_failures)
         self.table = RouteTable(self.repository, config, self.guard)
-        self.client = client if client is not None else make_client(gateway.upstream_client)
+        self.client = (
+            client
+            if client is not None
+            else make_client(gateway.upstream_client, max_response_bytes=gateway.max_response_bytes)
+        )
         self.writer = writer if writer is not None else BatchWriter(engine, config.logging)
         self.mirror = ShadowMirror(
             self.client,

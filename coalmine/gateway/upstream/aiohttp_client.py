@@ -13,9 +13,25 @@ from coalmine.gateway.upstream.base import (
     UpstreamConnectionError,
     UpstreamResponse,
     UpstreamTimeout,
+    UpstreamTooLarge,
 )
 
 __all__ = ["AiohttpClient"]
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+    """The decoded body, or UpstreamTooLarge as soon as it passes `limit` bytes."""
+    if (response.content_length or 0) > limit and not response.headers.get("Content-Encoding"):
+        raise UpstreamTooLarge(f"{url}: answer of {response.content_length} bytes, over {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            response.close()  # the rest is not read: the connection is dropped
+            raise UpstreamTooLarge(f"{url}: answer over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class AiohttpClient(UpstreamClient):
@@ -65,7 +81,7 @@ class AiohttpClient(UpstreamClient):
             async with session.request(
                 method, url, data=body, headers=list(headers), timeout=self._timeout(timeout)
             ) as response:
-                data = await response.read()
+                data = await _read_bounded(response, self.max_response_bytes, url)
                 return UpstreamResponse(
                     response.status,
                     data,

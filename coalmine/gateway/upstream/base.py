@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "HOP_BY_HOP",
     "RESPONSE_NOT_FORWARDED",
     "UpstreamClient",
@@ -19,7 +20,12 @@ __all__ = [
     "UpstreamError",
     "UpstreamResponse",
     "UpstreamTimeout",
+    "UpstreamTooLarge",
 ]
+
+# A model server's answer is read whole (to log and judge it); past this many bytes, decoded,
+# it is refused: a broken or hostile candidate or shadow must not take the gateway's memory.
+DEFAULT_MAX_RESPONSE_BYTES = 64 << 20
 
 # Headers that describe one connection, not the request (RFC 9110 section 7.6.1), plus
 # those the client sets itself. Accept-Encoding is dropped so the upstream answers in
@@ -109,8 +115,19 @@ class UpstreamConnectionError(UpstreamError):
     error_class = "connection"
 
 
+class UpstreamTooLarge(UpstreamConnectionError):
+    """The answer (after decoding) was larger than the client's `max_response_bytes`."""
+
+    error_class = "too_large"
+
+
 class UpstreamClient(ABC):
-    """POSTs bodies to model servers over pooled keep-alive connections."""
+    """POSTs bodies to model servers over pooled keep-alive connections.
+
+    `max_response_bytes` bounds an answer's body after decoding (UpstreamTooLarge past it).
+    """
+
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @abstractmethod
     async def post(

@@ -26,6 +26,7 @@ from coalmine.gateway.upstream.base import (
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeout,
+    UpstreamTooLarge,
 )
 
 __all__ = ["HttptoolsClient"]
@@ -54,8 +55,10 @@ class _Connection(asyncio.Protocol):
         "_got_bytes",
         "_headers",
         "_headers_done",
+        "_limit",
         "_loop",
         "_parser",
+        "_size",
         "_timer",
         "_waiter",
         "closed",
@@ -63,8 +66,10 @@ class _Connection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self._loop = loop
+        self._limit = limit  # bytes of body, encoded here and decoded in _decode
+        self._size = 0
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
@@ -121,6 +126,12 @@ class _Connection(asyncio.Protocol):
         self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._limit:
+            if not self.closed:
+                self._fail(UpstreamTooLarge(f"answer over {self._limit} bytes"))
+                self.abort()
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -131,6 +142,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:
             # an interim response (100 Continue, 103 Early Hints): the final one follows
             self._body = []
+            self._size = 0
             self._headers = []
             self._content_type = self._content_encoding = b""
             self._headers_done = self._chunked_or_sized = False
@@ -142,7 +154,11 @@ class _Connection(asyncio.Protocol):
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._content_encoding and self._content_encoding != b"identity":
             try:
-                body = _decode(body, self._content_encoding)
+                body = _decode(body, self._content_encoding, self._limit)
+            except UpstreamTooLarge as exc:
+                self.keep_alive = False
+                waiter.set_exception(exc)
+                return
             except (zlib.error, ValueError) as exc:
                 self.keep_alive = False
                 waiter.set_exception(UpstreamConnectionError(f"undecodable upstream body: {exc}"))
@@ -156,6 +172,7 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
         self._waiter = waiter = self._loop.create_future()
         self._body = []
+        self._size = 0
         self._headers = []
         self._content_type = self._content_encoding = b""
         self._got_bytes = self._headers_done = self._chunked_or_sized = False
@@ -183,16 +200,25 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-def _decode(body: bytes, encoding: bytes) -> bytes:
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    """`body` decompressed, at most `limit` bytes of it: a few KB of gzip can expand to GBs."""
+    decoder = zlib.decompressobj(wbits)
+    out = decoder.decompress(body, limit + 1)
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise UpstreamTooLarge(f"answer over {limit} bytes once decoded")
+    return out + decoder.flush()
+
+
+def _decode(body: bytes, encoding: bytes, limit: int) -> bytes:
     wbits = _DECODERS.get(encoding)
     if wbits is None:
         raise ValueError(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
     if wbits == 0:  # "deflate" is zlib-wrapped by the RFC, raw deflate by some servers
         try:
-            return zlib.decompress(body)
+            return _inflate(body, zlib.MAX_WBITS, limit)
         except zlib.error:
-            return zlib.decompress(body, -zlib.MAX_WBITS)
-    return zlib.decompress(body, wbits)
+            return _inflate(body, -zlib.MAX_WBITS, limit)
+    return _inflate(body, wbits, limit)
 
 
 class HttptoolsClient(UpstreamClient):
@@ -239,7 +265,7 @@ class HttptoolsClient(UpstreamClient):
         try:
             async with asyncio.timeout(min(timeout, self._connect_timeout)):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: _Connection(loop, self.max_response_bytes),
                     host,
                     port,
                     ssl=context,

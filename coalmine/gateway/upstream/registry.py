@@ -22,11 +22,14 @@ def register_client(name: str, factory: Callable[[], UpstreamClient]) -> None:
     CLIENTS[name] = factory
 
 
-def make_client(name: str) -> UpstreamClient:
+def make_client(name: str, *, max_response_bytes: int | None = None) -> UpstreamClient:
     try:
         factory = CLIENTS[name]
     except KeyError:
         raise ValueError(
             f"unknown upstream client {name!r}; known: {', '.join(sorted(CLIENTS))}"
         ) from None
-    return factory()
+    client = factory()
+    if max_response_bytes is not None:
+        client.max_response_bytes = max_response_bytes
+    return client
