@@ -38,6 +38,7 @@ __all__ = [
     "StoreConfig",
     "VersionConfig",
     "format_errors",
+    "hide_password",
     "load_config",
     "parse_config",
     "read_yaml",
@@ -260,6 +261,11 @@ class LoggingConfig(Strict):
     buffer_size: int = Field(default=100_000, ge=1)
 
 
+def hide_password(url: str) -> str:
+    """`url` with the password of its userinfo replaced by ***, for printing and logging."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 class StoreConfig(Strict):
     url: str = "sqlite:///coalmine.db"
 
@@ -320,7 +326,7 @@ class CoalmineConfig(Strict):
         versions = sum(len(m.versions) for m in self.models)
         return (
             f"{len(self.models)} model(s), {versions} version(s); gateway "
-            f"{self.gateway.host}:{self.gateway.port}; store {self.store.url}"
+            f"{self.gateway.host}:{self.gateway.port}; store {hide_password(self.store.url)}"
         )
 
 
