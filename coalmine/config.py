@@ -76,6 +76,17 @@ class VersionConfig(Strict):
 
     name: Name
     url: BaseUrl
+    # where the controller reads this version's CPU and memory during rollouts (one of them)
+    metrics_url: AnyHttpUrl | None = Field(
+        default=None, description="its Prometheus endpoint (process_cpu_seconds_total, ...)"
+    )
+    pid_file: str | None = Field(default=None, description="a file holding its local PID")
+
+    @model_validator(mode="after")
+    def _one_resource_source(self) -> VersionConfig:
+        if self.metrics_url is not None and self.pid_file is not None:
+            raise ValueError("give metrics_url or pid_file, not both")
+        return self
 
     @property
     def base_url(self) -> str:

@@ -19,6 +19,7 @@ from coalmine.binary_tensors import HEADER_LENGTH, BinaryTensorError
 from coalmine.modelserver.binary import read_v2_request, write_v2_response
 from coalmine.modelserver.model import InputError, LoadedModel, Prediction
 from coalmine.modelserver.protocols import predict_plain, predict_v1, predict_v2
+from coalmine.modelserver.resources import ResourceFaults, add_metrics_route
 
 __all__ = ["Faults", "build_app"]
 
@@ -36,6 +37,9 @@ class Faults:
     # random (sampling, racy features, GPU nondeterminism); what a baseline's noise floor
     # measures
     flip_rate: float = 0.0
+    # CPU spent and memory kept per inference call (modelserver/resources.py)
+    burn_cpu_ms: float = 0.0
+    leak_kb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0:
@@ -44,6 +48,7 @@ class Faults:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         self._rng = random.Random(self.seed)
+        self.resources = ResourceFaults(self.burn_cpu_ms, self.leak_kb)
 
     def should_fail(self) -> bool:
         return self.error_rate > 0 and self._rng.random() < self.error_rate
@@ -100,6 +105,7 @@ def _inference(
             await asyncio.sleep(faults.delay_ms / 1000)
         if faults.should_fail():
             return _error(500, "injected error (--error-rate)")
+        faults.resources.apply()
         raw = await request.read()
         try:
             body = (
@@ -183,6 +189,7 @@ def build_app(model: LoadedModel, faults: Faults | None = None) -> web.Applicati
     app.router.add_get("/v2/health/ready", _ok)
     app.router.add_get("/v2/health/live", _ok)
     app.router.add_get("/healthz", _ok)
+    add_metrics_route(app)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
 

@@ -26,6 +26,12 @@ def serve_model_command(
         max=1.0,
         help="share of answers replaced by another class at random (a nondeterministic classifier)",
     ),
+    burn_cpu_ms: float = typer.Option(
+        0.0, min=0.0, help="CPU time spent in every inference call (a costlier version)"
+    ),
+    leak_kb: float = typer.Option(
+        0.0, min=0.0, help="memory kept forever by every inference call (a leaking version)"
+    ),
 ) -> None:
     """Serve a scikit-learn estimator or Pipeline saved with joblib (trusted files only)."""
     from coalmine.modelserver.app import Faults  # aiohttp, numpy: only when serving
@@ -37,5 +43,12 @@ def serve_model_command(
         port=port,
         name=name,
         version=version,
-        faults=Faults(delay_ms=delay_ms, error_rate=error_rate, seed=seed, flip_rate=flip_rate),
+        faults=Faults(
+            delay_ms=delay_ms,
+            error_rate=error_rate,
+            seed=seed,
+            flip_rate=flip_rate,
+            burn_cpu_ms=burn_cpu_ms,
+            leak_kb=leak_kb,
+        ),
     )

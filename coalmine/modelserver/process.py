@@ -86,6 +86,8 @@ def start_model_server(
     error_rate: float = 0.0,
     seed: int | None = None,
     flip_rate: float = 0.0,
+    burn_cpu_ms: float = 0.0,
+    leak_kb: float = 0.0,
     log_dir: str | Path | None = None,
     startup_timeout: float = 60.0,
 ) -> ModelServerHandle:
@@ -95,7 +97,8 @@ def start_model_server(
         sys.executable, "-m", "coalmine.modelserver", str(model_path),
         "--port", str(port), "--host", host, "--name", name, "--version", version,
         "--delay-ms", str(delay_ms), "--error-rate", str(error_rate),
-        "--flip-rate", str(flip_rate),
+        "--flip-rate", str(flip_rate), "--burn-cpu-ms", str(burn_cpu_ms),
+        "--leak-kb", str(leak_kb),
     ]  # fmt: skip
     if seed is not None:
         args += ["--seed", str(seed)]
