@@ -94,9 +94,10 @@ async def run_serve(
     engine = open_engine(config.store.url)
     RouteRepository(engine).seed_from_config(config)
     tasks: dict[str, str] = {m.name: m.task for m in config.models}
-    ctl = Controller(
-        engine, EngineJudge(engine, tasks), sender=WebhookSender(engine), tick_s=tick_s
-    )
+    from coalmine.analysis.sources.resources import resource_sources
+
+    judge = EngineJudge(engine, tasks, resources=resource_sources(config.models))
+    ctl = Controller(engine, judge, sender=WebhookSender(engine), tick_s=tick_s)
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None

@@ -301,9 +301,18 @@ class Analysis:
         self.observe_label_pairs(labelled)
 
     def add_resources(
-        self, arm: str, *, cpu: Iterable[float] = (), memory_mb: Iterable[float] = ()
+        self,
+        arm: str,
+        *,
+        cpu: Iterable[float] = (),
+        memory_mb: Iterable[float] = (),
+        cpu_lag: Iterable[float] = (),
+        memory_lag: Iterable[float] = (),
     ) -> None:
-        self.stats.add_resources(_arm(arm), cpu=cpu, memory_mb=memory_mb)
+        """Window samples of one version (analysis/resources.py), with the products of
+        successive ones (`*_lag`) that the resource criteria's autocorrelation uses."""
+        self.stats.add_resources(_arm(arm), cpu=cpu, memory_mb=memory_mb, cpu_lag=cpu_lag,
+                                 memory_lag=memory_lag)  # fmt: skip
 
     # -- judging --
     def evidence(self, key: str, criterion: Criterion) -> Evidence:

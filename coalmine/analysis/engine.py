@@ -33,6 +33,12 @@ production, shadow and baseline rows is a triple, counted once when its last row
 and feeds the paired difference a_c − a_b (candidate's and baseline's agreement with
 production) that `agreement`/`mean_abs_diff` criteria with `margin` are judged on.
 
+Resources: `observe_resources(readings)` takes one reading per version (CPU seconds so far,
+resident memory) from the version's resource source and counts the requests each version's
+processes served since the previous reading (stable/canary/shadow rows; a baseline's rows
+come from another instance), so `analysis.resources.ResourceWindows` can close windows into
+CPU-per-request and peak-memory samples for the `cpu` and `memory` criteria.
+
 Restart: `state_dict()` holds the cursors and all running statistics (JSON-able);
 `Evaluator.from_state(engine, state)` resumes exactly where it stopped. A controller that
 prefers can also build a fresh Evaluator, which re-reads the rollout's rows from the start
@@ -58,6 +64,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from coalmine.analysis.analysis import Analysis
 from coalmine.analysis.criteria import Criterion
 from coalmine.analysis.metrics import Obs
+from coalmine.analysis.resources import ResourceWindows
 from coalmine.analysis.result import CriterionResult, Judgement
 from coalmine.store.feedback import FirstValues, first_values
 from coalmine.store.schema import feedback, predictions
@@ -142,6 +149,8 @@ class Evaluator:
         self.rows_read = 0
         self.labels_read = 0
         self.triples_read = 0
+        self.resource_windows = ResourceWindows()
+        self.last_resource_id: int | None = None  # prediction id at the previous reading
 
     @property
     def criteria(self) -> list[Criterion]:
@@ -405,6 +414,39 @@ class Evaluator:
                 memory_mb=[s["memory_mb"]] if "memory_mb" in s else [],
             )
 
+    def observe_resources(self, readings: Mapping[str, Any]) -> None:
+        """Readings (`sources.resources.Reading`) of the candidate's and baseline's processes,
+        taken now; versions without a reading are simply not measured this time."""
+        with self.engine.connect() as conn:
+            p_max = int(conn.execute(
+                select(func.max(predictions.c.id)).where(predictions.c.model == self.model)
+            ).scalar() or 0)  # fmt: skip
+            served: dict[str, int] = {}
+            if self.last_resource_id is not None and p_max > self.last_resource_id:
+                stmt = (
+                    select(predictions.c.version, func.count())
+                    .where(predictions.c.model == self.model,
+                           predictions.c.id > self.last_resource_id, predictions.c.id <= p_max,
+                           predictions.c.version.in_([self.candidate, self.baseline]),
+                           predictions.c.role != "baseline")
+                    .group_by(predictions.c.version)
+                )  # fmt: skip
+                served = {str(v): int(n) for v, n in conn.execute(stmt)}
+        self.last_resource_id = p_max
+        for version, arm in ((self.candidate, "candidate"), (self.baseline, "baseline")):
+            r = readings.get(version)
+            if r is None:
+                continue
+            sample = self.resource_windows.observe(
+                version, r.cpu_seconds, r.memory_bytes, served.get(version, 0)
+            )
+            if sample is not None:
+                self.analysis.add_resources(
+                    arm, cpu=[sample.cpu_ms_per_request], memory_mb=[sample.memory_mb],
+                    cpu_lag=[] if sample.cpu_lag is None else [sample.cpu_lag],
+                    memory_lag=[] if sample.memory_lag is None else [sample.memory_lag],
+                )  # fmt: skip
+
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -417,6 +459,8 @@ class Evaluator:
             "last_feedback_id": self.last_feedback_id,
             "rows_read": self.rows_read, "labels_read": self.labels_read,
             "analysis": self.analysis.state_dict(),
+            "resources": {"windows": self.resource_windows.state_dict(),
+                          "last_prediction_id": self.last_resource_id},
         }  # fmt: skip
 
     @classmethod
@@ -436,4 +480,7 @@ class Evaluator:
         ev.last_feedback_id = int(state["last_feedback_id"])
         ev.rows_read, ev.labels_read = int(state["rows_read"]), int(state["labels_read"])
         ev.triples_read = int(state.get("triples_read", 0))
+        if "resources" in state:
+            ev.resource_windows = ResourceWindows.from_state(state["resources"]["windows"])
+            ev.last_resource_id = state["resources"]["last_prediction_id"]
         return ev

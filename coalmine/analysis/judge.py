@@ -264,6 +264,26 @@ def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     return _Test(verdict, estimate, iv.lower, iv.upper, threshold, "diff", cv, bv)
 
 
+def _resource_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
+    """cpu/memory relative to the baseline, from window samples (analysis/resources.py)."""
+    from coalmine.analysis.resources import resource_difference_cs
+
+    a, b, key = ev.stats.candidate, ev.stats.baseline, c.spec.key
+    cand, base = a.pooled(key), b.pooled(key)
+    cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
+    kappa = c.max_ratio if c.max_ratio is not None else 1.0
+    iv = resource_difference_cs(cand, a.pooled(key + "_lag"), base, b.pooled(key + "_lag"),
+                                kappa, alpha)  # fmt: skip
+    if c.max_ratio is None:
+        margin = c.margin or 0.0
+        return _Test(decide_lower_better(iv, margin), cv - bv, iv.lower, iv.upper, margin,
+                     "diff", cv, bv)  # fmt: skip
+    lo = kappa + iv.lower / bv if bv else NAN
+    hi = kappa + iv.upper / bv if bv else NAN
+    return _Test(decide_lower_better(iv, 0.0), cv / bv if bv else NAN, lo, hi, kappa, "ratio",
+                 cv, bv)  # fmt: skip
+
+
 def _limit_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     """Absolute limit on the candidate's own mean."""
     m = ev.stats.candidate.pooled(key)
@@ -405,6 +425,8 @@ def _tests(c: Criterion, ev: Evidence, alpha: float) -> list[_Test]:
     if relative:
         if fam == "error" and c.max_ratio is not None and ev.mode == "canary" and ev.evalue:
             out.append(_error_count_test(c, ev, a))
+        elif fam == "resource":
+            out.append(_resource_test(c, ev, a))
         else:
             out.append(_mean_key_test(c, ev, key, a))
     if limit:

@@ -602,14 +602,21 @@ class Stats:
                             p.auc_buffer.clear()
 
     def add_resources(
-        self, arm: str, *, cpu: Iterable[float] = (), memory_mb: Iterable[float] = ()
+        self,
+        arm: str,
+        *,
+        cpu: Iterable[float] = (),
+        memory_mb: Iterable[float] = (),
+        cpu_lag: Iterable[float] = (),
+        memory_lag: Iterable[float] = (),
     ) -> None:
-        """Resource samples of one version's serving processes (overall slice, step 0)."""
+        """Resource samples of one version's serving processes (overall slice, step 0);
+        `*_lag`: products of successive samples, for their autocorrelation (resources.py)."""
         cell = self.slices[OVERALL].arm(arm).cell(0)
-        for v in cpu:
-            cell.m("cpu").add_one(v)
-        for v in memory_mb:
-            cell.m("memory").add_one(v)
+        for key, values in (("cpu", cpu), ("memory", memory_mb), ("cpu_lag", cpu_lag),
+                            ("memory_lag", memory_lag)):  # fmt: skip
+            for v in values:
+                cell.m(key).add_one(v)
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

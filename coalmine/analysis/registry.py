@@ -79,7 +79,8 @@ METRICS: dict[str, MetricSpec] = {
                    allows=frozenset({"max"}), key="drift"),
         MetricSpec("js", "drift", False, "", defaults={"max": 0.1},
                    allows=frozenset({"max"}), key="drift"),
-        MetricSpec("cpu", "resource", False, "%", defaults={"max_ratio": 1.25}, key="cpu"),
+        # CPU time per request served, per window (analysis/resources.py)
+        MetricSpec("cpu", "resource", False, "ms", defaults={"max_ratio": 1.25}, key="cpu"),
         MetricSpec("memory", "resource", False, "MB", defaults={"max_ratio": 1.25},
                    key="memory"),
     )

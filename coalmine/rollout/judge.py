@@ -108,8 +108,15 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
 class EngineJudge:
     """The analysis engine's judgement, reduced to Evidence for the state machine."""
 
-    def __init__(self, engine: Engine, task_of: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        task_of: dict[str, str] | None = None,
+        resources: dict[tuple[str, str], Any] | None = None,
+    ) -> None:
         self.engine = engine
+        # (model, version) -> its resource source (analysis/sources/resources.py)
+        self.resources = resources or {}
         self.repo = RolloutRepository(engine)
         self.task_of = task_of or {}
         self._evaluators: dict[tuple[int, str], tuple[Any, list[Any]]] = {}
@@ -162,6 +169,13 @@ class EngineJudge:
     def evaluate(self, record: RolloutRecord, now: float) -> Evidence:
         mode = _mode(record)
         evaluator, criteria = self._evaluator(record, mode)
+        if self.resources:
+            from coalmine.analysis.sources.resources import read_versions
+
+            s = record.state
+            evaluator.observe_resources(
+                read_versions(self.resources, s.model, (s.candidate, s.previous_stable))
+            )
         judgement = evaluator.evaluate()
         from coalmine.analysis.nodata import lacks_data
 
