@@ -96,7 +96,9 @@ async def run_serve(
     tasks: dict[str, str] = {m.name: m.task for m in config.models}
     from coalmine.analysis.sources.resources import resource_sources
 
-    judge = EngineJudge(engine, tasks, resources=resource_sources(config.models))
+    sources = resource_sources(config.models)
+    with_sources = {model for model, _ in sources}
+    judge = EngineJudge(engine, tasks, resources=sources)
     ctl = Controller(engine, judge, sender=WebhookSender(engine), tick_s=tick_s)
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
@@ -124,6 +126,7 @@ async def run_serve(
                 token=token,
                 controller=ctl,
                 tasks=tasks,
+                resources=with_sources.__contains__,
                 max_body_bytes=config.api.max_body_bytes,
             )
             sock = socket.socket(socket.AF_INET6 if ":" in config.api.host else socket.AF_INET)
