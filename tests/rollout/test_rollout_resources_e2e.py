@@ -26,8 +26,8 @@ def servers() -> Iterator[dict[str, ModelServerHandle]]:
     try:
         handles["v1"] = serve_estimator(model, "iris", "v1")
         handles["v2"] = serve_estimator(model, "iris", "v2")
-        # 15 ms of CPU per call: several times what the model itself costs
-        handles["hot"] = serve_estimator(model, "iris", "hot", burn_cpu_ms=15)
+        # 8 ms of CPU per call: several times what a call costs the model server
+        handles["hot"] = serve_estimator(model, "iris", "hot", burn_cpu_ms=8)
         yield handles
     finally:
         for h in handles.values():
@@ -41,10 +41,16 @@ def _coalmine(servers: dict[str, ModelServerHandle]) -> LocalCoalmine:
     return LocalCoalmine({"iris": {"v1": servers["v1"]}}, config={"models": models})
 
 
-def _spec() -> dict[str, Any]:
+def _spec(min_duration: float) -> dict[str, Any]:
+    # a window closes every 20 requests a version serves; the step waits for a few
     return fast_spec(
         shadow={"enabled": False},
-        canary={"steps": [50], "min_duration": 10, "criteria": RESOURCES},
+        canary={
+            "steps": [50],
+            "min_duration": min_duration,
+            "max_duration": 2 * min_duration,
+            "criteria": RESOURCES,
+        },
     )
 
 
@@ -61,8 +67,9 @@ def test_a_cpu_burning_candidate_is_rolled_back_naming_cpu(
     servers: dict[str, ModelServerHandle],
 ) -> None:
     with _coalmine(servers) as cm, Traffic(cm.gateway_url, "iris", X, Y, rate=100):
-        rollout = cm.client().start_rollout("iris", "hot", servers["hot"].url, _spec())
-        final = rollout.wait(timeout=120)
+        # the step could last 60 s: on a loaded machine the windows come slowly
+        rollout = cm.client().start_rollout("iris", "hot", servers["hot"].url, _spec(60))
+        final = rollout.wait(timeout=180)
         assert final["phase"] == "rolled_back", _sentences(rollout)
         assert "cpu" in final["reason"], final["reason"]
         cpu = next(r for r in _last_judgement(rollout)["results"]
@@ -75,7 +82,7 @@ def test_a_normal_candidate_is_promoted_with_cpu_and_memory_measured(
     servers: dict[str, ModelServerHandle],
 ) -> None:
     with _coalmine(servers) as cm, Traffic(cm.gateway_url, "iris", X, Y, rate=100):
-        rollout = cm.client().start_rollout("iris", "v2", servers["v2"].url, _spec())
+        rollout = cm.client().start_rollout("iris", "v2", servers["v2"].url, _spec(10))
         final = rollout.wait(timeout=120)
         assert final["phase"] == "promoted", _sentences(rollout)
         results = {r["name"]: r for r in _last_judgement(rollout)["results"]
