@@ -266,12 +266,24 @@ def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
 
 def _resource_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
     """cpu/memory relative to the baseline, from window samples (analysis/resources.py)."""
-    from coalmine.analysis.resources import resource_difference_cs
+    from coalmine.analysis.resources import peak_memory_verdict, resource_difference_cs
 
     a, b, key = ev.stats.candidate, ev.stats.baseline, c.spec.key
     cand, base = a.pooled(key), b.pooled(key)
     cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
     kappa = c.max_ratio if c.max_ratio is not None else 1.0
+    if c.metric == "memory":  # peaks, not means (a leak is a trend)
+        pc, pb = a.pooled("memory_peak").total, b.pooled("memory_peak").total
+        verdict = peak_memory_verdict(pc, cand.n, pb, base.n, max_ratio=c.max_ratio,
+                                      margin=c.margin)  # fmt: skip
+        decided = verdict is not Verdict.INCONCLUSIVE
+        if c.max_ratio is not None:
+            x = pc / pb if decided and pb else NAN
+            return _Test(verdict, x, x if decided else -INF, x if decided else INF, kappa,
+                         "ratio", pc, pb)  # fmt: skip
+        x = pc - pb if decided else NAN
+        return _Test(verdict, x, x if decided else -INF, x if decided else INF,
+                     c.margin or 0.0, "diff", pc, pb)  # fmt: skip
     iv = resource_difference_cs(cand, a.pooled(key + "_lag"), base, b.pooled(key + "_lag"),
                                 kappa, alpha)  # fmt: skip
     if c.max_ratio is None:

@@ -617,6 +617,11 @@ class Stats:
                             ("memory_lag", memory_lag)):  # fmt: skip
             for v in values:
                 cell.m(key).add_one(v)
+        # the peak memory so far, kept as a one-value Moments (so it persists like the rest)
+        for v in memory_mb:
+            peak = cell.moments.get("memory_peak")
+            if peak is None or v > peak.total:
+                cell.moments["memory_peak"] = Moments(1, float(v), float(v) * float(v))
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,14 @@ two readings. So they are not samples themselves. The rule:
 - its `memory` sample is the version's peak resident memory (MB) over the readings in the
   window: a leak shows as windows that keep growing.
 
-Windows of one version are disjoint, but not independent (a busy host slows several in a
+`memory` is judged on peaks, not means: a leak is a trend, which a mean over windows
+(autocorrelated by construction) would judge slowly and loosely. Once each version has
+`MIN_WINDOWS` windows, the candidate's peak resident memory is compared with κ × the
+baseline's peak (or the baseline's peak + margin): above it FAILs at once, at or below it
+PASSes for now (a peak is measured, not estimated: no α is spent, like drift). The estimate
+and both bounds are the peak ratio, so a step's power floor reads it directly.
+
+`cpu`: windows of one version are disjoint, but not independent (a busy host slows several in a
 row; memory drifts). The criteria (default `max_ratio: 1.25`) compare the mean of the
 candidate's windows with κ × the baseline's by a normal-mixture confidence sequence for
 m_c − κ·m_b (`resource_difference_cs`) that:
@@ -20,6 +27,8 @@ m_c − κ·m_b (`resource_difference_cs`) that:
 - inflates each arm's variance by (1 + φ)/(1 − φ), the variance of a mean of an AR(1)
   series, with φ its windows' lag-1 autocorrelation, bias-corrected for short series
   (+ (1 + 4φ̂)/n) and kept within [0.5, 0.95]: assumed at least moderate, never ignored;
+- floors each arm's standard deviation at 1% of its mean (memory may read the same for
+  minutes: a zero variance would leave the confidence sequence undefined);
 - is tuned (ρ) for decisions around `DESIGN_WINDOWS` windows, not thousands of requests.
 Simulated at the boundary (candidate exactly κ times the baseline, AR(1) windows, a look at
 every window; α/3 = 0.0167): false FAIL 0.0% (φ = 0), 0.5% (φ = 0.5), 4.8–6.8% (φ = 0.8),
@@ -36,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from coalmine.analysis.sequential import Interval, Moments
+from coalmine.analysis.sequential import Interval, Moments, Verdict
 from coalmine.analysis.sequential._mixture import (
     default_rho,
     mean_difference_cs,
@@ -49,6 +58,7 @@ __all__ = [
     "MIN_WINDOWS",
     "ResourceWindows",
     "WindowSample",
+    "peak_memory_verdict",
     "resource_difference_cs",
 ]
 
@@ -56,6 +66,9 @@ MIN_REQUESTS = 20  # requests per window: fewer makes CPU-per-request mostly noi
 MIN_WINDOWS = 5  # per arm, before a resource criterion can decide
 DESIGN_WINDOWS = 20.0  # the mixture is tightest around this many (effective) windows
 PHI_MIN, PHI_MAX = 0.5, 0.95
+# Each arm's standard deviation is at least this share of its mean: memory often reads the
+# same to the page for minutes, and a zero variance would leave the CS undefined for good.
+REL_SD_FLOOR = 0.01
 
 
 @dataclass(slots=True)
@@ -122,7 +135,8 @@ class ResourceWindows:
 
 def _inflated(m: Moments, lag: Moments) -> Moments:
     """`m` with its variance multiplied by (1 + φ)/(1 − φ), φ its lag-1 autocorrelation
-    (bias-corrected, within [PHI_MIN, PHI_MAX]); same n and mean."""
+    (bias-corrected, within [PHI_MIN, PHI_MAX]), and at least (REL_SD_FLOOR × mean)²;
+    same n and mean."""
     n = m.n
     mean = m.mean
     centred = max(m.total_sq - m.total * mean, 0.0)
@@ -131,7 +145,8 @@ def _inflated(m: Moments, lag: Moments) -> Moments:
         phi = (lag.mean - mean * mean) / (centred / n)
     phi = min(max(phi + (1 + 4 * max(phi, 0.0)) / n, PHI_MIN), PHI_MAX)
     factor = (1 + phi) / (1 - phi)
-    return Moments(n, m.total, factor * centred + m.total * mean)
+    centred = max(factor * centred, (n - 1) * (REL_SD_FLOOR * mean) ** 2)
+    return Moments(n, m.total, centred + m.total * mean)
 
 
 def resource_difference_cs(
@@ -155,3 +170,15 @@ def resource_difference_cs(
     effective_n = 1.0 / (1.0 / c.n + 1.0 / b.n)
     rho = default_rho(DESIGN_WINDOWS / (var * effective_n), alpha)
     return mean_difference_cs(c, b, alpha, rho=rho)
+
+
+def peak_memory_verdict(
+    candidate_peak: float, n_candidate: int, baseline_peak: float, n_baseline: int,
+    *, max_ratio: float | None, margin: float | None,
+) -> Verdict:  # fmt: skip
+    """`memory`: the candidate's peak against κ × (or margin above) the baseline's peak."""
+    if min(n_candidate, n_baseline) < MIN_WINDOWS:
+        return Verdict.INCONCLUSIVE
+    over = baseline_peak + (margin or 0.0)
+    limit = over if max_ratio is None else max_ratio * baseline_peak
+    return Verdict.FAIL if candidate_peak > limit else Verdict.PASS

@@ -124,3 +124,32 @@ def test_resource_cs_catches_twice_the_cpu_and_needs_min_windows() -> None:
     many = _moments(np.array([1.0, 1.1, 1.0, 1.05, 0.95, 1.0]))
     iv = resource_difference_cs(few[0], few[1], many[0], many[1], 1.25, 0.05)
     assert iv.lower == -math.inf  # 4 < MIN_WINDOWS candidate windows: no decision yet
+
+
+def test_cpu_that_reads_the_same_every_window_is_still_judged() -> None:
+    """Identical windows: zero variance must not leave the CS open forever."""
+    same, lag_same = _moments(np.full(12, 0.80))
+    other, lag_other = _moments(np.full(12, 0.81))
+    iv = resource_difference_cs(same, lag_same, other, lag_other, 1.25, 0.05)
+    assert iv.upper < 0  # well within 1.25 × the baseline: PASS
+
+
+@pytest.mark.parametrize(
+    ("candidate_mb", "verdict"),
+    [([80.0] * 8, Verdict.PASS), (list(np.linspace(80, 160, 8)), Verdict.FAIL)],
+)
+def test_memory_is_judged_on_peaks_once_each_version_has_min_windows(
+    candidate_mb: list[float], verdict: Verdict
+) -> None:
+    """Memory reads the same to the page for minutes, or climbs (a leak): peaks, not means."""
+    a = Analysis([Criterion(metric="memory")], max_slices=0)
+    a.add_resources("baseline", memory_mb=[81.0] * 8)
+    a.add_resources("candidate", memory_mb=candidate_mb[:4])
+    r = next(r for r in a.judge(now=0).results if r.name == "memory")
+    assert r.verdict is Verdict.INCONCLUSIVE  # 4 < MIN_WINDOWS candidate windows
+    a.add_resources("candidate", memory_mb=candidate_mb[4:])
+    r = next(r for r in a.judge(now=0).results if r.name == "memory")
+    assert r.verdict is verdict, r.sentence
+    assert r.estimate == pytest.approx(max(candidate_mb) / 81.0) and r.upper == r.estimate
+    b = Analysis.from_state(json.loads(json.dumps(a.state_dict())))
+    assert b.judge(now=0).to_dict() == a.judge(now=0).to_dict()
