@@ -26,11 +26,13 @@ from pydantic import (
 __all__ = [
     "ApiConfig",
     "BaseUrl",
+    "BuiltinTraffic",
     "CoalmineConfig",
     "ConfigError",
     "GatewayConfig",
     "LoggingConfig",
     "ModelConfig",
+    "NginxTraffic",
     "RoutingConfig",
     "ShadowConfig",
     "SliceField",
@@ -155,12 +157,34 @@ class RoutingConfig(Strict):
         return self
 
 
+class BuiltinTraffic(Strict):
+    """Coalmine's own gateway routes the model (the default)."""
+
+    provider: Literal["builtin"] = "builtin"
+
+
+class NginxTraffic(Strict):
+    """nginx routes the model: Coalmine writes `config_path` (included by `main_config`'s
+    http block), checks it with `nginx -t` and reloads the master in `pid_file`."""
+
+    provider: Literal["nginx"]
+    config_path: Path
+    main_config: Path
+    pid_file: Path
+    nginx_binary: Path = Path("/usr/sbin/nginx")
+    prefix: Path | None = Field(default=None, description="nginx -p, for relative paths")
+
+
+TrafficConfig = Annotated[BuiltinTraffic | NginxTraffic, Field(discriminator="provider")]
+
+
 class ModelConfig(Strict):
     name: Name
     task: Literal["classification", "regression"] = "classification"
     versions: list[VersionConfig] = Field(min_length=1)
     routing: RoutingConfig
     slices: list[SliceField] = Field(default_factory=list)
+    traffic: TrafficConfig = BuiltinTraffic()
     scores: str | None = Field(
         default=None,
         min_length=1,

@@ -78,6 +78,7 @@ async def run_serve(
     import uvicorn
 
     from coalmine.api.app import create_app
+    from coalmine.providers.sync import TrafficSync
     from coalmine.rollout.controller import Controller
     from coalmine.rollout.judge import EngineJudge
     from coalmine.rollout.webhooks import WebhookSender
@@ -99,7 +100,13 @@ async def run_serve(
     sources = resource_sources(config.models)
     with_sources = {model for model, _ in sources}
     judge = EngineJudge(engine, tasks, resources=sources)
-    ctl = Controller(engine, judge, sender=WebhookSender(engine), tick_s=tick_s)
+    ctl = Controller(
+        engine,
+        judge,
+        sender=WebhookSender(engine),
+        tick_s=tick_s,
+        traffic=TrafficSync.from_config(config, engine),
+    )
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None

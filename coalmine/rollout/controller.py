@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
 
+from coalmine.providers.sync import TrafficSync
 from coalmine.rollout import machine, outbox
 from coalmine.rollout.judge import Judge
 from coalmine.rollout.machine import Event, Evidence, Phase, Tick, Transition
@@ -85,8 +86,11 @@ class Controller:
         sender: WebhookSender | None = None,
         tick_s: float = 0.25,
         clock: Callable[[], float] = time.time,
+        traffic: TrafficSync | None = None,
     ) -> None:
         self.repo = RolloutRepository(engine)
+        # the traffic layers outside Coalmine's gateway (e.g. nginx), kept on the stored route
+        self.traffic = traffic
         self.judge = judge
         # delivers the webhook outbox that `repo.apply` fills, in its own task
         self.sender = sender or WebhookSender(engine)
@@ -128,6 +132,8 @@ class Controller:
                 applied.extend(await self._drive(record))
             except Exception:
                 log.exception("rollout %s: tick failed", record.id)
+        if self.traffic is not None:
+            await self.traffic.sync()
         return applied
 
     async def _drive(self, record: RolloutRecord) -> list[Transition]:
@@ -273,6 +279,8 @@ class Controller:
             after = await asyncio.to_thread(self.repo.apply, record, t, now=now)
             if after is not None:
                 self._observe(record, after, t, now)
+                if self.traffic is not None:
+                    await self.traffic.sync([after.state.model])
                 return after
         raise RolloutConflict(f"rollout {rollout_id} kept changing; try again")
 
@@ -283,4 +291,6 @@ class Controller:
         now = self.clock()
         done = await asyncio.to_thread(self.repo.rollback_model, model, now=now)
         self._observe(done.before, done.after, done.transition, now)
+        if self.traffic is not None:
+            await self.traffic.sync([model])
         return done
