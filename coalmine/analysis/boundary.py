@@ -107,7 +107,9 @@ def run_binary(
 
 
 def run_paired(sc: Scenario, runs: int, seed: int, disagreement: float) -> Outcome:
-    """Shadow runs of accuracy: both versions answer the same `per_look` requests a look.
+    """Runs of accuracy where both versions answer the same `per_look` requests a look:
+    a shadow (`sc.mode` "shadow") or a paired canary (`sc.mode` "canary": the stable version
+    also answered each canary request; the judge takes the pairs for quality metrics).
 
     P(candidate right, production wrong) = (disagreement + Δ)/2 and the reverse
     (disagreement − Δ)/2, Δ = p_c − p_b from `sc.rates`; judged on the paired differences.
@@ -118,7 +120,7 @@ def run_paired(sc: Scenario, runs: int, seed: int, disagreement: float) -> Outco
     out = Outcome()
     for _ in range(runs):
         stats = SliceStats(ArmSlice(), ArmSlice())
-        ev = Evidence(stats, "shadow")
+        ev = Evidence(stats, sc.mode)
         cross = stats.pairs.cross.setdefault(key, [0.0] * 6)
         verdict, n = Verdict.INCONCLUSIVE, 0
         for look in range(sc.looks):

@@ -39,6 +39,12 @@ processes served since the previous reading (stable/canary/shadow rows; a baseli
 come from another instance), so `analysis.resources.ResourceWindows` can close windows into
 CPU-per-request and peak-memory samples for the `cpu` and `memory` criteria.
 
+Paired canary (`paired=True`): the gateway also sent each canary request to the stable
+version (rows with role "paired", never served). Those rows are read only to pair with the
+canary's row of the same request id, through the same pair query as shadow, and feed the
+labelled pairs that quality criteria are judged on; error rate and latency stay judged on
+each version's served calls (canary vs stable rows), as in any canary.
+
 Restart: `state_dict()` holds the cursors and all running statistics (JSON-able);
 `Evaluator.from_state(engine, state)` resumes exactly where it stopped. A controller that
 prefers can also build a fresh Evaluator, which re-reads the rollout's rows from the start
@@ -113,6 +119,7 @@ class Evaluator:
         max_slices: int = 20,
         classes: list[Any] | None = None,
         baseline_role: Literal["stable", "baseline"] = "stable",
+        paired: bool = False,
     ) -> None:
         if baseline_role not in ("stable", "baseline"):
             raise ValueError(
@@ -136,6 +143,22 @@ class Evaluator:
             (candidate, self.candidate_role): "candidate",
             (baseline, production_role): "baseline",
         }
+        # Paired canary: the stable version's copy of each canary request (role "paired")
+        # is read only to pair with the canary's row of the same request id; it feeds the
+        # label pairs that quality criteria are judged on, never the baseline arm's own
+        # statistics (error rate and latency stay each version's served calls).
+        if paired and mode != "canary":
+            raise ValueError("paired: a paired canary needs mode 'canary'")
+        self.paired = paired
+        self.pair_arms: dict[tuple[str, str], str] = (
+            {(candidate, "canary"): "candidate", (baseline, "paired"): "paired"}
+            if paired
+            else self.arms
+        )
+        if paired:
+            self.arms = {**self.arms, (baseline, "paired"): "paired"}
+        # the arm a candidate row is paired with on the same request id
+        self.partner = "paired" if paired else "baseline"
         self.noise_floor = mode == "shadow" and baseline_role == "baseline"
         self.triple_arms: dict[tuple[str, str], str] = (
             {**self.arms, (baseline, "baseline"): "noise"} if self.noise_floor else {}
@@ -151,6 +174,7 @@ class Evaluator:
         self.triples_read = 0
         self.resource_windows = ResourceWindows()
         self.last_resource_id: int | None = None  # prediction id at the previous reading
+        self.pairs_read = 0
 
     @property
     def criteria(self) -> list[Criterion]:
@@ -249,7 +273,7 @@ class Evaluator:
             p_new = int(rows[-1]["id"]) if len(rows) == self.batch_limit else p_max
             old = self._first_values(conn, {r["request_id"] for r in rows}, f_old)
             self._read_predictions(rows, old)
-            if self.mode == "shadow" and rows:
+            if (self.mode == "shadow" or self.paired) and rows:
                 self._read_new_pairs(conn, p_old, p_new, f_old)
             if self.noise_floor and p_new > p_old:
                 # not only when `rows` has some: the baseline's row may complete a triple alone
@@ -294,6 +318,8 @@ class Evaluator:
             label, has_label, outcomes = fv.since(0) if fv else (None, False, {})
             obs = self._obs(row, label=label, outcomes=outcomes, has_label=has_label)
             arm = self._arm_of(row["version"], row["role"])
+            if arm == "paired":
+                continue  # only ever half of a pair (`_read_new_pairs`)
             by_arm[arm].append(obs)
             if has_label or obs.outcomes:
                 labelled[arm].append(obs)
@@ -305,7 +331,8 @@ class Evaluator:
         self.rows_read += len(rows)
 
     def _read_new_pairs(self, conn: Any, p_old: int, p_new: int, f_old: int) -> None:
-        """Shadow: pairs completed by a new row (the later row of the pair is new)."""
+        """Shadow (or paired canary): pairs completed by a new row (the later row is new)."""
+        arms = self.pair_arms
         stmt = (
             select(
                 P.c.request_id, P.c.version, P.c.role, P.c.prediction, P.c.latency_ms, P.c.status,
@@ -316,8 +343,8 @@ class Evaluator:
                 Q.c.slices.label("q_slices"), Q.c.canary_weight_bp.label("q_canary_weight_bp"),
             )
             .select_from(P.join(Q, and_(Q.c.request_id == P.c.request_id, Q.c.id < P.c.id)))
-            .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P),
-                   self._arm_filter(Q, model_index=False),
+            .where(P.c.id > p_old, P.c.id <= p_new, self._arm_filter(P, arms=arms),
+                   self._arm_filter(Q, model_index=False, arms=arms),
                    or_(P.c.version != Q.c.version, P.c.role != Q.c.role))
         )  # fmt: skip
         request_pairs: list[tuple[Obs, Obs]] = []
@@ -337,8 +364,11 @@ class Evaluator:
             request_pairs.append(pair)
             if has_label:
                 label_pairs.append(pair)
-        self.analysis.observe_request_pairs(request_pairs)
+        if not self.paired:
+            # a paired canary's copies are not served: errors and latency stay per arm
+            self.analysis.observe_request_pairs(request_pairs)
         self.analysis.observe_label_pairs(label_pairs)
+        self.pairs_read += len(request_pairs)
 
     def _read_new_triples(self, conn: Any, p_old: int, p_new: int) -> None:
         """Noise floor: requests answered by production, shadow and baseline, counted once.
@@ -392,10 +422,13 @@ class Evaluator:
             for row in group:
                 obs = self._obs(row, label=label, outcomes=outcomes, has_label=has_label)
                 arm = self._arm_of(row["version"], row["role"])
-                by_arm[arm].append(obs)
                 arms.setdefault(arm, obs)
-            if self.mode == "shadow" and has_label and len(arms) == 2:
-                label_pairs.append((arms["candidate"], arms["baseline"]))
+                if arm != "paired":
+                    by_arm[arm].append(obs)
+            partner, candidate = arms.get(self.partner), arms.get("candidate")
+            pairing = self.mode == "shadow" or self.paired
+            if pairing and has_label and partner is not None and candidate is not None:
+                label_pairs.append((candidate, partner))
         for arm, obs_list in by_arm.items():
             self.analysis.observe_labels(arm, obs_list)
             self.labels_read += len(obs_list)
@@ -454,6 +487,7 @@ class Evaluator:
             "model": self.model, "candidate": self.candidate, "baseline": self.baseline,
             "mode": self.mode, "rollout_id": self.rollout_id, "since_ts": self.since_ts,
             "batch_limit": self.batch_limit, "baseline_role": self.baseline_role,
+            "paired": self.paired, "pairs_read": self.pairs_read,
             "triples_read": self.triples_read,
             "last_prediction_id": self.last_prediction_id,
             "last_feedback_id": self.last_feedback_id,
@@ -474,6 +508,7 @@ class Evaluator:
             alpha=a["alpha"], rollout_id=state["rollout_id"], since_ts=state["since_ts"],
             task=a["task"], batch_limit=state["batch_limit"], max_slices=a["max_slices"],
             classes=a.get("classes"), baseline_role=state.get("baseline_role", "stable"),
+            paired=bool(state.get("paired", False)),
         )  # fmt: skip
         ev.analysis = Analysis.from_state(a)
         ev.last_prediction_id = int(state["last_prediction_id"])
@@ -483,4 +518,5 @@ class Evaluator:
         if "resources" in state:
             ev.resource_windows = ResourceWindows.from_state(state["resources"]["windows"])
             ev.last_resource_id = state["resources"]["last_prediction_id"]
+        ev.pairs_read = int(state.get("pairs_read", 0))
         return ev

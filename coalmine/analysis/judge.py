@@ -9,7 +9,9 @@
   tested (score form, sequential/_score.py), not from each arm's own sample: the plug-in
   variance is too small exactly when a candidate has seen few events or none of its large
   latencies yet, and PASSed such regressions more often than α;
-- shadow (same request answered by both): the paired CS on d_i = m_c(i) − m_b(i);
+- shadow (same request answered by both): the paired CS on d_i = m_c(i) − m_b(i); the same
+  for a paired canary's quality metrics (the stable version also answered each canary
+  request, role "paired"), whose error rate and latency stay judged as a canary's;
 - error rate with `max_ratio` in a canary: the count e-value (Lindon et al.), which
   conditions on the share at each error event and so stays valid under an unbalanced,
   ramping split;
@@ -127,6 +129,19 @@ def _strata(
     return out
 
 
+# Keys of what a served call is: its error and its latency. In a paired canary (the stable
+# version also answers a copy of each canary request) these stay judged on each version's
+# own served calls; a mirrored copy is neither served nor timed like one.
+_SERVED_KEYS = frozenset({"error", "latency"})
+
+
+def _is_paired(ev: Evidence, key: str) -> bool:
+    """Judge `key` on same-request pairs: always in shadow; in a paired canary, quality only."""
+    if not ev.stats.pairs.has(key):
+        return False
+    return ev.mode == "shadow" or key not in _SERVED_KEYS
+
+
 def _pairs(s: SliceStats, key: str, kappa: float = 1.0) -> Moments:
     m = s.pairs.paired(key, kappa)
     return _binary_paired(m) if key in BINARY_KEYS and kappa == 1.0 else m
@@ -219,7 +234,7 @@ def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     higher = c.higher_is_better
     cand, base = s.candidate.pooled(key), s.baseline.pooled(key)
     cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
-    paired = ev.mode == "shadow" and s.pairs.has(key)
+    paired = _is_paired(ev, key)
     if not paired:
         scored = _score_test(c, ev, key, alpha)
         if scored is not None:
@@ -405,7 +420,7 @@ def _counts(c: Criterion, ev: Evidence) -> tuple[int, int]:
         return n, n
     if fam == "agreement":
         return s.pairs.pairs, s.pairs.pairs
-    if ev.mode == "shadow" and s.pairs.has(c.spec.key) and fam != "resource":
+    if _is_paired(ev, c.spec.key) and fam != "resource":
         n = s.pairs.paired(c.spec.key).n
         if fam == "auc":
             n *= AUC_BATCH

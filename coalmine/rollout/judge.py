@@ -148,6 +148,9 @@ class EngineJudge:
                 task=cast(Literal["classification", "regression"], task),
                 # with a baseline the canary is judged against it, like for like
                 baseline_role="baseline" if s.spec.baseline is not None else "stable",
+                # paired canary: quality criteria on the stable version's copies of the
+                # canary's own requests
+                paired=mode == "canary" and s.spec.canary.paired,
             )
             self._evaluators[key] = (evaluator, criteria)
             if mode == "canary":

@@ -11,6 +11,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 from tests.gateway.conftest import RunningGateway, StartGateway, Upstream, free_port, make_config
@@ -109,3 +111,52 @@ async def test_a_dead_or_slow_stable_copy_never_touches_the_canary_answer(
     assert all(r.status == 0 and r.error_class is not None for r in paired)
     canary = [r for r in gw.rows() if r.role == "canary"]
     assert len(canary) == 20 and all(r.status == 200 for r in canary)
+
+
+async def _label_all(gw: RunningGateway, labels: dict[str, str]) -> None:
+    items = [{"request_id": rid, "label": label} for rid, label in labels.items()]
+    status, _, body = await gw.post("/v1/feedback", items)
+    assert status == 200, body
+
+
+def _judge(gw: RunningGateway, *, paired: bool) -> dict[str, Any]:
+    from coalmine.analysis.criteria import Criterion
+    from coalmine.analysis.engine import Evaluator
+
+    ev = Evaluator(
+        gw.engine, model="m", candidate="v2", baseline="v1", mode="canary", paired=paired,
+        criteria=[Criterion.model_validate({"metric": "accuracy", "margin": 0.02}),
+                  Criterion.model_validate({"metric": "error_rate"})],
+    )  # fmt: skip
+    judgement = ev.evaluate()
+    return {r.name: r for r in judgement.results if r.slice is None}
+
+
+async def test_accuracy_is_judged_on_the_pairs_and_errors_on_served_calls(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    urls = {v: upstreams[v].url for v in ("v1", "v2")}
+    config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 30})
+    gw = await _start(start_gateway, config, paired=True)
+    versions = {}
+    for i in range(200):
+        _, headers, _ = await gw.post(V1, headers={"X-User-Id": f"u{i}", "X-Request-ID": f"r{i}"})
+        versions[f"r{i}"] = headers["X-Model-Version"]
+    on_canary = sum(v == "v2" for v in versions.values())
+    await _rows_until(gw, "paired", on_canary)
+    # the truth is v1's answer: the canary is wrong on every request it answered
+    await _label_all(gw, {rid: "label-v1" for rid in versions})
+    await gw.stop()  # flush the log
+
+    results = _judge(gw, paired=True)
+    accuracy, errors = results["accuracy"], results["error_rate"]
+    # accuracy: one pair per labelled canary request (canary vs the stable's copy)
+    assert accuracy.n_candidate == accuracy.n_baseline == on_canary > 0
+    assert accuracy.verdict.value == "FAIL"
+    assert accuracy.estimate == pytest.approx(-1.0)  # paired difference: always wrong vs right
+    # error rate: each version's own served calls, the stable's copies not among them
+    assert (errors.n_candidate, errors.n_baseline) == (on_canary, 200 - on_canary)
+
+    # the same log judged as an unpaired canary compares the canary with stable's own users
+    unpaired = _judge(gw, paired=False)["accuracy"]
+    assert (unpaired.n_candidate, unpaired.n_baseline) == (on_canary, 200 - on_canary)
