@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from coalmine.config import parse_config
+from coalmine.config import StickyKey, parse_config
 from coalmine.providers import TrafficProvider, names
 from coalmine.providers.builtin import BuiltinProvider
+from coalmine.providers.nginx import NginxProvider
 from coalmine.routing.state import RouteState
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
+from tests.providers.nginx_harness import NGINX, placeholder_settings, running_nginx
 
 URLS = {"v1": "http://127.0.0.1:9001", "v2": "http://127.0.0.1:9002", "v3": "http://127.0.0.1:9003"}
 
@@ -66,7 +68,32 @@ def _builtin(tmp_path: Path) -> Iterator[Harness]:
         engine.dispose()
 
 
-HARNESSES: dict[str, Callable[[Path], Iterator[Harness]]] = {"builtin": _builtin}
+def _nginx(tmp_path: Path) -> Iterator[Harness]:
+    """A real nginx master; the upstreams need not run (their addresses are IPs)."""
+    if not NGINX.exists():
+        pytest.skip(f"{NGINX} is not installed")
+    base = RouteState(model="iris", stable="v1", salt="s", urls=URLS)
+    sticky = StickyKey(header="X-User-Id")
+    first = NginxProvider("iris", sticky, placeholder_settings(tmp_path))
+    with running_nginx(tmp_path, first.render(base), first.location_snippet()) as nginx:
+        provider = CountingNginx("iris", sticky, nginx.settings)
+        yield Harness(provider, base, lambda: provider.reloads)
+
+
+class CountingNginx(NginxProvider):
+    """Counts the SIGHUPs it sends (nginx logs them asynchronously, too late to count)."""
+
+    reloads = 0
+
+    def reload(self) -> None:
+        self.reloads += 1
+        super().reload()
+
+
+HARNESSES: dict[str, Callable[[Path], Iterator[Harness]]] = {
+    "builtin": _builtin,
+    "nginx": _nginx,
+}
 
 
 def test_every_registered_provider_has_a_harness() -> None:

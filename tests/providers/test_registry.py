@@ -50,3 +50,21 @@ def test_an_unknown_name_reaching_the_registry_raises(tmp_path: Path) -> None:
         ValueError, match=r"models\[iris\].traffic.provider: unknown provider 'envoy'"
     ):
         build(odd, engine)
+
+
+def test_nginx_is_chosen_per_model_in_the_config(tmp_path: Path) -> None:
+    from coalmine.providers.nginx import NginxProvider
+
+    engine = open_engine(f"sqlite:///{tmp_path / 's.db'}")
+    model = _model(
+        {
+            "provider": "nginx",
+            "config_path": str(tmp_path / "iris.conf"),
+            "main_config": "/etc/nginx/nginx.conf",
+            "pid_file": "/run/nginx.pid",
+        }
+    )
+    built = build(model, engine)
+    assert isinstance(built, NginxProvider) and built.key == "$http_x_user_id"
+    with pytest.raises(ConfigError, match="pid_file"):
+        _model({"provider": "nginx", "config_path": "a", "main_config": "b"})

@@ -1,0 +1,147 @@
+"""The nginx provider with the real Debian nginx carrying real traffic on loopback to real
+aiohttp upstreams: weights, stickiness, a monotone ramp, the shadow's share, a rollback
+observed within a second, and a config nginx -t refuses leaving the old split serving.
+
+Tolerances are binomial: an observed share must lie within 4.5 standard deviations of the
+configured one (a false alarm about once in 150,000 runs). The users are fixed strings, so
+each run sees the same buckets: nginx's hash is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coalmine.config import StickyKey
+from coalmine.providers.base import ProviderError
+from coalmine.providers.nginx import NginxProvider
+from coalmine.routing.state import RouteState
+from tests.providers.nginx_harness import (
+    NGINX,
+    Nginx,
+    Upstreams,
+    placeholder_settings,
+    reloads,
+    running_nginx,
+    settled,
+    upstreams,
+)
+
+pytestmark = pytest.mark.skipif(not NGINX.exists(), reason=f"{NGINX} is not installed")
+
+STICKY = StickyKey(header="X-User-Id")
+USERS = [f"user-{i}" for i in range(2000)]
+
+
+@dataclasses.dataclass
+class Stack:
+    nginx: Nginx
+    ups: Upstreams
+    provider: NginxProvider
+    base: RouteState
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with upstreams("v1", "v2", "v3") as ups:
+        base = RouteState(
+            model="iris", stable="v1", salt="rollout-7", urls={n: ups.url(n) for n in ups.ports}
+        )
+        first = NginxProvider("iris", STICKY, placeholder_settings(tmp_path))
+        with running_nginx(tmp_path, first.render(base), first.location_snippet()) as nginx:
+            yield Stack(nginx, ups, nginx.provider("iris", STICKY), base)
+
+
+def within_binomial(hits: int, n: int, p: float) -> bool:
+    return abs(hits / n - p) <= 4.5 * math.sqrt(p * (1 - p) / n)
+
+
+def canary_users(stack: Stack, users: list[str]) -> set[str]:
+    return {u for u in users if stack.nginx.get(u) == "v2"}
+
+
+def apply_and_settle(stack: Stack, route: RouteState) -> None:
+    """Sync, then wait until the reload took (new workers answer: a request per poll)."""
+    before = reloads(stack.nginx)
+    assert stack.provider.sync(route) != []
+    deadline = time.monotonic() + 5
+    while not (reloads(stack.nginx) > before and settled(stack.nginx)):
+        assert time.monotonic() < deadline, stack.nginx.error_log()[-2000:]
+        time.sleep(0.01)
+    assert reloads(stack.nginx) == before + 1
+
+
+def test_weights_are_observed_and_users_are_sticky(stack: Stack) -> None:
+    apply_and_settle(stack, dataclasses.replace(stack.base, canary="v2", canary_weight_bp=2000))
+    on_canary = canary_users(stack, USERS)
+    assert within_binomial(len(on_canary), len(USERS), 0.20), len(on_canary)
+    again = USERS[:400]
+    assert canary_users(stack, again) == on_canary & set(again)  # same users, same version
+
+
+def test_raising_the_weight_only_moves_users_from_stable_to_canary(stack: Stack) -> None:
+    users = USERS[:1200]
+    previous: set[str] = set()
+    for weight_bp in (500, 1750, 4000):
+        apply_and_settle(
+            stack, dataclasses.replace(stack.base, canary="v2", canary_weight_bp=weight_bp)
+        )
+        now = canary_users(stack, users)
+        assert previous <= now, f"{len(previous - now)} users left the canary at {weight_bp} bp"
+        assert within_binomial(len(now), len(users), weight_bp / 10_000), (weight_bp, len(now))
+        previous = now
+
+
+def test_the_shadow_receives_its_share_with_the_primary_request_id(stack: Stack) -> None:
+    apply_and_settle(stack, dataclasses.replace(stack.base, shadow="v3", mirror_bp=3000))
+    n = 1500
+    served = [stack.nginx.get(f"user-{i}") for i in range(n)]
+    assert set(served) == {"v1"}  # the mirror's answers are never returned
+    deadline = time.monotonic() + 5
+    while len(stack.ups.seen["v1"]) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the last mirror copies arrive
+    mirrored = stack.ups.seen["v3"]
+    assert within_binomial(len(mirrored), n, 0.30), len(mirrored)
+    assert set(mirrored) <= set(stack.ups.seen["v1"])  # same X-Request-Id as the primary
+
+
+def test_a_rollback_to_all_stable_is_observed_within_a_second(stack: Stack) -> None:
+    apply_and_settle(stack, dataclasses.replace(stack.base, canary="v2", canary_weight_bp=5000))
+    assert canary_users(stack, USERS[:200])
+    started = time.monotonic()
+    assert stack.provider.sync(stack.base) != []
+    streak, i = 0, 0
+    while streak < 100:  # 100 different users in a row on stable: the new split serves
+        streak = streak + 1 if stack.nginx.get(USERS[i % len(USERS)]) == "v1" else 0
+        i += 1
+        assert time.monotonic() - started < 5, "the rollback never took"
+    elapsed = time.monotonic() - started
+    print(f"rollback observed {elapsed * 1000:.0f} ms after apply ({i} requests)")
+    assert elapsed < 1.0
+    assert canary_users(stack, USERS[:500]) == set()
+
+
+def test_a_config_nginx_refuses_leaves_the_old_split_serving(stack: Stack) -> None:
+    good = dataclasses.replace(stack.base, canary="v2", canary_weight_bp=2000)
+    apply_and_settle(stack, good)
+    on_canary = canary_users(stack, USERS[:500])
+    written = stack.provider.read()
+    count = reloads(stack.nginx)
+    # a canary on a host nginx cannot resolve: `nginx -t` refuses the upstream
+    bad = dataclasses.replace(
+        good, urls={**good.urls, "v2": "http://coalmine-no-such-host.invalid:9002"}
+    )
+    with pytest.raises(ProviderError, match="nginx -t refused"):
+        stack.provider.sync(bad)
+    assert stack.provider.read() == written  # the file was never replaced
+    assert reloads(stack.nginx) == count  # and the master never told to reload
+    assert not list(stack.nginx.prefix.glob(".*coalmine*"))  # nothing left behind
+    assert canary_users(stack, USERS[:500]) == on_canary
+    stack.provider.sync(good)  # the same good route: nothing to do
+    assert reloads(stack.nginx) == count
