@@ -435,18 +435,6 @@ class Evaluator:
         self.analysis.observe_label_pairs(label_pairs)
 
     # -- resources ----------------------------------------------------------------------------
-    def add_resource_samples(self, samples: Mapping[str, Mapping[str, float]]) -> None:
-        """Samples from `sources.resources.ResourceSampler.sample()`: version → cpu, memory_mb."""
-        for version, s in samples.items():
-            arm = "candidate" if version == self.candidate else "baseline"
-            if version not in (self.candidate, self.baseline):
-                continue
-            self.analysis.add_resources(
-                arm,
-                cpu=[s["cpu"]] if "cpu" in s else [],
-                memory_mb=[s["memory_mb"]] if "memory_mb" in s else [],
-            )
-
     def observe_resources(self, readings: Mapping[str, Any]) -> None:
         """Readings (`sources.resources.Reading`) of the candidate's and baseline's processes,
         taken now; versions without a reading are simply not measured this time."""

@@ -10,7 +10,8 @@ file re-read at each reading so a restarted server is followed) and `PrometheusS
 server-side configuration only (`models[].versions[].metrics_url` / `pid_file`), never a
 spec or a request.
 
-`ResourceSampler` is the older interface: percent of a core since the previous sample.
+`ResourceSampler` is an older, standalone sampler (percent of a core since its previous
+sample); the `cpu` criterion judges CPU per request from `Reading`s instead.
 """
 
 from __future__ import annotations
