@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -213,7 +214,7 @@ class NginxProvider(TrafficProvider[str]):
         if current == desired:
             return  # idempotent: nothing written, no reload
         target = self.settings.config_path
-        staged = target.with_name(f".{target.name}.coalmine-new")
+        staged = _sibling(target, "new")  # unique: two controllers may sync at once
         _write_synced(staged, desired)
         try:
             self.check(staged)
@@ -229,8 +230,9 @@ class NginxProvider(TrafficProvider[str]):
             if current is None:
                 target.unlink(missing_ok=True)
             else:
-                _write_synced(staged, current)
-                os.replace(staged, target)
+                previous = _sibling(target, "old")
+                _write_synced(previous, current)
+                os.replace(previous, target)
             raise
 
     def check(self, staged: Path) -> None:
@@ -247,7 +249,7 @@ class NginxProvider(TrafficProvider[str]):
                 "the file Coalmine writes"
             )
         # beside the main config, so its relative includes resolve the same way
-        test_main = s.main_config.with_name(f".{s.main_config.name}.coalmine-test")
+        test_main = _sibling(s.main_config, "test")
         test_main.write_text(tested)
         command = [str(s.nginx_binary), "-t", "-q", "-c", str(test_main)]
         if s.prefix is not None:
@@ -274,6 +276,16 @@ class NginxProvider(TrafficProvider[str]):
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError) as exc:
             raise ProviderError(f"cannot reload nginx via {pid_file}: {exc}") from None
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    """A new empty file beside `path` (same directory: a rename stays atomic)."""
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f".coalmine-{kind}"
+    )
+    os.close(fd)
+    os.chmod(name, 0o644)  # mkstemp's 0600 could keep an nginx of another user from reading
+    return Path(name)
 
 
 def _write_synced(path: Path, text: str) -> None:

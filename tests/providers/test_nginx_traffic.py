@@ -9,6 +9,7 @@ each run sees the same buckets: nginx's hash is deterministic.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import time
@@ -145,3 +146,56 @@ def test_a_config_nginx_refuses_leaves_the_old_split_serving(stack: Stack) -> No
     assert canary_users(stack, USERS[:500]) == on_canary
     stack.provider.sync(good)  # the same good route: nothing to do
     assert reloads(stack.nginx) == count
+
+
+def test_a_failed_reload_puts_the_running_file_back_for_the_next_sync(stack: Stack) -> None:
+    settings = stack.nginx.settings.model_copy(
+        update={"pid_file": stack.nginx.prefix / "no-such.pid"}
+    )
+    lost = NginxProvider("iris", STICKY, settings)
+    written = lost.read()
+    route = dataclasses.replace(stack.base, canary="v2", canary_weight_bp=2000)
+    with pytest.raises(ProviderError, match="cannot reload nginx"):
+        lost.sync(route)
+    assert lost.read() == written  # so the next sync still sees the difference
+    assert not list(stack.nginx.prefix.glob(".*coalmine*"))
+    apply_and_settle(stack, route)  # the right pid file: applied
+
+
+def test_the_controller_moves_nginx_when_the_stored_route_changes(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from coalmine.config import parse_config
+    from coalmine.providers.sync import TrafficSync
+    from coalmine.rollout.controller import Controller
+    from coalmine.rollout.judge import EngineJudge
+    from coalmine.store.engine import open_engine
+    from coalmine.store.routes import RouteRepository
+
+    config = parse_config(
+        {
+            "models": [
+                {
+                    "name": "iris",
+                    "versions": [{"name": n, "url": u} for n, u in stack.base.urls.items()],
+                    "routing": {"stable": "v1", "salt": "rollout-7"},
+                    "traffic": stack.nginx.settings.model_dump(mode="json"),
+                }
+            ],
+            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+        }
+    )
+    engine = open_engine(config.store.url)
+    routes = RouteRepository(engine)
+    routes.seed_from_config(config)
+    ctl = Controller(engine, EngineJudge(engine), traffic=TrafficSync.from_config(config, engine))
+    asyncio.run(ctl.tick())  # the stored route already is what nginx holds: no reload
+    assert reloads(stack.nginx) == 0
+    routes.set_route("iris", canary="v2", canary_weight_bp=10_000)
+    asyncio.run(ctl.tick())
+    deadline = time.monotonic() + 5
+    while not (reloads(stack.nginx) == 1 and settled(stack.nginx)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert {stack.nginx.get(u) for u in USERS[:100]} == {"v2"}
+    engine.dispose()
