@@ -99,6 +99,13 @@ def plan_command(
     power: float = typer.Option(0.9, "--power"),
     tests: int = typer.Option(1, "--tests", help="tests α is split over (criteria × slices)"),
     max_duration: float | None = typer.Option(None, "--max-duration", help="per step, seconds"),
+    paired: bool = typer.Option(False, "--paired", help="a paired canary (canary.paired)"),
+    disagreement: float | None = typer.Option(
+        None,
+        "--disagreement",
+        help="paired: share of requests on which exactly one version is right "
+        "(default: the worst case, errors that never coincide)",
+    ),
 ) -> None:
     """Print the samples and the time each canary step needs to decide."""
     from coalmine.analysis.plan import format_duration, plan_steps
@@ -108,6 +115,7 @@ def plan_command(
         plans = plan_steps(
             shares, rps=rps, label_rate=label_rate, min_effect=min_effect, base=base,
             margin=margin, alpha=alpha, power=power, tests=tests, max_duration_s=max_duration,
+            paired=paired, disagreement=disagreement,
         )  # fmt: skip
     except ValueError as exc:
         err_console.print(f"[red]error[/red]: {exc}", highlight=False)

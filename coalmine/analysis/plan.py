@@ -13,6 +13,15 @@ The distance that matters is `min_effect − margin` (a drop of 2 points against
 1 point is 1 point from the FAIL boundary). The engine splits α over criteria and slices
 (Bonferroni), so pass `tests=K` to plan at the per-test level it will really use.
 A step at 100% has no production traffic left to compare with: nothing to plan.
+
+Paired canary (`paired=True`): the stable version also answers each canary request, so each
+labelled candidate sample is a pair and the test is on d_i = correct_c(i) − correct_b(i),
+whose variance is D − Δ² for a share D of requests on which exactly one version is right
+(`disagreement`). That does not depend on the share. Unpaired, a candidate sample costs
+p_c(1 − p_c) + p_b(1 − p_b)·π/(1 − π): at 5% about 0.11 for accuracy 0.90, so pairing pays
+when the versions' errors mostly coincide (D below ~0.11 there) and more at larger shares.
+Not knowing D, the plan takes the worst case, errors that never coincide
+(D = (1 − p_c) + (1 − p_b)), which is dearer than unpaired at small shares.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ from dataclasses import dataclass
 from coalmine.analysis.sequential import anytime_sample_size, fixed_horizon_sample_size
 from coalmine.routing.split import candidate_fraction
 
-__all__ = ["FLOOR_AT_ONE_PERCENT", "StepPlan", "default_rule_out", "plan_steps", "step_can_decide"]
+__all__ = [
+    "FLOOR_AT_ONE_PERCENT", "StepPlan", "default_rule_out", "paired_variance", "plan_steps",
+    "step_can_decide",
+]  # fmt: skip
 
 # The power floor of a `must: not_fail` canary criterion: the step advances only once the
 # confidence sequence rules out a regression larger than margin + FLOOR_AT_ONE_PERCENT /
@@ -115,6 +127,23 @@ def _check(rps: float, label_rate: float, min_effect: float, margin: float, base
         raise ValueError(f"base: must be in (0, 1) for a proportion metric (got {base!r})")
 
 
+def paired_variance(base: float, min_effect: float, disagreement: float | None = None) -> float:
+    """Variance of one paired difference of 0/1 outcomes, candidate `min_effect` below `base`.
+
+    `disagreement`: the share of requests on which exactly one version is right (at least
+    the effect itself); None: the worst case, the two versions' errors never coincide.
+    """
+    cand = min(max(base - min_effect, 0.0), 1.0)
+    worst = min(1.0, (1.0 - cand) + (1.0 - base))
+    if disagreement is None:
+        d = worst
+    else:
+        if not 0 <= disagreement <= 1:
+            raise ValueError(f"disagreement: must be in [0, 1] (got {disagreement!r})")
+        d = min(max(disagreement, abs(base - cand)), worst)
+    return max(d - (base - cand) ** 2, 1e-12)
+
+
 def step_can_decide(
     *,
     share_percent: float,
@@ -128,13 +157,16 @@ def step_can_decide(
     tests: int = 1,
     max_duration_s: float | None = None,
     like_for_like: bool = False,
+    paired: bool = False,
+    disagreement: float | None = None,
 ) -> StepPlan:
     """The wait of one step for a proportion metric (accuracy, error rate) at `base`.
 
     The controller calls this at rollout start and warns when `can_decide` is False.
     `like_for_like=True`: the canary is judged against a fresh baseline routed its own
     share, so the comparison arm has as many samples as the candidate (not the rest of
-    the traffic): the wait is longer at small shares.
+    the traffic): the wait is longer at small shares. `paired=True`: a paired canary's
+    quality metric, judged on same-request pairs (`paired_variance`; see the module doc).
     """
     _check(rps, label_rate, min_effect, margin, base)
     if tests < 1:
@@ -150,6 +182,8 @@ def step_can_decide(
     a = alpha / tests
     cand = min(max(base - min_effect, 1e-6), 1 - 1e-6)
     var_c, var_b = cand * (1 - cand), base * (1 - base)
+    if paired:  # one pair per candidate sample: no second arm to wait for
+        var_c, var_b = paired_variance(base, min_effect, disagreement), 0.0
     g = min_effect - margin
     n_any = anytime_sample_size(g, var_c, var_b, share, alpha=a, power=power)
     n_fix = fixed_horizon_sample_size(g, var_c, var_b, share, alpha=a, power=power)
@@ -169,6 +203,8 @@ def plan_steps(
     tests: int = 1,
     max_duration_s: float | None = None,
     like_for_like: bool = False,
+    paired: bool = False,
+    disagreement: float | None = None,
 ) -> list[StepPlan]:
     return [
         step_can_decide(
@@ -183,6 +219,8 @@ def plan_steps(
             tests=tests,
             max_duration_s=max_duration_s,
             like_for_like=like_for_like,
+            paired=paired,
+            disagreement=disagreement,
         )
         for s in steps_percent
     ]

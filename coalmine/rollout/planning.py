@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -141,6 +143,11 @@ def plan_warnings(
             labelled = needs_labels(c)
             rate = label_rate if labelled else 1.0
             what = "labelled candidate samples" if labelled else "candidate calls"
+            # a paired canary judges label-fed criteria on the stable's copies of the
+            # canary's requests; error rate stays on served calls, unpaired
+            paired = spec.canary.paired and labelled
+            if paired:
+                what = "labelled canary requests paired with stable's answers"
             if rate <= 0:
                 warnings.append(
                     f"{c.name}: step {step.weight:g}%: it needs labels and none of this "
@@ -163,7 +170,8 @@ def plan_warnings(
                     if c.must == "pass"
                     else (f"detecting a regression of {effect * 100:.3g} points")
                 )
-            plan = step_can_decide(
+            plan_at = partial(
+                step_can_decide,
                 share_percent=step.weight,
                 rps=rps,
                 label_rate=rate,
@@ -174,9 +182,13 @@ def plan_warnings(
                 tests=max(1, len(criteria)),
                 max_duration_s=max_s,
                 like_for_like=spec.baseline is not None,
+                paired=paired,
             )
+            plan = plan_at()
             if plan.can_decide:
                 continue
+            if paired:
+                what += _paired_note(plan_at, effect, _PROPORTIONS[c.metric])
             then = (
                 "it advances on not_fail without that (no FAIL could be seen there)"
                 if c.must == "not_fail" and floor is None
@@ -189,6 +201,25 @@ def plan_warnings(
                 f"{format_duration(max_s)}; {then}"
             )
     return warnings
+
+
+def _paired_note(plan_at: Callable[..., Any], effect: float, base: float) -> str:
+    """How the paired wait was planned, and the disagreement under which the step decides.
+
+    The share of requests on which exactly one version is right is unknown at start, so
+    the plan takes the worst case (their errors never coincide); the note says below which
+    share the step would decide in time (the wait grows with it), if any.
+    """
+    lo, hi = effect, min(1.0, 2 * (1 - base) + effect)
+    if not plan_at(disagreement=lo).can_decide:
+        return " (even if the versions' errors all coincided)"
+    for _ in range(30):  # bisection: the wait grows with the disagreement
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if plan_at(disagreement=mid).can_decide else (lo, mid)
+    return (
+        f" (planned for the worst case, errors that never coincide; it decides in time if "
+        f"exactly one version is right on at most {lo:.1%} of requests)"
+    )
 
 
 def _quantile_warnings(spec: RolloutSpec, criteria: list[Any], step: Any, rps: float) -> list[str]:
