@@ -215,6 +215,12 @@ class ModelConfig(Strict):
             version = getattr(self.routing, role)
             if version is not None and version not in names:
                 raise ValueError(f"routing.{role} {version!r} is not one of the versions {names}")
+        sticky = self.routing.sticky
+        if self.traffic.provider == "nginx" and sticky is not None and sticky.json_field:
+            raise ValueError(
+                "routing.sticky.json_field: nginx (traffic.provider) cannot read a JSON body "
+                "field as the sticky key; use a header or a cookie"
+            )
         return self
 
     def version(self, name: str) -> VersionConfig:

@@ -68,3 +68,14 @@ def test_nginx_is_chosen_per_model_in_the_config(tmp_path: Path) -> None:
     assert isinstance(built, NginxProvider) and built.key == "$http_x_user_id"
     with pytest.raises(ConfigError, match="pid_file"):
         _model({"provider": "nginx", "config_path": "a", "main_config": "b"})
+
+
+def test_a_json_sticky_key_under_nginx_is_a_config_error() -> None:
+    entry = {
+        "name": "iris",
+        "versions": [{"name": "v1", "url": "http://127.0.0.1:9001"}],
+        "routing": {"stable": "v1", "sticky": {"json_field": "user"}},
+        "traffic": {"provider": "nginx", "config_path": "a", "main_config": "b", "pid_file": "c"},
+    }
+    with pytest.raises(ConfigError, match=r"routing\.sticky\.json_field: nginx"):
+        parse_config({"models": [entry]})
