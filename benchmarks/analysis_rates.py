@@ -286,21 +286,36 @@ def boundary_table(runs: int = 200, seed: int = 99) -> str:
 
 def paired_table(runs: int = 200, seed: int = 7) -> str:
     """Labelled candidate samples to FAIL accuracy 0.90 → 0.88 (margin 0): a 5% canary judged
-    unpaired against production's other requests, vs paired (stable also answers the
-    canary's requests) at 4%, 6% and 10% disagreement between the versions."""
+    unpaired against production's other requests, vs a paired canary (canary.paired: stable
+    also answers the canary's requests; the judge takes the pairs) at 4%, 6% and 10% of
+    requests on which exactly one version is right. The A/A runs are the boundary (margin 0:
+    there a PASS and a FAIL are both errors); "planned n" is the planner's 90%-power wait."""
+    from coalmine.analysis.plan import step_can_decide
+
     crit = {"metric": "accuracy", "margin": 0}
-    rows = ["| canary at 5%, accuracy 0.90 → 0.88 | detected | median n | false FAIL A/A |",
-            "|---|---|---|---|"]  # fmt: skip
+    rows = ["| canary at 5%, accuracy 0.90 → 0.88 | detected | median n | false FAIL A/A "
+            "| false PASS A/A | planned n (90% power) |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     kw: dict[str, Any] = {"per_look": 50, "looks": 400}
+
+    def bound(o: Outcome, v: Verdict) -> str:
+        k, total = o.rate(v)
+        return f"{k / total:.1%} (≤ {clopper_pearson(k, total)[1]:.1%})"
+
+    def planned(**paired: Any) -> str:
+        plan = step_can_decide(share_percent=5, rps=1, label_rate=1, min_effect=0.02, **paired)
+        return f"{plan.anytime_samples:,}"
+
+    fmt = lambda o, a, p: (f"{o.rate(FAIL)[0] / runs:.0%} | {o.median_samples(FAIL):,.0f} | "  # noqa: E731
+                           f"{bound(a, FAIL)} | {bound(a, PASS)} | {p} |")  # fmt: skip
     unpaired = run_binary(Scenario(crit, rates=lambda k: (0.88, 0.90), **kw), runs, seed)
     aa = run_binary(Scenario(crit, rates=lambda k: (0.90, 0.90), **kw), runs, seed + 1)
-    fmt = lambda o, a: (f"{o.rate(FAIL)[0] / runs:.0%} | {o.median_samples(FAIL):,.0f} | "  # noqa: E731
-                        f"{a.rate(FAIL)[0] / runs:.1%} |")  # fmt: skip
-    rows.append(f"| unpaired (score form) | {fmt(unpaired, aa)}")
+    rows.append(f"| unpaired (score form) | {fmt(unpaired, aa, planned())}")
     for d in (0.04, 0.06, 0.10):
         p = run_paired(Scenario(crit, rates=lambda k: (0.88, 0.90), **kw), runs, seed + 2, d)
         a = run_paired(Scenario(crit, rates=lambda k: (0.90, 0.90), **kw), runs, seed + 3, d)
-        rows.append(f"| paired, {d:.0%} of answers differ | {fmt(p, a)}")
+        plan = planned(paired=True, disagreement=d)
+        rows.append(f"| paired canary, {d:.0%} of requests: one version right | {fmt(p, a, plan)}")
     return "\n".join(rows)
 
 
@@ -322,7 +337,10 @@ def main(runs: int = 200) -> None:
         "the first PASS/FAIL ends a run; (≤ x) is the 95% Clopper–Pearson upper bound."
     )
     print(boundary_table(runs))
-    print("\nPaired vs unpaired canary (a judgement every 50 labelled candidate samples):")
+    print(
+        "\nPaired vs unpaired canary (a judgement every 50 labelled candidate samples, up to "
+        f"20,000; {runs} runs a cell; (≤ x) is the 95% Clopper–Pearson upper bound):"
+    )
     print(paired_table(runs))
 
 
