@@ -155,8 +155,10 @@ def run_latency(
     sample: Callable[[np.random.Generator, float, int], np.ndarray],
     candidate_scale: float,
 ) -> Outcome:
-    """Canary runs of a latency criterion: candidate latencies are the baseline's × scale."""
+    """Canary runs of a latency (or other per-example mean) criterion: the candidate's values
+    are the baseline's × scale."""
     crit = Criterion.model_validate(sc.criterion)
+    key = crit.spec.key if crit.spec.family != "latency_quantile" else "latency"
     rng = np.random.default_rng(seed)
     out = Outcome()
     for _ in range(runs):
@@ -171,7 +173,7 @@ def run_latency(
                 (stats.baseline, nb, 1.0),
             ):
                 x = sample(rng, scale, n)
-                m = arm.cell(step).m("latency")
+                m = arm.cell(step).m(key)
                 _set(m, m.n + n, m.total + float(x.sum()), m.total_sq + float(np.dot(x, x)))
                 arm.latency.add(x)
                 arm.requests += n

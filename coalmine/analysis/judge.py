@@ -4,11 +4,11 @@
 
 - canary (different requests per arm): normal-mixture CS of Δ stratified by canary-weight
   step — per-step differences combined, never the pooled means, so a base rate drifting
-  while the share ramps cannot fake a difference (the ramp trap). For 0/1 metrics (accuracy,
-  error rate) and latency means with `max_ratio` the variance is taken under the hypothesis
-  tested (score form, sequential/_score.py), not from each arm's own sample: the plug-in
-  variance is too small exactly when a candidate has seen few events or none of its large
-  latencies yet, and PASSed such regressions more often than α;
+  while the share ramps cannot fake a difference (the ramp trap). The variance is taken under
+  the hypothesis tested (score form, sequential/_score.py: proportions for 0/1 metrics, a
+  scale family for `max_ratio`, a shift family for `margin`), not from each arm's own
+  sample: the plug-in variance is too small exactly when a candidate has seen few events or
+  none of its large values yet, and PASSed such regressions more often than α;
 - shadow (same request answered by both): the paired CS on d_i = m_c(i) − m_b(i); the same
   for a paired canary's quality metrics (the stable version also answered each canary
   request, role "paired"), whose error rate and latency stay judged as a canary's;
@@ -54,6 +54,7 @@ from coalmine.analysis.sequential import (
     proportion_ratio_z,
     quantile_cs,
     scaled_difference_cs,
+    shifted_difference_cs,
     stratified_difference_cs,
 )
 
@@ -183,9 +184,10 @@ def _side(z: float, *, higher: bool) -> Verdict:
 
 
 def _score_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test | None:
-    """Canary 0/1 metrics and latency means with max_ratio: the score-form CS (see module doc).
+    """Canary per-example means: the score-form CS (see module doc).
 
-    None where the plug-in construction stays (other metrics, shadow pairs).
+    0/1 metrics get the proportion forms; other means the scale (max_ratio) or shift
+    (margin) form. None where the plug-in construction stays: AUC batches, RMSE margins.
     """
     s = ev.stats
     cand, base = s.candidate.pooled(key), s.baseline.pooled(key)
@@ -205,12 +207,29 @@ def _score_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test | N
         iv = proportion_difference_cs(strata, alpha)
         estimate = iv.estimate if math.isfinite(iv.estimate) else (cv - bv)
         return _Test(verdict, estimate, iv.lower, iv.upper, h, "diff", cv, bv)
-    if key == "latency" and c.max_ratio is not None:
-        kappa = float(c.max_ratio)
-        z, est, iv = scaled_difference_cs(_raw_strata(s.candidate, s.baseline, key), kappa, alpha)
-        verdict = _side(z, higher=False)
-        return _Test(verdict, est, iv.lower, iv.upper, kappa, "ratio", cv, bv)
-    return None
+    rmse = c.metric == "rmse"
+    if c.spec.family == "auc" or (rmse and c.max_ratio is None):
+        return None  # batch AUCs are bounded and few; RMSE margins translate at the baseline
+    raw = _raw_strata(s.candidate, s.baseline, key)
+    if c.max_ratio is not None:
+        # Under "ratio = κ" the candidate's values are the baseline's × κ (a scale family:
+        # latency, |error|, squared error with κ²), so both arms' variance comes from
+        # the pooled sample of b and c/κ, which has seen the tail.
+        kappa = float(c.max_ratio) ** (2 if rmse else 1)
+        z, est, iv = scaled_difference_cs(raw, kappa, alpha)
+        lo, hi = iv.lower, iv.upper
+        if rmse:
+            est, lo, hi, cv, bv = (
+                math.sqrt(x) if math.isfinite(x) and x >= 0 else x for x in (est, lo, hi, cv, bv)
+            )
+        return _Test(_side(z, higher=False), est, lo, hi, float(c.max_ratio), "ratio", cv, bv)
+    # A margin: under "Δ = h" the candidate's values are the baseline's shifted by h.
+    higher = c.higher_is_better
+    margin = float(c.margin or 0.0)
+    h = -margin if higher else margin
+    z, iv = shifted_difference_cs(raw, h, alpha)
+    estimate = iv.estimate if math.isfinite(iv.estimate) else (cv - bv)
+    return _Test(_side(z, higher=higher), estimate, iv.lower, iv.upper, h, "diff", cv, bv)
 
 
 def _decide_limit(iv: Interval, *, maximum: float | None, minimum: float | None) -> Verdict:

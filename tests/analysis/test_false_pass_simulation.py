@@ -75,6 +75,12 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "error 0.1% x1.5, max_ratio 1.5 (count e-value)": (
         Scenario({"metric": "error_rate", "max_ratio": 1.5}, looks=40, per_look=500,
                  rates=lambda k: (0.0015, 0.001)), "binary"),
+    "mae, Pareto(1.5) errors x1.05, max_ratio 1.05": (
+        Scenario({"metric": "mae", "max_ratio": 1.05}, looks=25, per_look=100),
+        "pareto"),
+    "latency_mean Pareto(1.5) +3 ms, margin 3 ms": (
+        Scenario({"metric": "latency_mean", "margin": 3.0}, looks=25, per_look=100),
+        "shift"),
     "shadow accuracy 0.90 -1pt, margin 1pt, 4% of answers differ": (
         Scenario({"metric": "accuracy", "margin": 0.01}, looks=50, per_look=100,
                  rates=lambda k: (0.89, 0.90), mode="shadow"), "paired"),
@@ -87,7 +93,12 @@ def _run(name: str, runs: int, seed: int) -> Outcome:
         return run_binary(sc, runs, seed)
     if kind == "paired":
         return run_paired(sc, runs, seed, disagreement=0.04)
-    return run_latency(sc, runs, seed, lambda r, s, n: pareto(r, 1.5, 10.0 * s, n), 1.2)
+    if kind == "shift":  # the candidate's latencies are the baseline's + the margin
+        margin = float(sc.criterion["margin"])
+        shifted = lambda r, s, n: pareto(r, 1.5, 10.0, n) + (margin if s != 1.0 else 0.0)  # noqa: E731
+        return run_latency(sc, runs, seed, shifted, 0.0)
+    ratio = float(sc.criterion["max_ratio"])  # the candidate's values are the baseline's × it
+    return run_latency(sc, runs, seed, lambda r, s, n: pareto(r, 1.5, 10.0 * s, n), ratio)
 
 
 def _assert_both_sides(out: Outcome, *, together: bool = True) -> None:

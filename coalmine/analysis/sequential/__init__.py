@@ -54,6 +54,7 @@ from coalmine.analysis.sequential._score import (
     proportion_z,
     scaled_difference_cs,
     scaled_difference_z,
+    shifted_difference_cs,
 )
 
 __all__ = [
@@ -96,6 +97,7 @@ __all__ = [
     "quantile_ratio_verdict",
     "scaled_difference_cs",
     "scaled_difference_z",
+    "shifted_difference_cs",
     "stratified_difference_cs",
     "two_sample_variance",
 ]

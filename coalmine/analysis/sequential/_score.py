@@ -48,6 +48,7 @@ __all__ = [
     "proportion_z",
     "scaled_difference_cs",
     "scaled_difference_z",
+    "shifted_difference_cs",
 ]
 
 # (n_c, x_c, n_b, x_b) per stratum: counts of 0/1 outcomes
@@ -193,23 +194,49 @@ def _scaled_z(
     parts: Sequence[tuple[int, float, float, float, int, float, float, float]],
     kappa: float,
     alpha: float,
+    shift: float = 0.0,
 ) -> float:
+    """S/B for μ_c = κ·μ_b + shift; under it (c − shift)/κ and b share one distribution."""
     s = info = eff_n = 0.0
     k2 = kappa * kappa
     for nc, sc, scc, vc, nb, sb, sbb, vb in parts:
         n = nc + nb
-        tot = sc / kappa + sb
-        var0 = max(scc / k2 + sbb - tot * tot / n, 0.0) / (n - 1)
+        c1 = (sc - nc * shift) / kappa  # Σ (c − shift)/κ
+        c2 = (scc - 2.0 * shift * sc + nc * shift * shift) / k2  # Σ ((c − shift)/κ)²
+        tot = c1 + sb
+        var0 = max(c2 + sbb - tot * tot / n, 0.0) / (n - 1)
         if not var0 > 0:
             continue
         var = max(k2 * var0, vc) / nc + k2 * max(var0, vb) / nb
         i_k = 1.0 / var
-        s += i_k * (sc / nc - kappa * sb / nb)
+        s += i_k * (sc / nc - shift - kappa * sb / nb)
         info += i_k
         eff_n += 1.0 / (1.0 / nc + 1.0 / nb)
     if info == 0.0:
         return 0.0
     return s / _boundary(info, eff_n, alpha)
+
+
+def shifted_difference_cs(
+    strata: Sequence[tuple[Moments, Moments]], threshold: float, alpha: float
+) -> tuple[float, Interval]:
+    """(z at Δ = threshold, CS of Δ = μ_c − μ_b) from the shift-family score statistic.
+
+    Under Δ = h, c − h and b share one distribution, so each arm's variance is at least the
+    pooled one (carried by the arm with more samples, which has seen more of the tail).
+    """
+    parts = _scaled_parts(strata)
+    z = _scaled_z(parts, 1.0, alpha, threshold)
+    if not parts:
+        return z, Interval(-math.inf, math.inf, math.nan)
+    w = [1.0 / (1.0 / p[0] + 1.0 / p[4]) for p in parts]
+    est = sum(wi * (p[1] / p[0] - p[5] / p[4]) for wi, p in zip(w, parts, strict=True)) / sum(w)
+    sd = max(math.sqrt(max(p[3], p[7])) for p in parts) or 1.0
+    lo, hi = est - 1e3 * sd, est + 1e3 * sd
+    iv = _invert(lambda h: _scaled_z(parts, 1.0, alpha, h), lo, hi, est)
+    return z, Interval(
+        -math.inf if iv.lower <= lo else iv.lower, math.inf if iv.upper >= hi else iv.upper, est
+    )
 
 
 def scaled_difference_z(
