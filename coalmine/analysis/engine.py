@@ -61,7 +61,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import Engine, and_, func, or_, select
@@ -435,9 +435,10 @@ class Evaluator:
         self.analysis.observe_label_pairs(label_pairs)
 
     # -- resources ----------------------------------------------------------------------------
-    def observe_resources(self, readings: Mapping[str, Any]) -> None:
-        """Readings (`sources.resources.Reading`) of the candidate's and baseline's processes,
-        taken now; versions without a reading are simply not measured this time."""
+    def observe_resources(self, read: Callable[[str], Any]) -> None:
+        """Count the requests each version served since the last call; `read(version)` the
+        versions whose window is due (`sources.resources.Reading`, or None: not measured
+        this time). Reading only when due keeps the scrape's own CPU out of small windows."""
         with self.engine.connect() as conn:
             p_max = int(conn.execute(
                 select(func.max(predictions.c.id)).where(predictions.c.model == self.model)
@@ -454,13 +455,13 @@ class Evaluator:
                 )  # fmt: skip
                 served = {str(v): int(n) for v, n in conn.execute(stmt)}
         self.last_resource_id = p_max
+        windows = self.resource_windows
         for version, arm in ((self.candidate, "candidate"), (self.baseline, "baseline")):
-            r = readings.get(version)
+            windows.add_requests(version, served.get(version, 0))
+            r = read(version) if windows.due(version) else None
             if r is None:
                 continue
-            sample = self.resource_windows.observe(
-                version, r.cpu_seconds, r.memory_bytes, served.get(version, 0)
-            )
+            sample = windows.observe(version, r.cpu_seconds, r.memory_bytes)
             if sample is not None:
                 self.analysis.add_resources(
                     arm, cpu=[sample.cpu_ms_per_request], memory_mb=[sample.memory_mb],

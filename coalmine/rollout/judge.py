@@ -173,12 +173,10 @@ class EngineJudge:
         mode = _mode(record)
         evaluator, criteria = self._evaluator(record, mode)
         if self.resources:
-            from coalmine.analysis.sources.resources import read_versions
+            from coalmine.analysis.sources.resources import reader
 
             s = record.state
-            evaluator.observe_resources(
-                read_versions(self.resources, s.model, (s.candidate, s.previous_stable))
-            )
+            evaluator.observe_resources(reader(self.resources, s.model))
         judgement = evaluator.evaluate()
         from coalmine.analysis.nodata import lacks_data
 

@@ -16,7 +16,7 @@ sample); the `cpu` criterion judges CPU per request from `Reading`s instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ __all__ = [
     "Reading",
     "ResourceSampler",
     "ResourceSource",
-    "read_versions",
+    "reader",
     "resource_sources",
 ]
 
@@ -109,17 +109,16 @@ def resource_sources(models: Iterable[Any]) -> dict[tuple[str, str], ResourceSou
     return out
 
 
-def read_versions(
-    sources: Mapping[tuple[str, str], ResourceSource], model: str, versions: Iterable[str]
-) -> dict[str, Reading]:
-    """A reading of each of `versions` of `model` that has a source and could be read."""
-    out: dict[str, Reading] = {}
-    for version in versions:
+def reader(
+    sources: Mapping[tuple[str, str], ResourceSource], model: str
+) -> Callable[[str], Reading | None]:
+    """version -> a reading of that version of `model` now (None: no source, or unreadable)."""
+
+    def read(version: str) -> Reading | None:
         source = sources.get((model, version))
-        reading = source.read() if source is not None else None
-        if reading is not None:
-            out[version] = reading
-    return out
+        return source.read() if source is not None else None
+
+    return read
 
 
 class ResourceSampler:
