@@ -15,6 +15,7 @@ from coalmine.analysis.cli import analyze_command, plan_command
 from coalmine.demo.command import demo_command
 from coalmine.gateway.command import gateway_command
 from coalmine.modelserver.command import serve_model_command
+from coalmine.providers.command import nginx_snippet_command
 from coalmine.rollout.commands import rollback_command, rollout_app
 from coalmine.serve import serve_command
 from coalmine.store.command import export_command, routes_app
@@ -60,6 +61,7 @@ app.add_typer(routes_app, name="routes")
 app.command("export")(export_command)
 app.command("serve")(serve_command)
 app.command("report")(report_command)
+app.command("nginx-snippet")(nginx_snippet_command)
 
 
 def main() -> None:

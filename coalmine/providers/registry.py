@@ -7,17 +7,18 @@ a model on another provider's traffic layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING, Any
 
 from coalmine.config import ModelConfig
 from coalmine.providers.base import TrafficProvider
 
+if TYPE_CHECKING:  # the CLI imports this package and must not load SQLAlchemy
+    from sqlalchemy import Engine
+
 __all__ = ["Factory", "build", "names", "register"]
 
 # builds a model's provider from its config entry and the store (where the route lives)
-Factory = Callable[[ModelConfig, Engine], TrafficProvider[Any]]
+Factory = Callable[[ModelConfig, "Engine"], TrafficProvider[Any]]
 
 _FACTORIES: dict[str, Factory] = {}
 
