@@ -47,14 +47,24 @@ def _arm(arm: str) -> str:
 
 
 def check_criteria(
-    criteria: Sequence[Criterion], *, task: str, mode: str, noise_floor: bool = False
+    criteria: Sequence[Criterion],
+    *,
+    task: str,
+    mode: str,
+    noise_floor: bool = False,
+    paired: bool = False,
 ) -> None:
-    """Reject criteria that cannot be judged in this mode or task, naming the criterion."""
+    """Reject criteria that cannot be judged in this mode or task, naming the criterion.
+
+    `paired`: a paired canary, where the stable version also answered each canary request,
+    so agreement-like criteria (same-request comparisons) can be judged in canary too.
+    """
     names = [c.name for c in criteria]
     for i, c in enumerate(criteria):
         where = f"criteria[{i}] ({c.name})"
         spec = c.spec
-        if mode not in spec.modes:
+        same_requests = paired and mode == "canary" and spec.family == "agreement"
+        if mode not in spec.modes and not same_requests:
             raise ValueError(f"{where}: {c.metric} can be judged in {'/'.join(spec.modes)} only")
         if task not in spec.tasks:
             raise ValueError(f"{where}: {c.metric} applies to {'/'.join(spec.tasks)} models")
@@ -96,6 +106,7 @@ class Analysis:
         noise_floor: bool = False,
         like_for_like: bool = False,
         latency_unit: str = "ms",
+        paired: bool = False,
     ) -> None:
         alpha = inputs.check_alpha(alpha)
         inputs.latencies_ms(None, latency_unit)  # refuses an unknown unit
@@ -116,7 +127,10 @@ class Analysis:
         ]
         if not self.criteria:
             raise ValueError("criteria: give at least one criterion")
-        check_criteria(self.criteria, task=task, mode=mode, noise_floor=noise_floor)
+        if paired and mode != "canary":
+            raise ValueError("paired: a paired canary needs mode 'canary'")
+        check_criteria(self.criteria, task=task, mode=mode, noise_floor=noise_floor, paired=paired)
+        self.paired = paired
         self.task, self.mode, self.alpha = task, mode, alpha
         self.max_slices = int(max_slices)
         self.latency_unit = latency_unit
@@ -518,7 +532,7 @@ class Analysis:
             "task": self.task, "mode": self.mode, "alpha": self.alpha,
             "classes": self.classes, "max_slices": self.max_slices,
             "noise_floor": self.noise_floor, "like_for_like": self.like_for_like,
-            "latency_unit": self.latency_unit, "unstepped": self._unstepped,
+            "paired": self.paired, "latency_unit": self.latency_unit, "unstepped": self._unstepped,
             "stepped_batches": self._stepped_batches,
             "stats": self.stats.to_dict(),
             "evalues": {k: e.to_dict() for k, e in self.evalues.items()},
@@ -532,6 +546,7 @@ class Analysis:
             max_slices=state["max_slices"], noise_floor=bool(state.get("noise_floor", False)),
             like_for_like=bool(state.get("like_for_like", False)),
             latency_unit=state.get("latency_unit", "ms"),
+            paired=bool(state.get("paired", False)),
         )  # fmt: skip
         a.stats.load(state["stats"])
         got = state.get("unstepped") or {}

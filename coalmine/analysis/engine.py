@@ -165,7 +165,7 @@ class Evaluator:
         )
         self.analysis = Analysis(
             criteria, task=task, mode=mode, alpha=alpha, classes=classes, max_slices=max_slices,
-            noise_floor=self.noise_floor, like_for_like=like_for_like,
+            noise_floor=self.noise_floor, like_for_like=like_for_like, paired=paired,
         )  # fmt: skip
         self.last_prediction_id = 0
         self.last_feedback_id = 0
@@ -364,9 +364,9 @@ class Evaluator:
             request_pairs.append(pair)
             if has_label:
                 label_pairs.append(pair)
-        if not self.paired:
-            # a paired canary's copies are not served: errors and latency stay per arm
-            self.analysis.observe_request_pairs(request_pairs)
+        # in a paired canary the judge reads agreement from these and never errors or
+        # latency (judge._is_paired): a copy is not served, those stay per arm
+        self.analysis.observe_request_pairs(request_pairs)
         self.analysis.observe_label_pairs(label_pairs)
         self.pairs_read += len(request_pairs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-ROLES = ("stable", "canary", "shadow", "baseline")
+ROLES = ("stable", "canary", "shadow", "baseline", "paired")
 
 
 @dataclass(slots=True)

@@ -94,7 +94,10 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
         if errors:
             raise ConfigError("<spec>", errors)
         try:
-            check_criteria(base, task=task, mode=mode, noise_floor=noise_floor)
+            check_criteria(
+                base, task=task, mode=mode, noise_floor=noise_floor,
+                paired=mode == "canary" and spec.canary.paired,
+            )  # fmt: skip
         except ValueError as exc:
             raise ConfigError("<spec>", [(f"{mode}.criteria", str(exc))]) from None
     return [

@@ -160,3 +160,29 @@ async def test_accuracy_is_judged_on_the_pairs_and_errors_on_served_calls(
     # the same log judged as an unpaired canary compares the canary with stable's own users
     unpaired = _judge(gw, paired=False)["accuracy"]
     assert (unpaired.n_candidate, unpaired.n_baseline) == (on_canary, 200 - on_canary)
+
+
+async def test_agreement_with_stable_is_judged_in_a_paired_canary(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    from coalmine.analysis.criteria import Criterion
+    from coalmine.analysis.engine import Evaluator
+
+    urls = {v: upstreams[v].url for v in ("v1", "v2")}
+    config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 100})
+    gw = await _start(start_gateway, config, paired=True)
+    for i in range(40):
+        status, _, _ = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
+        assert status == 200
+    await _rows_until(gw, "paired", 40)
+    await gw.stop()
+    agreement = [Criterion.model_validate({"metric": "agreement", "min": 0.9})]
+    with pytest.raises(ValueError, match="agreement can be judged in shadow only"):
+        Evaluator(gw.engine, model="m", candidate="v2", baseline="v1", mode="canary",
+                  criteria=agreement)  # fmt: skip
+    ev = Evaluator(gw.engine, model="m", candidate="v2", baseline="v1", mode="canary",
+                   criteria=agreement, paired=True)  # fmt: skip
+    [result] = [r for r in ev.evaluate().results if r.slice is None]
+    # v2 never answers what v1 does: agreement 0 on 40 same-request pairs
+    assert (result.n_candidate, result.verdict.value) == (40, "FAIL")
+    assert result.estimate == 0.0
