@@ -193,6 +193,11 @@ class NginxProvider(TrafficProvider[str]):
             f"location = {path} {{\n"
             "    internal;\n"
             f"    if (${p}_mirror = 0) {{ return 204; }}\n"
+            # nginx finishes a request only after its mirror: a hung shadow would hold the
+            # next request on the client's keep-alive connection, so bound it
+            "    proxy_connect_timeout 1s;\n"
+            "    proxy_send_timeout 5s;\n"
+            "    proxy_read_timeout 5s;\n"
             "    proxy_http_version 1.1;\n"
             '    proxy_set_header Connection "";\n'
             f"    proxy_set_header X-Request-Id ${p}_request_id;\n"

@@ -37,6 +37,8 @@ class Upstreams:
 
     ports: dict[str, int] = field(default_factory=dict)
     seen: dict[str, list[str]] = field(default_factory=dict)
+    # a name in `held` answers only once its threading.Event is set (a hung version)
+    held: dict[str, threading.Event] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -52,6 +54,9 @@ def upstreams(*names: str) -> Iterator[Upstreams]:
         async def answer(request: web.Request) -> web.Response:
             await request.read()
             ups.seen[name].append(request.headers.get("X-Request-Id", ""))
+            hold = ups.held.get(name)
+            if hold is not None:
+                await asyncio.to_thread(hold.wait, 30)
             return web.Response(text=name)
 
         return answer  # type: ignore[return-value]

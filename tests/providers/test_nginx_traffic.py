@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,3 +200,16 @@ def test_the_controller_moves_nginx_when_the_stored_route_changes(
         time.sleep(0.01)
     assert {stack.nginx.get(u) for u in USERS[:100]} == {"v2"}
     engine.dispose()
+
+
+def test_a_hung_shadow_does_not_hold_back_the_answer(stack: Stack) -> None:
+    """The client gets stable's answer while the shadow has not answered yet (an ordering,
+    not a timing: the shadow is released only after the client has its response)."""
+    release = threading.Event()
+    stack.ups.held["v3"] = release
+    try:
+        apply_and_settle(stack, dataclasses.replace(stack.base, shadow="v3", mirror_bp=10_000))
+        assert [stack.nginx.get(f"user-{i}") for i in range(5)] == ["v1"] * 5
+        assert len(stack.ups.seen["v3"]) >= 1 and not release.is_set()
+    finally:
+        release.set()
