@@ -186,3 +186,29 @@ async def test_agreement_with_stable_is_judged_in_a_paired_canary(
     # v2 never answers what v1 does: agreement 0 on 40 same-request pairs
     assert (result.n_candidate, result.verdict.value) == (40, "FAIL")
     assert result.estimate == 0.0
+
+
+async def test_a_hung_stable_copy_is_not_waited_for(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    # the stable version holds each copy for 3 s: every canary answer arrives while its
+    # copy is still held (none logged yet), so the user never waited on it
+    upstreams["v1"].mode, upstreams["v1"].delay_s = "slow", 3.0
+    urls = {v: upstreams[v].url for v in ("v1", "v2")}
+    config = make_config(
+        tmp_path, urls, routing={"canary": "v2", "canary_weight": 100},
+        gateway={"shadow": {"timeout_s": 10, "workers": 2, "queue_size": 4}},
+    )  # fmt: skip
+    gw = await _start(start_gateway, config, paired=True)
+    for i in range(12):
+        status, headers, body = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
+        assert status == 200 and headers["X-Model-Version"] == "v2" and b"label-v2" in body
+    await asyncio.sleep(0.3)  # the canary's rows are flushed (every 50 ms)
+    assert len([r for r in gw.rows() if r.role == "canary"]) == 12
+    assert not [r for r in gw.rows() if r.role == "paired"]
+    await gw.stop()  # drains what it can in 2 s, counts the rest as dropped
+    paired = [r for r in gw.rows() if r.role == "paired"]
+    # 2 workers + 4 queued at most: the bounded queue dropped the rest rather than wait,
+    # and every copy not logged is counted as dropped
+    assert len(paired) <= 6
+    assert gw.runner.gateway.mirror.dropped == 12 - len(paired)
