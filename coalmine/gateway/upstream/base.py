@@ -27,44 +27,22 @@ __all__ = [
 # it is refused: a broken or hostile candidate or shadow must not take the gateway's memory.
 DEFAULT_MAX_RESPONSE_BYTES = 64 << 20
 
-# Headers that describe one connection, not the request (RFC 9110 section 7.6.1), plus
-# those the client sets itself. Accept-Encoding is dropped so the upstream answers in
-# identity encoding: the gateway must be able to read the prediction it logs.
-HOP_BY_HOP = frozenset(
+# Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
+CONNECTION_HEADERS = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "accept-encoding",
-        "expect",
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     }
-)
+)  # fmt: skip
 
-# Of a response, besides the hop-by-hop headers: Content-Length (the gateway's server sets
-# it for the body it sends) and Content-Encoding (both clients hand over the decoded body).
-RESPONSE_NOT_FORWARDED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "content-encoding",
-    }
-)
+# Of a request, besides those: the ones the client sets itself. Accept-Encoding is dropped
+# so the upstream answers in identity encoding: the gateway must be able to read the
+# prediction it logs.
+HOP_BY_HOP = CONNECTION_HEADERS | {"host", "content-length", "accept-encoding", "expect"}
+
+# Of a response, besides those: Content-Length (the gateway's server sets it for the body
+# it sends) and Content-Encoding (both clients hand over the decoded body).
+RESPONSE_NOT_FORWARDED = CONNECTION_HEADERS | {"content-length", "content-encoding"}
 
 Headers = Iterable[tuple[str, str]]
 
