@@ -31,7 +31,8 @@ from coalmine.store.schema import predictions
 
 SPEC = parse_spec(
     {"shadow": {"enabled": False}, "interval": 0.05,
-     "canary": {"steps": [50, 100], "min_duration": 600, "max_duration": 900}}
+     "canary": {"steps": [50, 100], "min_duration": 600, "max_duration": 900,
+                "sample_ratio_tolerance": 0.4}}
 )  # fmt: skip
 
 
