@@ -61,6 +61,24 @@ def _set(m: Moments, n: int, total: float, total_sq: float) -> None:
     m.n, m.total, m.total_sq = n, total, total_sq
 
 
+def _run_once(
+    out: Outcome, sc: Scenario, feed: Callable[[int], None], crit: Criterion, ev: Evidence
+) -> None:
+    """One run: feed look after look until `judge()` gives PASS or FAIL (the controller acts
+    on the first), then record that verdict (INCONCLUSIVE if none) and the candidate samples
+    fed by then."""
+    n = 0
+    verdict = Verdict.INCONCLUSIVE
+    for look in range(sc.looks):
+        feed(look)
+        n += sc.per_look
+        verdict = judge(crit, ev, sc.alpha).verdict
+        if verdict is not Verdict.INCONCLUSIVE:
+            break
+    out.verdicts.append(verdict)
+    out.samples.append(n)
+
+
 def _baseline_per_look(per_look: int, share_bp: int) -> int:
     s = share_bp / 10_000
     return max(1, round(per_look * (1 - s) / s))
@@ -84,8 +102,8 @@ def run_binary(
         ev = Evidence(stats, sc.mode)
         if counted:  # what Analysis keeps for error_rate with max_ratio in a canary
             ev.evalue = ErrorCountEValue(float(crit.max_ratio))  # type: ignore[arg-type]
-        verdict, n_c = Verdict.INCONCLUSIVE, 0
-        for look in range(sc.looks):
+
+        def feed(look: int, stats: SliceStats = stats, ev: Evidence = ev) -> None:
             step = sc.share_bp(look)
             pc, pb = sc.rates(look)
             nb = _baseline_per_look(sc.per_look, step)
@@ -96,13 +114,8 @@ def run_binary(
                 arm.requests += n
             if ev.evalue is not None:
                 ev.evalue.update(int(xc), int(xb), step / 10_000)
-            n_c += sc.per_look
-            v = judge(crit, ev, sc.alpha).verdict
-            if v is not Verdict.INCONCLUSIVE:
-                verdict = v
-                break
-        out.verdicts.append(verdict)
-        out.samples.append(n_c)
+
+        _run_once(out, sc, feed, crit, ev)
     return out
 
 
@@ -122,8 +135,8 @@ def run_paired(sc: Scenario, runs: int, seed: int, disagreement: float) -> Outco
         stats = SliceStats(ArmSlice(), ArmSlice())
         ev = Evidence(stats, sc.mode)
         cross = stats.pairs.cross.setdefault(key, [0.0] * 6)
-        verdict, n = Verdict.INCONCLUSIVE, 0
-        for look in range(sc.looks):
+
+        def feed(look: int, stats: SliceStats = stats, cross: list[float] = cross) -> None:
             pc, pb = sc.rates(look)
             up, down = (disagreement + pc - pb) / 2, (disagreement - pc + pb) / 2
             both = pb - down
@@ -133,13 +146,8 @@ def run_paired(sc: Scenario, runs: int, seed: int, disagreement: float) -> Outco
             for i, add in enumerate((sc.per_look, c, b, c, b, n_both)):
                 cross[i] += add
             stats.pairs.pairs += sc.per_look
-            n += sc.per_look
-            v = judge(crit, ev, sc.alpha).verdict
-            if v is not Verdict.INCONCLUSIVE:
-                verdict = v
-                break
-        out.verdicts.append(verdict)
-        out.samples.append(n)
+
+        _run_once(out, sc, feed, crit, ev)
     return out
 
 
@@ -164,8 +172,8 @@ def run_latency(
     for _ in range(runs):
         stats = SliceStats(ArmSlice(), ArmSlice())
         ev = Evidence(stats, sc.mode)
-        verdict, n_c = Verdict.INCONCLUSIVE, 0
-        for look in range(sc.looks):
+
+        def feed(look: int, stats: SliceStats = stats) -> None:
             step = sc.share_bp(look)
             nb = _baseline_per_look(sc.per_look, step)
             for arm, n, scale in (
@@ -177,13 +185,8 @@ def run_latency(
                 _set(m, m.n + n, m.total + float(x.sum()), m.total_sq + float(np.dot(x, x)))
                 arm.latency.add(x)
                 arm.requests += n
-            n_c += sc.per_look
-            v = judge(crit, ev, sc.alpha).verdict
-            if v is not Verdict.INCONCLUSIVE:
-                verdict = v
-                break
-        out.verdicts.append(verdict)
-        out.samples.append(n_c)
+
+        _run_once(out, sc, feed, crit, ev)
     return out
 
 
