@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,52 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"rollout {rollout_id} still {status['phase']}")
             time.sleep(poll_s)
+
+    # -- predictions collected without the gateway -----------------------------------------
+
+    def ingest(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        batch_size: int = 500,
+        retries: int = 2,
+    ) -> dict[str, int]:
+        """Log calls made without the gateway (`POST /predictions`), `batch_size` a request.
+
+        Each item: `request_id`, `model`, `version`, `latency_ms`, and optionally `role`
+        (default: the live route's role of that version), `ts`, `status` (200),
+        `error_class`, `prediction`, `scores`, `input`, `slices`. Returns how many rows
+        were `written` and how many were `duplicates` (already logged: the endpoint is
+        idempotent on model, request id and role, which is why a batch that could not be
+        sent is retried `retries` times). Raises CoalmineAPIError (422, naming the item
+        and field) for an invalid batch; the batches before it were written.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        written = duplicates = 0
+        batch: list[Mapping[str, Any]] = []
+
+        def send() -> None:
+            nonlocal written, duplicates
+            for attempt in range(retries + 1):
+                try:
+                    answer = self._call("POST", "/predictions", json={"items": batch})
+                    break
+                except CoalmineConnectionError:
+                    if attempt == retries:
+                        raise
+                    time.sleep(0.2 * 2**attempt)
+            written += int(answer["written"])
+            duplicates += int(answer["duplicates"])
+            batch.clear()
+
+        for item in items:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                send()
+        if batch:
+            send()
+        return {"written": written, "duplicates": duplicates}
 
     # -- models -----------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""The batch ingest endpoint: `POST /api/v1/predictions` with `{"items": [...]}`.
+
+For services that route in their own code: they report each call (request id, model,
+version, latency, status, the answer) and Coalmine writes the rows its gateway would have
+written. Authenticated like the rest of the control API (the app's bearer token); bodies
+are bounded by `api.max_body_bytes` (413) and batches by `MAX_ITEMS` items (422). Every
+item is checked before any is written: one bad item refuses the batch, with the item and
+field named (`items.3.version`), so a reporter fixes and resends it whole. Writing is
+idempotent on (model, request id, role): a batch retried after a lost answer is counted
+once. A 200 means the rows are in the store.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from coalmine.api.openapi import AUTH, BODY
+from coalmine.collect.items import IngestBatch, ItemError, resolve_role, to_record
+from coalmine.collect.store import insert_new
+from coalmine.log.policy import InputPolicy, JsonTooDeep
+from coalmine.log.record import PredictionRecord
+from coalmine.store.routes import RouteRepository
+
+__all__ = ["IngestResult", "ingest_router"]
+
+
+class IngestResult(BaseModel):
+    written: int
+    duplicates: int  # items whose (model, request id, role) the log already held
+
+
+def _refuse(errors: list[ItemError]) -> Response:
+    return JSONResponse(
+        {
+            "error": f"{len(errors)} invalid item(s); nothing was written",
+            "errors": [{"field": e.field, "reason": e.reason} for e in errors],
+        },
+        status_code=422,
+    )
+
+
+def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1") -> APIRouter:
+    """The ingest routes over `engine`; `policy` shapes reported inputs as the gateway's
+    logging policy does (full, redacted, hashed or none)."""
+    router = APIRouter(prefix=prefix, tags=["collect"], responses=AUTH)
+    routes = RouteRepository(engine)
+
+    @router.post("/predictions", responses=BODY, response_model=IngestResult)
+    def ingest(batch: IngestBatch) -> Any:
+        """Log calls made without the gateway: one row per item, like the gateway's own."""
+        live = routes.load_all()
+        now = time.time()
+        errors: list[ItemError] = []
+        records: list[PredictionRecord] = []
+        for i, item in enumerate(batch.items):
+            where = f"items.{i}"
+            try:
+                route = live.get(item.model)
+                if route is None:
+                    raise ItemError(f"{where}.model", f"unknown model {item.model!r}")
+                if item.version not in route.urls:
+                    known = ", ".join(sorted(route.urls))
+                    raise ItemError(
+                        f"{where}.version",
+                        f"{item.version!r} is not a version of {item.model!r} (known: {known})",
+                    )
+                role = resolve_role(item.version, item.role, route, where)
+                try:
+                    shaped = None if item.input is None else policy.shape_input(item.input)
+                except JsonTooDeep as exc:
+                    raise ItemError(f"{where}.input", str(exc)) from None
+                records.append(to_record(item, route, role, shaped, now))
+            except ItemError as exc:
+                errors.append(exc)
+        if errors:
+            return _refuse(errors[:50])
+        done = insert_new(engine, records)
+        return IngestResult(written=done.written, duplicates=done.duplicates)
+
+    return router
