@@ -2,8 +2,11 @@
 
 A thread polls `RouteRepository.load_all()` every `gateway.routing_poll_s` and swaps in a
 new dict of compiled routes, so weight, mirror and version changes apply within a second
-without a restart. Compiling moves every per-route decision (URLs, sticky source, slice
-fields, metric children, guard state) out of the request path.
+without a restart. On PostgreSQL a `RouteListener` also wakes that thread on every route
+NOTIFY, so each replica of the gateway reloads a change milliseconds after it commits; the
+polling stays as the fallback for a notification missed while the listener reconnects.
+Compiling moves every per-route decision (URLs, sticky source, slice fields, metric
+children, guard state) out of the request path.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from coalmine.config import CoalmineConfig, SliceField, StickyKey
 from coalmine.gateway.guard import FastGuard
 from coalmine.gateway.metrics import RoleMetrics, role_metrics
 from coalmine.routing.state import RouteState
+from coalmine.store.route_events import RouteListener, supports_notify
 from coalmine.store.routes import RouteRepository
 
 __all__ = ["CompiledRoute", "RouteTable"]
@@ -135,7 +139,11 @@ class RouteTable:
         self.loaded = False
         self._lock = threading.Lock()  # compile+swap from the poller vs. a trip on the loop
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a NOTIFY arrived: reload before the next poll
         self._thread: threading.Thread | None = None
+        self.listener: RouteListener | None = None
+        if supports_notify(repository.engine):
+            self.listener = RouteListener(repository.engine, self._wake.set)
 
     def _compile(self, state: RouteState) -> CompiledRoute | None:
         if state.stable not in state.urls:
@@ -175,7 +183,11 @@ class RouteTable:
                 self.routes = {**self.routes, model: compiled}
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        while True:
+            self._wake.wait(self.poll_s)  # a notification, or the poll interval passed
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.refresh()
             except Exception:
@@ -186,9 +198,14 @@ class RouteTable:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="coalmine-routes", daemon=True)
         self._thread.start()
+        if self.listener is not None:
+            self.listener.start()
 
     def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

@@ -3,7 +3,8 @@
 The store is the live truth once a gateway has started: the config only seeds models the
 store has never seen. The gateway polls `load_all()` (two small SELECTs); the controller
 changes routes with `set_route_in(conn, ...)` inside its own transaction so a rollout's state
-transition and its traffic change commit together.
+transition and its traffic change commit together. On PostgreSQL every write here also sends
+a NOTIFY in that transaction (`route_events`), so gateway replicas reload at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from coalmine.config import CoalmineConfig, ModelConfig
 from coalmine.routing.state import RouteState, percent_to_bp
+from coalmine.store.route_events import notify_in
 from coalmine.store.schema import guard_trips, model_versions, routes
 
 __all__ = [
@@ -102,6 +104,7 @@ def _dialect_insert(conn: Connection, table: Any) -> Any:
 def upsert_version_in(conn: Connection, model: str, version: str, url: str) -> None:
     """Insert or update one version's base URL (conflict-safe across processes)."""
     values = {"model": model, "version": version, "url": url, "created_at": time.time()}
+    notify_in(conn, model)
     stmt = _dialect_insert(conn, model_versions)
     if stmt is not None:
         conn.execute(
@@ -116,6 +119,7 @@ def upsert_version_in(conn: Connection, model: str, version: str, url: str) -> N
 
 
 def _insert_route_if_absent(conn: Connection, values: dict[str, Any]) -> None:
+    notify_in(conn, values["model"])
     stmt = _dialect_insert(conn, routes)
     if stmt is not None:
         conn.execute(stmt.values(**values).on_conflict_do_nothing(index_elements=["model"]))
@@ -162,6 +166,7 @@ def set_route_in(conn: Connection, model: str, **changes: Any) -> RouteState:
         .where(routes.c.model == model)
         .values(**changes, revision=routes.c.revision + 1, updated_at=now)
     )
+    notify_in(conn, model)
     return new
 
 
@@ -291,6 +296,7 @@ class RouteRepository:
                         updated_at=time.time(),
                     )
                 )
+                notify_in(conn, name)
                 state = get_route_in(conn, name)
                 assert state is not None
                 applied.append(state)
@@ -354,6 +360,7 @@ class RouteRepository:
                 )
                 .values(canary_weight_bp=0, revision=routes.c.revision + 1, updated_at=now)
             )
+            notify_in(conn, model)  # the other replicas stop sending to it at once
             return int(trip_id)
 
     def guard_trips_since(self, model: str, after_id: int = 0) -> list[GuardTrip]:
