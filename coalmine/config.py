@@ -280,6 +280,11 @@ class GatewayConfig(Strict):
         default=5, ge=0, description="consecutive canary failures that route away; 0 = off"
     )
     shadow: ShadowConfig = ShadowConfig()
+    metrics_dir: str | None = Field(
+        default=None,
+        description="with several processes, where each writes its metrics for /metrics to "
+        "merge (emptied at start); default: a temporary directory removed at exit",
+    )
     feedback_token: str | None = Field(
         default=None,
         min_length=16,

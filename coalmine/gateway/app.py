@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
 from coalmine.binary_tensors import HEADER_LENGTH, BinaryTensorError, decode_body, header_length
@@ -29,6 +28,7 @@ from coalmine.gateway.metrics import (
     FAILOVERS,
     GUARD_TRIPS,
     REJECTED,
+    exposition,
 )
 from coalmine.gateway.mirror import ShadowJob, ShadowMirror, mirror_headers
 from coalmine.gateway.protocols import (
@@ -590,8 +590,9 @@ class Gateway:
         )
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
-        response = web.Response(body=generate_latest())
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        body, content_type = exposition()  # with several processes, the totals over all
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
         return response
 
 

@@ -4,6 +4,10 @@ Per-call metrics (requests, errors, latency by model, version and role) are plai
 and floats updated on the event loop and turned into Prometheus families only when scraped:
 observing a call costs a bisect and two additions instead of prometheus-client's locks, so
 instrumentation stays cheap on the request path. The rarer events use ordinary metrics.
+
+With several gateway processes (`gateway.processes` other than 1) each call is also written
+to the process's shared file (gateway/multiproc.py), and `exposition()` answers every scrape
+with the totals over all the processes.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["LATENCY_BUCKETS", "RoleMetrics", "role_metrics"]
+from coalmine.gateway import multiproc
+
+__all__ = ["LATENCY_BUCKETS", "RoleMetrics", "exposition", "role_metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -37,10 +45,44 @@ BASELINE_FAILOVERS = Counter(
 )
 
 
+_LABELS = ["model", "version", "role"]
+_REQUESTS_HELP = "Upstream calls by model, version and role"
+_ERRORS_HELP = "Failed upstream calls (connection, timeout, 5xx) by model, version, role and class"
+_LATENCY_HELP = "Upstream call latency by model, version and role"
+
+
+class _SharedKeys:
+    """Where one (model, version, role) writes in its process's shared files."""
+
+    __slots__ = ("buckets", "calls", "count", "latency", "sum", "values")
+
+    def __init__(self, files: multiproc.SharedFiles, values: tuple[str, str, str]) -> None:
+        self.calls: MmapedDict = files.calls
+        self.latency: MmapedDict = files.latency
+        self.values = values
+        self.count = mmap_key(
+            "coalmine_gateway_requests", "coalmine_gateway_requests_total", _LABELS, [*values],
+            _REQUESTS_HELP,
+        )  # fmt: skip
+        name = "coalmine_gateway_latency_seconds"
+        self.sum = mmap_key(name, f"{name}_sum", _LABELS, [*values], _LATENCY_HELP)
+        self.buckets = [
+            mmap_key(name, f"{name}_bucket", [*_LABELS, "le"], [*values, floatToGoString(b)],
+                     _LATENCY_HELP)
+            for b in (*LATENCY_BUCKETS, float("inf"))
+        ]  # fmt: skip
+
+    def error(self, error_class: str) -> str:
+        return mmap_key(
+            "coalmine_gateway_errors", "coalmine_gateway_errors_total",
+            [*_LABELS, "error_class"], [*self.values, error_class], _ERRORS_HELP,
+        )  # fmt: skip
+
+
 class RoleMetrics:
     """Calls to one (model, version, role): count, errors by class, latency histogram."""
 
-    __slots__ = ("buckets", "count", "errors", "labels", "total_s")
+    __slots__ = ("buckets", "count", "errors", "labels", "shared", "total_s")
 
     def __init__(self, model: str, version: str, role: str) -> None:
         self.labels = (model, version, role)
@@ -48,13 +90,25 @@ class RoleMetrics:
         self.total_s = 0.0
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.errors: dict[str, int] = {}
+        files = multiproc.shared()
+        self.shared = None if files is None else _SharedKeys(files, self.labels)
 
     def observe(self, seconds: float, error_class: str | None) -> None:
         self.count += 1
         self.total_s += seconds
-        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        i = bisect_left(LATENCY_BUCKETS, seconds)
+        self.buckets[i] += 1
+        failed = None
         if error_class is not None and error_class != "http_4xx":
-            self.errors[error_class] = self.errors.get(error_class, 0) + 1
+            failed = error_class
+            self.errors[failed] = self.errors.get(failed, 0) + 1
+        shared = self.shared
+        if shared is not None:  # several processes: written through, seen by every scrape
+            shared.calls.write_value(shared.count, self.count, 0.0)
+            shared.latency.write_value(shared.sum, self.total_s, 0.0)
+            shared.latency.write_value(shared.buckets[i], self.buckets[i], 0.0)
+            if failed is not None:
+                shared.calls.write_value(shared.error(failed), self.errors[failed], 0.0)
 
 
 _ROLES: dict[tuple[str, str, str], RoleMetrics] = {}
@@ -71,18 +125,12 @@ def role_metrics(model: str, version: str, role: str) -> RoleMetrics:
 class _RoleCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["model", "version", "role"]
-        requests = CounterMetricFamily(
-            "coalmine_gateway_requests", "Upstream calls by model, version and role", labels=labels
-        )
+        requests = CounterMetricFamily("coalmine_gateway_requests", _REQUESTS_HELP, labels=labels)
         errors = CounterMetricFamily(
-            "coalmine_gateway_errors",
-            "Failed upstream calls (connection, timeout, 5xx) by model, version, role and class",
-            labels=[*labels, "error_class"],
+            "coalmine_gateway_errors", _ERRORS_HELP, labels=[*labels, "error_class"]
         )
         latency = HistogramMetricFamily(
-            "coalmine_gateway_latency_seconds",
-            "Upstream call latency by model, version and role",
-            labels=labels,
+            "coalmine_gateway_latency_seconds", _LATENCY_HELP, labels=labels
         )
         for metrics in list(_ROLES.values()):
             values = list(metrics.labels)
@@ -100,3 +148,11 @@ class _RoleCollector(Collector):
 
 
 REGISTRY.register(_RoleCollector())
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics page and its content type: this process's metrics, or with several
+    gateway processes the totals over all of them."""
+    files = multiproc.shared()
+    body = generate_latest() if files is None else files.exposition()
+    return body, CONTENT_TYPE_LATEST

@@ -13,6 +13,7 @@ runs gateway, API and controller together).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -27,6 +29,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from coalmine.config import CoalmineConfig
+from coalmine.gateway import multiproc
 from coalmine.gateway.app import Gateway
 from coalmine.gateway.connections import (
     ConnectionLimits,
@@ -165,9 +168,39 @@ def _announce(bound: int, host: str) -> None:
     print(f"coalmine gateway listening on http://{host}:{bound} (pid {os.getpid()})", flush=True)
 
 
-def _child(config: CoalmineConfig, port: int) -> None:
+def _child(config: CoalmineConfig, port: int, metrics_dir: Path | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvloop.run(serve(config, port=port, on_listening=lambda b: _announce(b, config.gateway.host)))
+
+    def listening(bound: int) -> None:
+        _announce(bound, config.gateway.host)
+
+    if metrics_dir is None:
+        uvloop.run(serve(config, port=port, on_listening=listening))
+        return
+    # one of several processes: its figures go to the shared files, merged at every scrape
+    files = multiproc.enable(metrics_dir)
+    try:
+        uvloop.run(_serve_publishing(config, port, listening, files))
+    finally:
+        multiproc.disable()  # final figures written, its live gauges dropped
+
+
+async def _serve_publishing(
+    config: CoalmineConfig, port: int, listening: Callable[[int], None],
+    files: multiproc.SharedFiles,
+) -> None:  # fmt: skip
+    async def publish() -> None:
+        while True:
+            await asyncio.sleep(multiproc.PUBLISH_S)
+            files.publish()
+
+    publisher = asyncio.create_task(publish())
+    try:
+        await serve(config, port=port, on_listening=listening)
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -188,11 +221,14 @@ def run_gateway(config: CoalmineConfig) -> int:
         return 0
     reserved = _reserve_port(config.gateway.host, config.gateway.port)
     port = reserved.getsockname()[1]
+    metrics_dir, owned = multiproc.make_run_dir(config.gateway.metrics_dir)
     # fork, not spawn: the children inherit the imported modules (a spawned child re-imports
     # the whole CLI). Safe here: the parent has no threads and no open engine at this point.
     context = multiprocessing.get_context("fork")
     children = [
-        context.Process(target=_child, args=(config, port), name=f"coalmine-gateway-{i}")
+        context.Process(
+            target=_child, args=(config, port, metrics_dir), name=f"coalmine-gateway-{i}"
+        )
         for i in range(processes)
     ]
     for child in children:
@@ -207,7 +243,10 @@ def run_gateway(config: CoalmineConfig) -> int:
     signal.signal(signal.SIGINT, forward)
     for child in children:
         child.join()
+        if child.pid is not None:  # a worker killed before its own cleanup
+            multiproc.mark_dead(child.pid, metrics_dir)
     reserved.close()
+    multiproc.remove_run_dir(metrics_dir, owned)
     failed = [c.exitcode for c in children if c.exitcode not in (0, -signal.SIGTERM)]
     if failed:
         print(f"gateway processes exited with {failed}", file=sys.stderr)
