@@ -312,6 +312,55 @@ def hide_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+class KServeService(Strict):
+    """Which model, and in which role, an InferenceService's logged calls are."""
+
+    service: str = Field(min_length=1, max_length=253, description="InferenceService name")
+    namespace: str | None = Field(default=None, description="None: any namespace")
+    model: Name
+    role: Literal["shadow", "baseline"] | None = Field(
+        default=None,
+        description="None: stable for KServe's default endpoint, canary for its canary "
+        "endpoint; shadow: a mirrored InferenceService answering the route's shadow",
+    )
+
+
+class KServeCollectorConfig(Strict):
+    """The KServe inference logger collector (`POST /collect/kserve/<secret>`)."""
+
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="the URL path secret KServe's logger posts to (it sends no token); "
+        "defaults to $COALMINE_KSERVE_SECRET; unset: the collector is off",
+    )
+    services: list[KServeService] = Field(
+        default_factory=list,
+        description="InferenceService -> model; one not listed is the model of its name",
+    )
+    request_id_header: str | None = Field(
+        default="X-Request-Id",
+        description="a header the logger's metadataHeaders forwards, logged as the request "
+        "id when present (else the event's ce-id)",
+    )
+    pair_timeout_s: float = Field(default=30.0, gt=0)
+    max_pending: int = Field(default=10_000, ge=1)
+    unanswered: Literal["error", "drop"] = Field(
+        default="error",
+        description="a request whose response never came (KServe logs only 200 answers): "
+        "logged as a call without an answer (error), or dropped",
+    )
+
+    def resolved_secret(self) -> str | None:
+        return self.secret or os.environ.get("COALMINE_KSERVE_SECRET") or None
+
+
+class CollectConfig(Strict):
+    """Predictions collected where Coalmine is not the proxy (coalmine/collect/)."""
+
+    kserve: KServeCollectorConfig = KServeCollectorConfig()
+
+
 class StoreConfig(Strict):
     url: str = "sqlite:///coalmine.db"
 
@@ -348,6 +397,7 @@ class CoalmineConfig(Strict):
     logging: LoggingConfig = LoggingConfig()
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
+    collect: CollectConfig = CollectConfig()
     models: list[ModelConfig] = Field(min_length=1)
     user_metrics: dict[Name, Annotated[str, Field(pattern=USER_METRIC_TARGET)]] = Field(
         default_factory=dict,

@@ -135,7 +135,7 @@ async def run_serve(
                 tasks=tasks,
                 resources=with_sources.__contains__,
                 max_body_bytes=config.api.max_body_bytes,
-                logging=config.logging,
+                config=config,
             )
             sock = socket.socket(socket.AF_INET6 if ":" in config.api.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

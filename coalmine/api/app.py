@@ -28,9 +28,8 @@ from coalmine.api.openapi import (
     install_error_bodies,
 )
 from coalmine.api.params import After, RolloutId
-from coalmine.collect.api import ingest_router
-from coalmine.config import NAME_PATTERN, BaseUrl, ConfigError, LoggingConfig
-from coalmine.log.policy import InputPolicy
+from coalmine.collect.api import install_collectors
+from coalmine.config import NAME_PATTERN, BaseUrl, CoalmineConfig, ConfigError
 from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
 from coalmine.rollout.judge import build_criteria
@@ -112,13 +111,14 @@ def create_app(
     tasks: dict[str, str] | None = None,
     resources: Callable[[str], bool] | None = None,
     max_body_bytes: int = 1 << 20,
-    logging: LoggingConfig | None = None,
+    config: CoalmineConfig | None = None,
 ) -> FastAPI:
     """The control API over `engine`; `controller` applies operators' commands.
 
     `resources(model)` says whether a CPU/memory source is configured for a model (None:
-    none is): a rollout judging `cpu`/`memory` without one is refused. `logging` is the
-    policy reported inputs are logged under (batch ingest), as the gateway's.
+    none is): a rollout judging `cpu`/`memory` without one is refused. `config` (the
+    file `coalmine serve` runs) sets the collectors: the logging policy reported inputs
+    are shaped by, and the KServe logger endpoint.
     """
     auth = BearerAuth(token)
     app = FastAPI(
@@ -323,6 +323,6 @@ def create_app(
         _command(name, event_type)
 
     app.include_router(api)
-    app.include_router(ingest_router(engine, InputPolicy(logging or LoggingConfig())))
+    install_collectors(app, engine, config)  # batch ingest; KServe logger when configured
     install_ui(app, engine, token=token)  # the dashboard: pages at /ui, data at /api/v1/ui
     return app

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -23,11 +23,12 @@ from sqlalchemy import Engine
 from coalmine.api.openapi import AUTH, BODY
 from coalmine.collect.items import IngestBatch, ItemError, resolve_role, to_record
 from coalmine.collect.store import insert_new
+from coalmine.config import CoalmineConfig, LoggingConfig
 from coalmine.log.policy import InputPolicy, JsonTooDeep
 from coalmine.log.record import PredictionRecord
 from coalmine.store.routes import RouteRepository
 
-__all__ = ["IngestResult", "ingest_router"]
+__all__ = ["IngestResult", "ingest_router", "install_collectors"]
 
 
 class IngestResult(BaseModel):
@@ -84,3 +85,20 @@ def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1
         return IngestResult(written=done.written, duplicates=done.duplicates)
 
     return router
+
+
+def install_collectors(app: FastAPI, engine: Engine, config: CoalmineConfig | None) -> None:
+    """The batch ingest routes (behind the app's token) and, when `collect.kserve` has a
+    secret, the KServe logger endpoint at /collect/kserve/<secret> (see kserve_http)."""
+    policy = InputPolicy(config.logging if config is not None else LoggingConfig())
+    app.include_router(ingest_router(engine, policy))
+    if config is None:
+        return
+    secret = config.collect.kserve.resolved_secret()
+    if secret is not None:
+        from coalmine.collect.kserve import KServeCollector
+        from coalmine.collect.kserve_http import kserve_app
+
+        models = {m.name: m for m in config.models}
+        collector = KServeCollector(engine, config.collect.kserve, models, policy)
+        app.mount("/collect/kserve", kserve_app(collector, secret))
