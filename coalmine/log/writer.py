@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from coalmine.config import LoggingConfig
 from coalmine.log import metrics
 from coalmine.log.record import PredictionRecord
-from coalmine.store.predictions import insert_batch
+from coalmine.store.predictions import write_batch
 
 __all__ = ["BatchWriter"]
 
@@ -49,7 +49,7 @@ class BatchWriter:
     """A `PredictionSink` writing to `engine` in batches. Use from one event loop."""
 
     def __init__(
-        self, engine: Engine, config: LoggingConfig, *, inserter: Inserter = insert_batch
+        self, engine: Engine, config: LoggingConfig, *, inserter: Inserter = write_batch
     ) -> None:
         self.engine = engine
         self.batch_size = config.batch_size

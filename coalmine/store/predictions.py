@@ -1,7 +1,9 @@
-"""The prediction log table: batched inserts and incremental reads (SQLAlchemy Core).
+"""The prediction log table: batched writes and incremental reads (SQLAlchemy Core).
 
 Readers page by `id` (monotonic per table), so an analysis loop can resume where it left off
-with `read_since(..., after_id=last_seen)`.
+with `read_since(..., after_id=last_seen)`. On PostgreSQL the writer's batches go through
+`COPY ... FROM STDIN` (`copy_batch_in`), several times faster than a batched INSERT
+(benchmarks/store.py); other databases take the INSERT.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, text
+from sqlalchemy import exc as sa_exc
 
 from coalmine.log.record import PredictionRecord
 from coalmine.store.schema import predictions
 
 __all__ = [
-    "LOG_LOCK_KEY", "count", "encode_record", "insert_batch", "insert_batch_in", "read_since",
-    "serialize_writers_in",
+    "LOG_LOCK_KEY", "copy_batch_in", "count", "encode_record", "insert_batch", "insert_batch_in",
+    "read_since", "serialize_writers_in", "write_batch",
 ]  # fmt: skip
 
 # Client-chosen strings (a request id from a header) must never fail a whole batch on
@@ -84,6 +87,45 @@ def insert_batch(engine: Engine, records: Sequence[PredictionRecord]) -> int:
     """Insert `records` in one transaction (all or none); returns how many."""
     with engine.begin() as conn:
         return insert_batch_in(conn, records)
+
+
+def copy_batch_in(conn: Connection, records: Sequence[PredictionRecord]) -> int:
+    """Write `records` on `conn` with PostgreSQL's COPY (INSERT elsewhere); returns how many.
+
+    Runs in the caller's transaction, after the same advisory lock as `insert_batch_in`, so
+    ids still become visible in order. A psycopg error is raised as SQLAlchemy's (as an
+    INSERT's would be), so the writer tells a lost connection from a rejected row.
+    """
+    if conn.dialect.name != "postgresql":
+        return insert_batch_in(conn, records)
+    if not records:
+        return 0
+    serialize_writers_in(conn)
+    import psycopg
+
+    rows = [encode_record(r) for r in records]
+    columns = list(rows[0])  # `id` comes from the table's sequence
+    statement = f"COPY {predictions.name} ({', '.join(columns)}) FROM STDIN"
+    raw: Any = conn.connection.driver_connection
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in columns])
+    except psycopg.Error as error:
+        lost = bool(raw.closed or raw.broken)
+        if lost:
+            conn.invalidate()  # the pool must not hand this connection out again
+        raise sa_exc.DBAPIError.instance(
+            statement, None, error, psycopg.Error, connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from error  # fmt: skip
+    return len(records)
+
+
+def write_batch(engine: Engine, records: Sequence[PredictionRecord]) -> int:
+    """Write `records` in one transaction (all or none), by COPY on PostgreSQL."""
+    with engine.begin() as conn:
+        return copy_batch_in(conn, records)
 
 
 def read_since(
