@@ -9,4 +9,8 @@ def __getattr__(name: str) -> object:
         from coalmine.client import Client
 
         return Client
+    if name == "Router":
+        from coalmine.collect.router import Router
+
+        return Router
     raise AttributeError(f"module 'coalmine' has no attribute {name!r}")

@@ -256,6 +256,11 @@ class Client:
 
     # -- predictions collected without the gateway -----------------------------------------
 
+    def route(self, model: str) -> dict[str, Any]:
+        """The live route of `model` as an in-process router splits it: stable, canary,
+        canary_weight_bp, shadow, mirror_bp, salt, rollout_id, revision, urls."""
+        return dict(self._call("GET", f"/routes/{model}"))
+
     def ingest(
         self,
         items: Iterable[Mapping[str, Any]],

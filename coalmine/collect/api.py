@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
-from coalmine.api.openapi import AUTH, BODY
+from coalmine.api.openapi import AUTH, BODY, NOT_FOUND
 from coalmine.collect.items import IngestBatch, ItemError, resolve_role, to_record
 from coalmine.collect.store import insert_new
 from coalmine.config import CoalmineConfig, LoggingConfig
@@ -83,6 +83,26 @@ def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1
             return _refuse(errors[:50])
         done = insert_new(engine, records)
         return IngestResult(written=done.written, duplicates=done.duplicates)
+
+    @router.get("/routes/{model}", responses=NOT_FOUND)
+    def live_route(model: str) -> Any:
+        """What an in-process router needs to split as the gateway does (coalmine.Router):
+        versions, weights in basis points and the rollout's bucketing salt."""
+        route = routes.get(model)
+        if route is None:
+            return JSONResponse({"error": f"unknown model {model!r}"}, status_code=404)
+        return {
+            "model": route.model,
+            "stable": route.stable,
+            "canary": route.canary,
+            "canary_weight_bp": route.canary_weight_bp,
+            "shadow": route.shadow,
+            "mirror_bp": route.mirror_bp,
+            "salt": route.salt,
+            "rollout_id": route.rollout_id,
+            "revision": route.revision,
+            "urls": dict(route.urls),
+        }
 
     return router
 
