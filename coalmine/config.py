@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from coalmine.config_k8s import GatewayApiTraffic, IstioTraffic, KServeTraffic, KubernetesTraffic
+
 __all__ = [
     "ApiConfig",
     "BaseUrl",
@@ -175,7 +177,14 @@ class NginxTraffic(Strict):
     prefix: Path | None = Field(default=None, description="nginx -p, for relative paths")
 
 
-TrafficConfig = Annotated[BuiltinTraffic | NginxTraffic, Field(discriminator="provider")]
+TrafficConfig = Annotated[
+    BuiltinTraffic | NginxTraffic | GatewayApiTraffic | IstioTraffic | KServeTraffic,
+    Field(discriminator="provider"),
+]
+
+
+# the field of each Kubernetes provider's settings that maps versions to what runs them
+_TARGET_FIELDS = {"backends", "destinations", "storage_uris"}
 
 
 class ModelConfig(Strict):
@@ -221,6 +230,13 @@ class ModelConfig(Strict):
                 "routing.sticky.json_field: nginx (traffic.provider) cannot read a JSON body "
                 "field as the sticky key; use a header or a cookie"
             )
+        if isinstance(self.traffic, KubernetesTraffic):
+            targets = self.traffic.version_targets()
+            field = next(iter(type(self.traffic).model_fields.keys() & _TARGET_FIELDS))
+            if missing := [n for n in names if n not in targets]:
+                raise ValueError(f"traffic.{field}: no entry for version(s) {missing}")
+            if unknown := sorted(set(targets) - set(names)):
+                raise ValueError(f"traffic.{field}: {unknown} are not versions of this model")
         return self
 
     def version(self, name: str) -> VersionConfig:

@@ -51,4 +51,4 @@ def build(model: ModelConfig, engine: Engine) -> TrafficProvider[Any]:
 
 def _load_builtins() -> None:
     # imported here: each implementation imports this module to register itself
-    from coalmine.providers import builtin, nginx  # noqa: F401
+    from coalmine.providers import builtin, gateway_api, istio, kserve, nginx  # noqa: F401
