@@ -23,7 +23,17 @@ from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ArmSlice, SliceStats
 from coalmine.analysis.sequential import ErrorCountEValue, Moments, Verdict
 
-__all__ = ["Outcome", "Scenario", "pareto", "run_binary", "run_latency", "run_paired", "shares"]
+__all__ = [
+    "Outcome",
+    "Scenario",
+    "pareto",
+    "run_binary",
+    "run_latency",
+    "run_paired",
+    "run_paired_values",
+    "run_single",
+    "shares",
+]
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,61 @@ def run_latency(
                 _set(m, m.n + n, m.total + float(x.sum()), m.total_sq + float(np.dot(x, x)))
                 arm.latency.add(x)
                 arm.requests += n
+
+        _run_once(out, sc, feed, crit, ev)
+    return out
+
+
+Sampler = Callable[[np.random.Generator, int], np.ndarray]
+
+
+def run_single(
+    sc: Scenario, runs: int, seed: int, sample: Sampler, key: str = "abs_diff"
+) -> Outcome:
+    """Shadow runs of a one-sample stream over the pairs (mean |difference| with `max`/`min`):
+    `sample(rng, n)` gives the look's n values."""
+    crit = Criterion.model_validate(sc.criterion)
+    rng = np.random.default_rng(seed)
+    out = Outcome()
+    for _ in range(runs):
+        stats = SliceStats(ArmSlice(), ArmSlice())
+        ev = Evidence(stats, "shadow")
+        m = stats.pairs.s(key)
+
+        def feed(look: int, m: Moments = m, stats: SliceStats = stats) -> None:
+            x = sample(rng, sc.per_look)
+            _set(m, m.n + len(x), m.total + float(x.sum()), m.total_sq + float(np.dot(x, x)))
+            stats.pairs.pairs += len(x)
+
+        _run_once(out, sc, feed, crit, ev)
+    return out
+
+
+PairSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+
+
+def run_paired_values(
+    sc: Scenario, runs: int, seed: int, sample: PairSampler, key: str | None = None
+) -> Outcome:
+    """Shadow runs of a per-example metric judged on same-request pairs (log loss, a user
+    metric, |error|): `sample(rng, n)` gives the look's (candidate, baseline) values."""
+    crit = Criterion.model_validate(sc.criterion)
+    key = key or crit.spec.key
+    rng = np.random.default_rng(seed)
+    out = Outcome()
+    for _ in range(runs):
+        stats = SliceStats(ArmSlice(), ArmSlice())
+        ev = Evidence(stats, "shadow")
+
+        def feed(look: int, stats: SliceStats = stats) -> None:
+            c, b = sample(rng, sc.per_look)
+            v = stats.pairs.cross.setdefault(key, [0.0] * 6)
+            for i, add in enumerate((len(c), c.sum(), b.sum(), c @ c, b @ b, c @ b)):
+                v[i] += float(add)
+            for arm, x in ((stats.candidate, c), (stats.baseline, b)):
+                m = arm.cell(0).m(key)
+                _set(m, m.n + len(x), m.total + float(x.sum()), m.total_sq + float(x @ x))
+            stats.pairs.pairs += len(c)
 
         _run_once(out, sc, feed, crit, ev)
     return out

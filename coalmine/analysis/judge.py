@@ -46,6 +46,8 @@ from coalmine.analysis.sequential import (
     Verdict,
     decide_higher_better,
     decide_lower_better,
+    mean_cs,
+    mean_z,
     paired_mean_cs,
     proportion_cs,
     proportion_difference_cs,
@@ -148,11 +150,55 @@ def _pairs(s: SliceStats, key: str, kappa: float = 1.0) -> Moments:
     return _binary_paired(m) if key in BINARY_KEYS and kappa == 1.0 else m
 
 
+def _prior(s: SliceStats, key: str, kappa: float = 1.0, scale: float = 0.0) -> float:
+    """Prior variance of the paired differences c − κ·b of `key` (see prior_variance_floor).
+
+    What the differences would have if pairing told nothing (each side's own variance), and
+    at least scale², the size of difference the test must resolve (the margin, or (κ − 1)
+    times the baseline mean). An identical shadow (d_i = 0 on every request) then PASSes a
+    margin after a few dozen pairs instead of never. 0/1 keys have their own floor.
+    """
+    if key in BINARY_KEYS:
+        return 0.0
+    c, b = s.pairs.side(key, "c"), s.pairs.side(key, "b")
+    floor = scale * scale if math.isfinite(scale) else 0.0
+    return max(c.variance + kappa * kappa * b.variance, floor)
+
+
 def _one_sample(m: Moments, alpha: float, key: str = "") -> Interval:
-    """CS for one arm's own mean: Wilson-type score CS for 0/1 values, else the plug-in."""
+    """CS for one stream's own mean: Wilson-type score CS for 0/1 values, else `mean_cs`."""
     if key in BINARY_KEYS:
         return proportion_cs(m.n, m.total, alpha)
-    return paired_mean_cs(m, alpha)
+    return mean_cs(m, alpha)
+
+
+def _mean_test(
+    m: Moments, h: float, alpha: float, key: str, prior: float, *, higher: bool
+) -> tuple[Verdict, Interval]:
+    """Verdict at Δ = h and CS of one stream's mean (paired differences, higher = better).
+
+    0/1 keys keep the plug-in paired CS with their pseudo-disagreement floor; other values
+    take the score form (`mean_z`: the variance around h, at least `prior` early), which
+    does not go infinite, nor falsely narrow, when the stream has no spread of its own.
+    """
+    if key in BINARY_KEYS:
+        iv = paired_mean_cs(m, alpha)
+        return (decide_higher_better(iv, -h) if higher else decide_lower_better(iv, h)), iv
+    per = AUC_BATCH if key == "auc" else 1.0  # a batch AUC stands for a batch of labels
+    z = mean_z(m, h, alpha, prior, per)
+    return _side(z, higher=higher), mean_cs(m, alpha, prior, per)
+
+
+def _limit(
+    m: Moments, alpha: float, key: str, prior: float, maximum: float | None, minimum: float | None
+) -> tuple[Verdict, Interval]:
+    """Verdict and CS of one stream's own mean against an absolute limit."""
+    if key in BINARY_KEYS:
+        iv = proportion_cs(m.n, m.total, alpha)
+        return _decide_limit(iv, maximum=maximum, minimum=minimum), iv
+    limit = maximum if maximum is not None else minimum
+    assert limit is not None
+    return _mean_test(m, limit, alpha, key, prior, higher=maximum is None)
 
 
 def _count_strata(c: ArmSlice, b: ArmSlice, key: str) -> list[tuple[float, float, float, float]]:
@@ -262,10 +308,12 @@ def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     if c.max_ratio is not None:
         kappa = c.max_ratio**2 if rmse else c.max_ratio
         if paired:
-            iv = paired_mean_cs(_pairs(s, key, kappa), alpha)
+            scale = (kappa - 1.0) * bv if bv == bv else 0.0
+            verdict, iv = _mean_test(_pairs(s, key, kappa), 0.0, alpha, key,
+                                     _prior(s, key, kappa, scale), higher=False)  # fmt: skip
         else:
             iv = stratified_difference_cs(_strata(s.candidate, s.baseline, key, kappa), alpha)
-        verdict = decide_lower_better(iv, 0.0)
+            verdict = decide_lower_better(iv, 0.0)
         # Shown on the ratio scale: c/b, and the CS of c − κb divided by the baseline mean.
         ratio = cv / bv if bv else NAN
         lo = kappa + iv.lower / bv if bv else NAN
@@ -277,25 +325,30 @@ def _mean_key_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
             cv, bv = math.sqrt(cv), math.sqrt(bv)
         return _Test(verdict, ratio, lo, hi, c.max_ratio, "ratio", cv, bv)
     margin = c.margin or 0.0
-    if paired:
-        iv = paired_mean_cs(_pairs(s, key), alpha)
-    else:
-        iv = stratified_difference_cs(_strata(s.candidate, s.baseline, key), alpha)
+    h = -margin if higher else margin
     if rmse:
         # RMSE margin: judged on MSE with the threshold translated at the baseline's current
         # RMSE (a plug-in; max_ratio is the exact form for RMSE).
         rb = math.sqrt(bv) if bv == bv else NAN
-        mse_margin = (rb + margin) ** 2 - rb * rb if math.isfinite(rb) else INF
-        verdict = decide_lower_better(iv, mse_margin)
+        h = (rb + margin) ** 2 - rb * rb if math.isfinite(rb) else INF
+    if paired and math.isfinite(h):
+        pv, iv = _mean_test(_pairs(s, key), h, alpha, key, _prior(s, key, 1.0, h), higher=higher)
+    else:
+        iv = stratified_difference_cs(_strata(s.candidate, s.baseline, key), alpha)
+        pv = None
+    if rmse:
+        verdict = pv or decide_lower_better(iv, h)
         to_rmse = lambda d: math.sqrt(max(bv + d, 0.0)) - rb  # noqa: E731
         return _Test(verdict, to_rmse(iv.estimate) if math.isfinite(iv.estimate) else NAN,
                      to_rmse(iv.lower) if math.isfinite(iv.lower) else -INF,
                      to_rmse(iv.upper) if math.isfinite(iv.upper) else INF,
                      margin, "diff", math.sqrt(cv) if cv == cv else NAN, rb)  # fmt: skip
-    verdict = decide_higher_better(iv, margin) if higher else decide_lower_better(iv, margin)
-    threshold = -margin if higher else margin
+    if pv is not None:
+        verdict = pv
+    else:
+        verdict = decide_higher_better(iv, margin) if higher else decide_lower_better(iv, margin)
     estimate = iv.estimate if math.isfinite(iv.estimate) else (cv - bv)
-    return _Test(verdict, estimate, iv.lower, iv.upper, threshold, "diff", cv, bv)
+    return _Test(verdict, estimate, iv.lower, iv.upper, h, "diff", cv, bv)
 
 
 def _resource_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
@@ -333,12 +386,14 @@ def _resource_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
 def _limit_test(c: Criterion, ev: Evidence, key: str, alpha: float) -> _Test:
     """Absolute limit on the candidate's own mean."""
     m = ev.stats.candidate.pooled(key)
-    iv = _one_sample(m, alpha, key)
+    rmse = c.metric == "rmse"  # judged on the mean squared error, its limit squared
+    top, bottom = ((x * x if rmse and x is not None else x) for x in (c.max, c.min))
+    # the prior spread: production's own values of the metric
+    verdict, iv = _limit(m, alpha, key, ev.stats.baseline.pooled(key).variance, top, bottom)
     lo, hi, est = iv.lower, iv.upper, (m.mean if m.n else NAN)
-    if c.metric == "rmse":
+    if rmse:
         lo = math.sqrt(max(lo, 0.0)) if math.isfinite(lo) else lo
         hi, est = math.sqrt(max(hi, 0.0)), math.sqrt(est) if est == est else est
-    verdict = _decide_limit(Interval(lo, hi, est), maximum=c.max, minimum=c.min)
     threshold = c.max if c.max is not None else c.min
     return _Test(verdict, est, lo, hi, float(threshold), "value", est)  # type: ignore[arg-type]
 
@@ -412,9 +467,9 @@ def _floor_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
     margin = float(c.margin or 0.0)
     cand, base = pairs.side(key, "c"), pairs.side(key, "b")
     cv, bv = (cand.mean if cand.n else NAN), (base.mean if base.n else NAN)
-    iv = paired_mean_cs(m, alpha)
     higher = c.higher_is_better
-    verdict = decide_higher_better(iv, margin) if higher else decide_lower_better(iv, margin)
+    h = -margin if higher else margin
+    verdict, iv = _mean_test(m, h, alpha, key, _prior(ev.stats, key, 1.0, h), higher=higher)
     estimate = iv.estimate if m.n else NAN
     return _Test(verdict, estimate, iv.lower, iv.upper, -margin if higher else margin, "floor",
                  cv, bv)  # fmt: skip
@@ -422,9 +477,16 @@ def _floor_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
 
 def _agreement_test(c: Criterion, ev: Evidence, alpha: float) -> _Test:
     m = ev.stats.pairs.single.get(c.spec.key, Moments())
-    iv = _one_sample(m, alpha, c.spec.key)
+    # |difference| ≥ 0 has no known upper end, so no exact upper bound exists for its mean;
+    # the score form takes the variance around the limit (all zeros: the limit², an
+    # exponential's there), and the prior the same weighted as a few samples: an identical
+    # candidate (0 on every request) PASSes a `max` after a few dozen pairs, and at the
+    # limit both errors stay ≤ α for |differences| whose coefficient of variation is up to
+    # ~1.5 (simulated: exponential, half-normal, gamma(0.5); tests/analysis/).
+    limit = c.max if c.max is not None else c.min
+    prior = float(limit) ** 2 if c.spec.key == "abs_diff" and limit is not None else 0.0
+    verdict, iv = _limit(m, alpha, c.spec.key, prior, c.max, c.min)
     est = m.mean if m.n else NAN
-    verdict = _decide_limit(Interval(iv.lower, iv.upper, est), maximum=c.max, minimum=c.min)
     threshold = c.max if c.max is not None else c.min
     return _Test(verdict, est, iv.lower, iv.upper, float(threshold), "value", est)  # type: ignore[arg-type]
 

@@ -29,6 +29,7 @@ from coalmine.analysis.sequential._mixture import (
     mixture_radius,
     mixture_radius_array,
     paired_mean_cs,
+    prior_variance_floor,
     stratified_difference_cs,
     two_sample_variance,
 )
@@ -46,6 +47,8 @@ from coalmine.analysis.sequential._quantiles import (
     quantile_ratio_verdict,
 )
 from coalmine.analysis.sequential._score import (
+    mean_cs,
+    mean_z,
     proportion_cs,
     proportion_difference_cs,
     proportion_difference_z,
@@ -79,10 +82,13 @@ __all__ = [
     "fixed_horizon_sample_size",
     "holm",
     "jensen_shannon",
+    "mean_cs",
     "mean_difference_cs",
+    "mean_z",
     "mixture_radius",
     "mixture_radius_array",
     "paired_mean_cs",
+    "prior_variance_floor",
     "proportion_cs",
     "proportion_difference_cs",
     "proportion_difference_z",

@@ -38,6 +38,35 @@ DEFAULT_DESIGN_EFFECTIVE_N = 4_000.0
 VARIANCE_PSEUDO_COUNT = 10.0
 
 
+# Weight of a prior variance (`prior_variance_floor`) in samples. The judge's priors are data
+# based (the two arms' own variances for paired differences), so the pairs' own spread must
+# be seen over about this many pairs before it alone is believed. At the boundary of a log
+# loss margin with paired differences 0 on 90% of requests and exponential on 10% (CV 4.4),
+# false PASS was 17.5% with the plug-in, 8.5% with 10 pseudo-samples and 3.3% with 100;
+# an identical shadow PASSes after ~140 pairs instead of ~80.
+PRIOR_PSEUDO_COUNT = 100.0
+
+
+def prior_variance_floor(
+    sample_variance: float, n: int, prior_variance: float, count: float = PRIOR_PSEUDO_COUNT
+) -> float:
+    """The sample variance, shrunk toward `prior_variance` with `count` pseudo-samples where
+    the prior is the larger (never narrower than the sample alone).
+
+    A one-sample or paired stream can have no variance at all: an identical shadow gives
+    d_i = 0 on every request, and the plug-in CS is then (−∞, ∞) for ever (no PASS possible),
+    while a stream that merely has not met its spread yet gives a CS that is too narrow. A
+    prior variance σ₀² weighted as `count` samples, ((n−1)s² + kσ₀²)/(n−1+k), is what a
+    normal–inverse-χ² prior gives: it vanishes as n grows (the CS stays asymptotically
+    valid), keeps early looks wide, and with s² = 0 shrinks as k·σ₀²/n, so a stream that
+    never varies narrows as 1/n instead of never. Taking it only where σ₀² > s² is decided
+    in advance and only ever widens the interval.
+    """
+    if not prior_variance > sample_variance or n < 1:
+        return sample_variance
+    return ((n - 1) * sample_variance + count * prior_variance) / (n - 1 + count)
+
+
 def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: must be in (0, 1) (got {alpha!r})")
@@ -214,17 +243,21 @@ def paired_mean_cs(
     *,
     rho: float | None = None,
     sides: Sides = "two",
+    prior_variance: float = 0.0,
 ) -> Interval:
     """One-sample CS for the mean of paired differences d_i (shadow: same request, both models).
 
     With d_i = metric_c(i) − metric_p(i) this is a CS for Δ directly; every request counts
-    for both models, and Var(d) is small when the models mostly agree.
+    for both models, and Var(d) is small when the models mostly agree. `prior_variance`
+    (see `prior_variance_floor`) keeps a stream with no or little spread from giving an
+    infinite or a falsely narrow interval; 0 = plug-in only.
     """
     _check_alpha(alpha)
     estimate = differences.mean if differences.n else math.nan
     if differences.n < 2:
         return Interval(-math.inf, math.inf, estimate)
-    var = differences.variance / differences.n
+    sample = prior_variance_floor(differences.variance, differences.n, prior_variance)
+    var = sample / differences.n
     if not var > 0:
         return Interval(-math.inf, math.inf, estimate)
     info = 1.0 / var

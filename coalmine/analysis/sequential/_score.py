@@ -36,10 +36,12 @@ import math
 from collections.abc import Callable, Sequence
 
 from coalmine.analysis.sequential._decision import Interval
-from coalmine.analysis.sequential._mixture import DEFAULT_DESIGN_EFFECTIVE_N
+from coalmine.analysis.sequential._mixture import DEFAULT_DESIGN_EFFECTIVE_N, prior_variance_floor
 from coalmine.analysis.sequential._moments import Moments
 
 __all__ = [
+    "mean_cs",
+    "mean_z",
     "proportion_cs",
     "proportion_difference_cs",
     "proportion_difference_z",
@@ -308,3 +310,43 @@ def proportion_ratio_cs(strata: Sequence[Counts], alpha: float) -> Interval:
     lower = 0.0 if iv.lower <= _MIN_RATIO else iv.lower
     upper = math.inf if iv.upper >= hi else iv.upper
     return Interval(lower, upper, est)
+
+
+def mean_z(
+    m: Moments, h: float, alpha: float, prior_variance: float = 0.0, per_value: float = 1.0
+) -> float:
+    """S(h)/B(h) for one mean μ = h (paired differences, or one stream's own values).
+
+    The variance is the one the data have around the hypothesis, Σ(x − h)²/n = s²·(n−1)/n +
+    (x̄ − h)² (the restricted estimate of a score test), so a mean that sits far from h by
+    chance brings its own distance into the variance instead of a small s². Paired
+    differences that are 0 on every request (an identical shadow) then test h ≠ 0 with
+    variance h²: PASS after a few dozen pairs, where the plug-in gave (−∞, ∞) for ever.
+    `prior_variance` (see `prior_variance_floor`) widens early looks further; `per_value`:
+    samples each value summarises (a batch AUC: its batch), for ρ's design point.
+    > 1: μ > h; < −1: μ < h.
+    """
+    n = m.n
+    if n < 2:
+        return 0.0
+    var = max(m.total_sq - 2.0 * h * m.total + n * h * h, 0.0) / n
+    var = prior_variance_floor(var, n, prior_variance)
+    if not var > 0:
+        return 0.0
+    info = n / var
+    return info * (m.total / n - h) / _boundary(info, n * per_value, alpha)
+
+
+def mean_cs(
+    m: Moments, alpha: float, prior_variance: float = 0.0, per_value: float = 1.0
+) -> Interval:
+    """CS for one mean inverting `mean_z`; (−∞, ∞) before 2 samples."""
+    if m.n < 2:
+        return Interval(-math.inf, math.inf, m.mean if m.n else math.nan)
+    est = m.mean
+    width = 1e3 * max(math.sqrt(max(m.variance, prior_variance)), abs(est), 1e-9)
+    lo, hi = est - width, est + width
+    iv = _invert(lambda h: mean_z(m, h, alpha, prior_variance, per_value), lo, hi, est)
+    return Interval(
+        -math.inf if iv.lower <= lo else iv.lower, math.inf if iv.upper >= hi else iv.upper, est
+    )
