@@ -100,6 +100,7 @@ class ResourceWindows:
         self.min_requests = min_requests
         self._open: dict[str, _Open] = {}
         self._last: dict[str, tuple[float, float]] = {}  # the previous window's sample
+        self._closed: dict[str, int] = {}  # windows closed per version (the charts' points)
 
     def add_requests(self, version: str, requests: int) -> None:
         """Requests `version` served since the last call (before its first reading: ignored)."""
@@ -130,21 +131,31 @@ class ResourceWindows:
         memory = w.peak_bytes / 2**20
         last = self._last.get(version)
         self._last[version] = (cpu, memory)
+        self._closed[version] = self._closed.get(version, 0) + 1
         self._open[version] = _Open(cpu_seconds, memory_bytes)
         if last is None:
             return WindowSample(cpu, memory)
         return WindowSample(cpu, memory, cpu * last[0], memory * last[1])
 
+    def latest(self) -> dict[str, dict[str, float]]:
+        """Per version, its newest window: how many it has closed, CPU ms per request, and
+        peak MB. Recorded with every judgement, so a dashboard draws each version's
+        resources over time from the judgements alone."""
+        return {v: {"windows": self._closed.get(v, 0), "cpu_ms_per_request": cpu,
+                    "memory_mb": memory} for v, (cpu, memory) in self._last.items()}  # fmt: skip
+
     def state_dict(self) -> dict[str, Any]:
         return {"min_requests": self.min_requests,
                 "open": {v: asdict(w) for v, w in self._open.items()},
-                "last": {v: list(x) for v, x in self._last.items()}}  # fmt: skip
+                "last": {v: list(x) for v, x in self._last.items()},
+                "closed": dict(self._closed)}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ResourceWindows:
         out = cls(int(state["min_requests"]))
         out._open = {v: _Open(**w) for v, w in state["open"].items()}
         out._last = {v: (float(x[0]), float(x[1])) for v, x in state.get("last", {}).items()}
+        out._closed = {v: int(n) for v, n in state.get("closed", {}).items()}
         return out
 
 

@@ -220,6 +220,8 @@ class EngineJudge:
         # what holds the step now, readable while it waits (GET .../judgement, dashboard)
         data["no_data"] = list(no_data)
         data["undecided"] = list(unproven)
+        # each version's newest CPU/memory window: the dashboard draws them over time
+        data["resources"] = evaluator.resource_windows.latest()
         return Evidence(
             failing=tuple(failing),
             unproven=tuple(unproven),

@@ -6,6 +6,7 @@ draw the same figures, so they always tell the same story.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ GROUP_TITLES = {
     "criteria": "Criteria: estimate and confidence bounds against the threshold",
     "latency": "Latency and errors: candidate against production",
     "shadow": "Shadow agreement and drift",
+    "resources": "CPU and memory per version",
 }
 MAX_CRITERION_FIGURES = 16
 
@@ -249,6 +251,50 @@ def _shadow(story: Story) -> dict[str, Figure]:
     return out
 
 
+def _round_up(value: float) -> float:
+    """The next 1, 2, 2.5 or 5 × 10^k at or above `value` (1 for nothing): a shared axis
+    range whose ticks read as round numbers on both of a chart's axes."""
+    if not value > 0 or not math.isfinite(value):
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9))
+
+
+def _resources(story: Story) -> dict[str, Figure]:
+    """A small chart per version: CPU ms per request (left axis) and the window's peak
+    resident MB (right axis). Every version's chart has the same two ranges, so they
+    compare at a glance, as the `cpu` and `memory` criteria compare them."""
+
+    def top(name: str) -> float:
+        values = [y for s in story.resources.values() for y in s[name].y if y is not None]
+        return _round_up(max(values, default=0.0) * 1.1)
+
+    cpu_top, memory_top = top("cpu"), top("memory")
+    shapes = _event_lines(story)
+    out: dict[str, Figure] = {}
+
+    def order(version: str) -> tuple[bool, str]:
+        return story.role_of(version) != "production", version
+
+    for version in sorted(story.resources, key=order):
+        series = story.resources[version]
+        role = story.role_of(version)
+        color = COLORS[role]
+        cpu = _line(series["cpu"], "CPU ms per request", color)
+        cpu["hovertemplate"] = "%{y:.3g} ms/request (window %{customdata})"
+        memory = _line(series["memory"], "peak resident MB", color, dash="dash")
+        memory["yaxis"] = "y2"
+        memory["hovertemplate"] = "%{y:.4g} MB (window %{customdata})"
+        layout = _layout(f"{version} ({role}): CPU and memory", "CPU ms per request",
+                         shapes=shapes, margin={"l": 56, "r": 56, "t": 40, "b": 40})  # fmt: skip
+        layout["yaxis"].update(range=[0, cpu_top], rangemode="tozero")
+        layout["yaxis2"] = {"title": {"text": "resident MB"}, "overlaying": "y",
+                            "side": "right", "range": [0, memory_top], "showgrid": False,
+                            "zeroline": False}  # fmt: skip
+        out[f"resources:{version}"] = {"data": [cpu, memory], "layout": layout}
+    return out
+
+
 def figures(story: Story) -> dict[str, dict[str, Figure]]:
     """Figures by group (`GROUP_TITLES`), each a {figure id: plotly figure} in order."""
     return {
@@ -256,4 +302,5 @@ def figures(story: Story) -> dict[str, dict[str, Figure]]:
         "criteria": _criteria(story),
         "latency": _latency(story),
         "shadow": _shadow(story),
+        "resources": _resources(story),
     }

@@ -17,12 +17,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from coalmine.ui.charts import GROUP_TITLES, figures
 from coalmine.ui.scales import judgement_word
+from coalmine.ui.series import resource_totals
 from coalmine.ui.snapshots import to_json
 from coalmine.ui.story import Story, criteria_of
 
 __all__ = ["SECTIONS", "environment", "plotly_js", "render_sections", "static_text", "story_json"]
 
-SECTIONS = ("status", "timeline", "criteria", "performance", "failure", "spec")
+SECTIONS = ("status", "timeline", "criteria", "performance", "resources", "failure", "spec")
 
 
 def _ts(value: float | None) -> str:
@@ -98,6 +99,7 @@ def environment() -> Environment:
     )  # fmt: skip
     env.globals.update(
         criteria_of=criteria_of,
+        resource_totals=resource_totals,
         group_titles=GROUP_TITLES,
         sorted_criteria=_sorted_criteria,
         headline_criteria=_headline_criteria,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,6 +27,8 @@ __all__ = [
     "point_value",
     "quantile",
     "rate_series",
+    "resource_series",
+    "resource_totals",
     "share_series",
     "totals",
 ]
@@ -135,6 +137,66 @@ def rate_series(points: Iterable[tuple[float, bool]], start: float, width: float
         hits[b] += int(flag)
     xs = sorted(totals)
     return Series(xs, [hits[x] / totals[x] for x in xs], [totals[x] for x in xs])
+
+
+def resource_series(
+    judgements: Iterable[tuple[float, Mapping[str, Any] | None]],
+) -> dict[str, dict[str, Series]]:
+    """Per version: `cpu` (CPU ms per request served) and `memory` (the window's peak
+    resident MB) of each resource window, at the judgement that first recorded it.
+
+    Every judgement carries each version's newest window (`resources`, from
+    `analysis.resources.ResourceWindows.latest`); a window closes only at an evaluation, so
+    the judgement's time is the window's end. `n` is the window's number in its phase."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    out: dict[str, dict[str, Series]] = {}
+    for ts, judgement in judgements:
+        windows = judgement.get("resources") if isinstance(judgement, Mapping) else None
+        if not isinstance(windows, Mapping):
+            continue
+        for version, w in windows.items():
+            if not isinstance(w, Mapping):
+                continue
+            cpu, memory = w.get("cpu_ms_per_request"), w.get("memory_mb")
+            # the same window repeats in every judgement until the next one closes (the
+            # count restarts with each phase's evaluator; the values tell them apart)
+            key = (w.get("windows"), cpu, memory)
+            if seen.get(version) == key:
+                continue
+            seen[version] = key
+            series = out.setdefault(str(version), {"cpu": Series([], [], []),
+                                                   "memory": Series([], [], [])})  # fmt: skip
+            n = int(w.get("windows") or 0)
+            for name, value in (("cpu", cpu), ("memory", memory)):
+                series[name].x.append(ts)
+                series[name].y.append(_finite_or_none(value))
+                series[name].n.append(n)
+    return dict(sorted(out.items()))
+
+
+def resource_totals(resources: Mapping[str, Mapping[str, Series]]) -> dict[str, dict[str, float]]:
+    """Per version over the drawn windows: how many, mean and newest CPU ms per request,
+    peak and newest resident MB (what `cpu` compares: means; `memory`: peaks)."""
+    out: dict[str, dict[str, float]] = {}
+    for version, series in resources.items():
+        cpu = [y for y in series["cpu"].y if y is not None]
+        memory = [y for y in series["memory"].y if y is not None]
+        if not cpu and not memory:
+            continue
+        out[version] = {
+            "windows": float(len(series["cpu"].x)),
+            "cpu_mean": sum(cpu) / len(cpu) if cpu else math.nan,
+            "cpu_last": cpu[-1] if cpu else math.nan,
+            "memory_peak": max(memory) if memory else math.nan,
+            "memory_last": memory[-1] if memory else math.nan,
+        }
+    return out
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 _POINT_KEYS = ("prediction", "predictions", "label", "class", "value", "y", "output", "result")

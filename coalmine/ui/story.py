@@ -27,6 +27,7 @@ from coalmine.ui.series import (
     latency_error_series,
     point_of_json,
     rate_series,
+    resource_series,
     share_series,
     totals,
 )
@@ -63,6 +64,8 @@ class Story:
     end: float
     width: float
     latency: dict[str, dict[str, Series]] = field(default_factory=dict)
+    # per version: CPU ms per request and peak resident MB per resource window
+    resources: dict[str, dict[str, Series]] = field(default_factory=dict)
     totals: dict[str, dict[str, float]] = field(default_factory=dict)
     candidate_share: Series | None = None
     mirrored_share: Series | None = None
@@ -117,6 +120,10 @@ class Story:
     @property
     def ended(self) -> bool:
         return self.rollout["phase"] in ENDED_PHASES
+
+    def role_of(self, version: str) -> str:
+        """The version's part: the candidate, or production (the stable version)."""
+        return "candidate" if version == self.rollout.get("candidate") else "production"
 
 
 def _loads(text: str | None) -> Any:
@@ -286,6 +293,10 @@ def load_story(engine: Engine, rollout_id: int, *, now: float | None = None) -> 
             width=width,
             generated_at=now,
         )
+        judged = [(snap.ts, snap.judgement) for snap in snapshots] or [
+            (e["ts"], e["judgement"]) for e in events if isinstance(e.get("judgement"), dict)
+        ]
+        story.resources = resource_series(judged)
 
         result, story.sampled_every = _calls(conn, rollout, start, end)
         calls: list[Call] = []

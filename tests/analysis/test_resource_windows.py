@@ -153,3 +153,17 @@ def test_memory_is_judged_on_peaks_once_each_version_has_min_windows(
     assert r.estimate == pytest.approx(max(candidate_mb) / 81.0) and r.upper == r.estimate
     b = Analysis.from_state(json.loads(json.dumps(a.state_dict())))
     assert b.judge(now=0).to_dict() == a.judge(now=0).to_dict()
+
+
+def test_latest_is_each_versions_newest_window_and_survives_a_restart() -> None:
+    """What every judgement records for the dashboard's CPU and memory charts."""
+    w = ResourceWindows(min_requests=10)
+    assert w.latest() == {}
+    w.observe("v1", 1.0, 100 * MB, 0)
+    assert w.latest() == {}  # an open window is not a sample yet
+    w.observe("v1", 1.1, 120 * MB, 20)
+    w.observe("v1", 1.3, 110 * MB, 40)
+    assert w.latest() == {"v1": {"windows": 2, "cpu_ms_per_request": pytest.approx(5.0),
+                                 "memory_mb": pytest.approx(120.0)}}  # fmt: skip
+    again = ResourceWindows.from_state(json.loads(json.dumps(w.state_dict())))
+    assert again.latest() == w.latest()

@@ -91,3 +91,9 @@ def test_a_normal_candidate_is_promoted_with_cpu_and_memory_measured(
         for name in ("cpu", "memory"):
             assert results[name]["verdict"] != "FAIL"
             assert results[name]["n_candidate"] > 0 and results[name]["n_baseline"] > 0
+        # each recorded judgement carries both versions' newest window: the dashboard's and
+        # the report's CPU and memory charts per version are drawn from them
+        windows = _last_judgement(rollout)["resources"]
+        assert set(windows) == {"v1", "v2"}
+        for w in windows.values():
+            assert w["windows"] >= 1 and w["cpu_ms_per_request"] > 0 and w["memory_mb"] > 10

@@ -8,6 +8,7 @@ the analysis fails on the north slice after 40 s. Deterministic (fixed seed).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,10 +61,18 @@ def judgement(t: float, final: bool = False) -> dict[str, object]:
                    n // 2, "accuracy in region=south: +0.01"),
     ]  # fmt: skip
     verdict = "fail" if final or north_verdict == "fail" else "inconclusive"
+    # each version's newest CPU/memory window; the canary's evaluator counts from 1 again
+    window = int(t // 2) if t < 20 else int((t - 20) // 2) + 1
+    resources = {
+        "v1": {"windows": window, "cpu_ms_per_request": 0.80 + 0.05 * math.sin(t),
+               "memory_mb": 92.0 + 0.1 * t},
+        "v3": {"windows": window, "cpu_ms_per_request": 0.95 + 0.05 * math.cos(t),
+               "memory_mb": 96.0 + 0.6 * t},
+    }  # fmt: skip
     notes = ["noise floor: a fresh baseline of production's version agrees with production "
              f"on 92.0% of {n} requests"]  # fmt: skip
     return {"verdict": verdict, "results": results, "n_candidate": n, "n_baseline": 5 * n,
-            "notes": notes}  # fmt: skip
+            "notes": notes, "resources": resources}  # fmt: skip
 
 
 WARNINGS = [

@@ -78,8 +78,42 @@ def test_report_charts_fit_their_cells(api: SeededApi, browser: Any, tmp_path: P
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(report.as_uri())
     page.wait_for_selector("#fig-latency .js-plotly-plot .main-svg")
+    page.wait_for_selector("#fig-resources .js-plotly-plot .main-svg")
     page.wait_for_timeout(300)
     assert chart_overflows(page) == []
+    page.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_cpu_and_memory_per_version_are_drawn_whole(
+    api: SeededApi, browser: Any, width: int
+) -> None:
+    """Issue 15: a chart per version of its CPU per request and memory over time, production
+    first; both axis titles and every trace drawn inside the chart's cell."""
+    page = _rollout_page(browser, api, api.rolled_back, width)
+    page.wait_for_selector("#fig-resources .js-plotly-plot .main-svg")
+    drawn = page.evaluate(
+        """() => Array.from(document.querySelectorAll('#fig-resources .fig')).map(fig => {
+             const cell = fig.getBoundingClientRect();
+             const inside = el => { const r = el.getBoundingClientRect();
+               return r.width > 0 && r.left >= cell.left - 1 && r.right <= cell.right + 1
+                 && r.top >= cell.top - 1 && r.bottom <= cell.bottom + 1; };
+             const texts = sel => Array.from(fig.querySelectorAll(sel));
+             return {
+               title: fig.querySelector('.gtitle').textContent,
+               axes: texts('.g-ytitle, .g-y2title').map(t => [t.textContent, inside(t)]),
+               traces: fig.querySelectorAll('.scatterlayer .trace').length,
+             };
+           })"""
+    )
+    assert [d["title"] for d in drawn] == ["v1 (production): CPU and memory",
+                                           "v3 (candidate): CPU and memory"]  # fmt: skip
+    for d in drawn:
+        assert d["axes"] == [["CPU ms per request", True], ["resident MB", True]], d
+        assert d["traces"] == 2
+    assert chart_overflows(page) == []
+    rows = page.get_by_test_id("resources-table").locator("tbody tr")
+    assert rows.count() == 2 and rows.nth(1).inner_text().startswith("v3 (candidate)")
     page.close()
 
 

@@ -4,6 +4,8 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from coalmine.store.engine import open_engine
 from coalmine.ui.failure import parse_slice
 from coalmine.ui.report import write_report
@@ -111,7 +113,7 @@ def test_story_of_a_running_rollout_draws_every_chart(tmp_path: Path) -> None:
     from coalmine.ui.charts import figures
 
     figs = figures(story)
-    assert set(figs) == {"traffic", "criteria", "latency", "shadow"}
+    assert set(figs) == {"traffic", "criteria", "latency", "shadow", "resources"}
     # the overall criteria, and the slice that failed along the way
     slices = {key.rsplit(":", 1)[1] for key in figs["criteria"]}
     assert {"None", "region=north"} <= slices or {"overall", "region=north"} <= slices
@@ -126,6 +128,62 @@ def test_story_of_a_running_rollout_draws_every_chart(tmp_path: Path) -> None:
     assert "Failure analysis" in html  # the section exists, hidden when empty
     assert "noise floor: a fresh baseline" in html  # the judgement's notes are shown
     engine.dispose()
+
+
+def test_report_shows_cpu_and_memory_per_version_over_time(tmp_path: Path) -> None:
+    """Issue 15: CPU per request and memory per version over time, a chart per version
+    (production first, both on the same two ranges) and a table, from the windows every
+    recorded judgement carries."""
+    import json
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    seeded = seed_rollout(engine)
+    out = write_report(engine, str(seeded.rollout_id), tmp_path / "r.html", now=T0 + 60)
+    engine.dispose()
+    html = out.read_text()
+
+    start = html.index('<script type="application/json" id="figures-data">')
+    data = html[html.index(">", start) + 1 : html.index("</script>", start)]
+    resources = json.loads(data.replace("<\\/", "</"))["resources"]
+    assert list(resources) == ["resources:v1", "resources:v3"]
+    v1, v3 = resources["resources:v1"], resources["resources:v3"]
+    assert v1["layout"]["title"]["text"] == "v1 (production): CPU and memory"
+    assert v3["layout"]["title"]["text"] == "v3 (candidate): CPU and memory"
+    for fig in (v1, v3):
+        cpu, memory = fig["data"]
+        assert cpu["name"] == "CPU ms per request" and memory["yaxis"] == "y2"
+        assert len(cpu["x"]) == 20  # a window per recorded judgement, none repeated
+        assert fig["layout"]["yaxis2"]["side"] == "right"
+    assert v1["layout"]["yaxis"]["range"] == v3["layout"]["yaxis"]["range"]
+    assert v1["layout"]["yaxis2"]["range"] == v3["layout"]["yaxis2"]["range"]
+    assert max(v3["data"][1]["y"]) == pytest.approx(96.0 + 0.6 * 40)
+
+    parser = _Tags()
+    parser.feed(html)
+    rows = parser.rows["CPU and memory per version"]
+    assert [r[0] for r in rows] == ["v1 (production)", "v3 (candidate)"]
+    assert [r[1] for r in rows] == ["20", "20"]  # windows drawn
+    assert float(rows[1][4]) == pytest.approx(120.0)  # v3's peak resident MB
+
+
+def test_a_rollout_without_resource_readings_says_where_they_come_from(tmp_path: Path) -> None:
+    from sqlalchemy import delete, update
+
+    from coalmine.store.schema import judgement_snapshots, rollout_events
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    seeded = seed_rollout(engine)
+    with engine.begin() as conn:  # judgements of a store whose versions have no source
+        conn.execute(delete(judgement_snapshots))
+        conn.execute(update(rollout_events).values(judgement=None))
+    story = load_story(engine, seeded.rollout_id, now=T0 + 60)
+    engine.dispose()
+    from coalmine.ui.charts import figures
+    from coalmine.ui.render import render_sections
+
+    assert story.resources == {} and figures(story)["resources"] == {}
+    text = render_sections(story)["resources"]
+    assert "No CPU or memory readings" in text and "metrics_url" in text
 
 
 def test_logged_text_is_escaped_not_executed(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from coalmine.ui.series import (
     point_value,
     quantile,
     rate_series,
+    resource_series,
+    resource_totals,
     share_series,
 )
 
@@ -71,3 +73,32 @@ def test_slices_parse_the_engines_names() -> None:
     assert matches_slice({"region": "north", "device": "ios"}, {"region": "north"})
     assert not matches_slice({"region": "south"}, {"region": "north"})
     assert matches_slice({}, None)
+
+
+def test_resource_series_has_one_point_per_window_per_version() -> None:
+    """Each judgement repeats every version's newest window until the next closes: a point
+    per window, at the judgement that first carried it; a new phase's evaluator counts
+    from 1 again, and its first window is still a new point."""
+
+    def w(n: int, cpu: float, mb: float) -> dict[str, float]:
+        return {"windows": n, "cpu_ms_per_request": cpu, "memory_mb": mb}
+
+    judgements = [
+        (1.0, {"verdict": "inconclusive"}),  # no resource source, or no window yet
+        (2.0, {"resources": {"v1": w(1, 0.8, 90.0)}}),
+        (3.0, {"resources": {"v1": w(1, 0.8, 90.0), "v2": w(1, 1.6, 95.0)}}),
+        (4.0, {"resources": {"v1": w(2, 0.7, 91.0), "v2": w(1, 1.6, 95.0)}}),
+        (5.0, {"resources": {"v1": w(1, 0.9, 92.0), "v2": w(1, 1.8, 130.0)}}),  # canary
+        (6.0, None),
+        (7.0, {"resources": {"v2": w(2, float("nan"), 140.0)}}),
+    ]
+    series = resource_series(judgements)
+    assert list(series) == ["v1", "v2"]
+    assert series["v1"]["cpu"].x == [2.0, 4.0, 5.0]
+    assert series["v1"]["cpu"].y == [0.8, 0.7, 0.9]
+    assert series["v1"]["memory"].n == [1, 2, 1]
+    assert series["v2"]["memory"].x == [3.0, 5.0, 7.0]
+    assert series["v2"]["cpu"].y == [1.6, 1.8, None]  # not finite: drawn as a gap
+    totals = resource_totals(series)
+    assert totals["v2"]["memory_peak"] == 140.0 and totals["v2"]["cpu_last"] == 1.8
+    assert totals["v1"]["windows"] == 3 and abs(totals["v1"]["cpu_mean"] - 0.8) < 1e-9

@@ -33,7 +33,7 @@ def test_pages_are_public_data_needs_the_token(tmp_path: Path) -> None:
 
         data = http.get(path, headers=AUTH).json()
         assert data["rollout"]["phase"] == "canary" and data["rollout"]["ended"] is False
-        assert set(data["figures"]) == {"traffic", "criteria", "latency", "shadow"}
+        assert set(data["figures"]) == {"traffic", "criteria", "latency", "shadow", "resources"}
         assert "region=north" in data["sections"]["criteria"]
         assert data["sections"]["failure"].strip() == ""  # still running: no post-mortem
         assert http.get("/api/v1/ui/rollouts/999", headers=AUTH).status_code == 404
