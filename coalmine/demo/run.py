@@ -3,10 +3,11 @@
 It trains three versions (train.py), serves each from its own `serve-model` process, runs
 `coalmine serve` (gateway + control API + controller) on an SQLite file in a work
 directory, and sends traffic with late, partial labels (traffic.py). Then, through the
-Python SDK, it rolls out v2 and, once v2 is production, v3. Every decision is the
-controller's, from the analysis of the logged traffic; this module only starts things,
-watches and checks the outcomes: exit 0 only when v2 was promoted and v3 rolled back with
-a reason naming the region it regressed in.
+Python SDK, it rolls out v2 and, once v2 is production, v3, then v4: v2's model served
+with a memory leak (`serve-model --leak-kb`). Every decision is the controller's, from the
+analysis of the logged traffic and the versions' own `/metrics`; this module only starts
+things, watches and checks the outcomes: exit 0 only when v2 was promoted, v3 rolled back
+with a reason naming the region it regressed in, and v4 rolled back naming `memory`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rich.table import Table
 
 from coalmine.demo.data import REGIONS, load_demo_data
 from coalmine.demo.display import View, render
-from coalmine.demo.spec import DemoSettings, demo_settings
+from coalmine.demo.spec import LEAK_KB, DemoSettings, demo_settings
 from coalmine.demo.stack import MODEL, ServeProcess, start_model_servers, start_serve
 from coalmine.demo.traffic import TrafficConfig, TrafficGenerator
 from coalmine.demo.train import BAD_REGION, DemoModels, train_demo_models
@@ -36,12 +37,20 @@ __all__ = ["DemoOutcome", "RolloutResult", "run_demo"]
 
 TERMINAL = frozenset({"promoted", "rolled_back", "aborted", "completed"})
 POLL_S = 0.5
+# (candidate, expected outcome, what a rollback's reason must name), in order
+PLAN = (
+    ("v2", "promoted", ""),
+    ("v3", "rolled_back", f"region={BAD_REGION}"),
+    ("v4", "rolled_back", "memory"),
+)
+LEAKY = "v4"  # v2's model, served with a leak
 
 
 @dataclass
 class RolloutResult:
     candidate: str
     expected: str
+    names: str = ""  # what a rollback's reason must name (the slice, the criterion)
     rollout_id: int | None = None
     phase: str = "not started"
     reason: str = ""
@@ -52,8 +61,8 @@ class RolloutResult:
     def as_expected(self) -> bool:
         if self.phase != self.expected:
             return False
-        # A rollback must name the slice that caused it, not just "accuracy".
-        return self.expected != "rolled_back" or BAD_REGION in self.reason
+        # A rollback must name what went wrong (the slice, not just "accuracy").
+        return self.expected != "rolled_back" or self.names in self.reason
 
 
 @dataclass
@@ -67,7 +76,7 @@ class DemoOutcome:
     def ok(self) -> bool:
         return (
             not self.problems
-            and len(self.results) == 2
+            and len(self.results) == len(PLAN)
             and all(r.as_expected for r in self.results)
         )
 
@@ -217,8 +226,9 @@ async def run_demo(
     traffic_task: asyncio.Task[None] | None = None
     client: Any = None
     try:
-        servers = await start_model_servers(models.paths, work)
-        serve = await asyncio.to_thread(start_serve, work, servers["v1"].url)
+        paths = {**models.paths, LEAKY: models.paths["v2"]}
+        servers = await start_model_servers(paths, work, {LEAKY: {"leak_kb": LEAK_KB}})
+        serve = await asyncio.to_thread(start_serve, work, {v: h.url for v, h in servers.items()})
         outcome.dashboard_url = serve.dashboard_url
         console.print(
             f"model servers: {', '.join(f'{v} {h.url}' for v, h in servers.items())}\n"
@@ -232,17 +242,15 @@ async def run_demo(
                 rate=settings.rate,
                 label_share=settings.label_share,
                 label_delay_s=settings.label_delay_s,
+                users=settings.users,
             ),
             data,
         )
         traffic_task = asyncio.create_task(traffic.run(stop))
         await asyncio.sleep(1.0)  # production traffic first, so the shadow has a peer
         client = Client(serve.api_url, serve.token)
-        plan = [
-            RolloutResult("v2", "promoted"),
-            RolloutResult("v3", "rolled_back"),
-        ]
-        for result in plan:
+        for candidate, expected, names in PLAN:
+            result = RolloutResult(candidate, expected, names)
             outcome.results.append(result)
             t0 = time.monotonic()
             console.rule(f"Rolling out {result.candidate} (expected: {result.expected})")

@@ -9,7 +9,22 @@ overall but ~13 points worse in one region.
 - Shadow accuracy must PASS (the judge's default for paired quality): v2's +8 points prove
   non-inferiority within a few hundred labelled requests.
 - Canary criteria are guard rails (must not fail): error rate and p95 latency against
-  production, and accuracy again.
+  production, and accuracy again. A not_fail criterion advances a step only once it has
+  ruled out the step's power floor (the default: margin + 20 points / √share), so the
+  first step is 10% and the traffic comes from 2,000 users (with a few hundred, a sticky
+  5% split gave the canary under 3% of requests): each step then sees the labelled
+  samples its floor needs within its max duration.
+- CPU per request and peak memory are judged in the shadow, read from each version's
+  serve-model `/metrics`: in a full mirror both versions serve the same requests, so CPU
+  per request compares like for like (a small canary's fixed costs, spread over few
+  requests, read high). Each needs 5 windows of 20 requests per version, a few seconds at
+  the demo's rate. `cpu` is a guard rail (must not fail; 1.25× production's CPU per
+  request). `memory` must PASS: a peak is measured, not estimated, so it PASSes as soon
+  as both versions have 5 windows and the candidate's peak is within 1.25× production's;
+  as a must it makes sure the comparison was made before the candidate serves anyone
+  (a shadow whose other criteria PASS early would otherwise advance on fewer windows).
+  v4 is v2's model served with a leak (`serve-model --leak-kb`): rolled back naming
+  `memory`.
 
 `speed` divides the minimum durations and the label delay; the request rate and sample
 minimums stay, so a faster demo is less realistic in time, never on weaker evidence than
@@ -21,14 +36,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DemoSettings", "demo_settings"]
+__all__ = ["LEAK_KB", "DemoSettings", "demo_settings"]
 
 BASE_RATE = 150.0  # requests per second: within a 2-core machine's budget for all parts
+USERS = 2000
+# v4 keeps this much per call: at the demo's rate its resident memory passes 1.25× v2's
+# within the 5 windows the memory criterion needs (about +20 MB a second)
+LEAK_KB = 128.0
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     rate: float
+    users: int
     label_share: float
     label_delay_s: float
     spec: dict[str, Any]
@@ -40,6 +60,13 @@ def _criteria() -> list[dict[str, Any]]:
         {"metric": "accuracy", "margin": 0.03},
         {"metric": "error_rate", "margin": 0.01},
         {"metric": "latency_p95", "max_ratio": 3.0},
+    ]
+
+
+def _resource_criteria() -> list[dict[str, Any]]:
+    return [
+        {"metric": "cpu", "max_ratio": 1.25, "must": "not_fail"},
+        {"metric": "memory", "max_ratio": 1.25, "must": "pass"},
     ]
 
 
@@ -58,10 +85,10 @@ def demo_settings(speed: float = 1.0, rate: float | None = None) -> DemoSettings
             "min_duration": seconds(8),
             "max_duration": "120s",
             "min_samples": 300,
-            "criteria": _criteria(),
+            "criteria": _criteria() + _resource_criteria(),
         },
         "canary": {
-            "steps": [5, 25, 50, 100],
+            "steps": [10, 50, 100],
             "min_duration": seconds(5),
             "max_duration": "60s",
             "min_samples": 40,
@@ -72,6 +99,7 @@ def demo_settings(speed: float = 1.0, rate: float | None = None) -> DemoSettings
     }
     return DemoSettings(
         rate=rate or BASE_RATE,
+        users=USERS,
         label_share=0.7,
         label_delay_s=max(2.0 / speed, 0.5),
         spec=spec,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,8 +29,14 @@ MODEL = "digits"
 _ANNOUNCE = re.compile(r"coalmine serve: (gateway|api) (http://\S+)")
 
 
-def demo_config(work: Path, stable_url: str, token: str) -> dict[str, object]:
-    """The embedded defaults: SQLite in the work dir, loopback, ports chosen by the kernel."""
+def demo_config(work: Path, urls: Mapping[str, str], token: str) -> dict[str, object]:
+    """The embedded defaults: SQLite in the work dir, loopback, ports chosen by the kernel.
+
+    Every version is listed with its serve-model `/metrics` as its resource source (server
+    configuration, never a spec), so `cpu` and `memory` are measured in every rollout; v1,
+    the first, is the stable version."""
+    versions = [{"name": v, "url": url, "metrics_url": f"{url.rstrip('/')}/metrics"}
+                for v, url in urls.items()]  # fmt: skip
     return {
         "gateway": {"host": "127.0.0.1", "port": 0, "routing_poll_s": 0.2},
         "logging": {"flush_interval_s": 0.2, "inputs": "full"},
@@ -39,8 +46,8 @@ def demo_config(work: Path, stable_url: str, token: str) -> dict[str, object]:
             {
                 "name": MODEL,
                 "task": "classification",
-                "versions": [{"name": "v1", "url": stable_url}],
-                "routing": {"stable": "v1", "sticky": {"header": "X-User-Id"}},
+                "versions": versions,
+                "routing": {"stable": next(iter(urls)), "sticky": {"header": "X-User-Id"}},
                 "slices": [{"name": "region", "header": "X-Region"}],
             }
         ],
@@ -48,13 +55,19 @@ def demo_config(work: Path, stable_url: str, token: str) -> dict[str, object]:
 
 
 async def start_model_servers(
-    paths: dict[str, Path], log_dir: Path
+    paths: Mapping[str, Path],
+    log_dir: Path,
+    faults: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, ModelServerHandle]:
-    """Start every version's server at once (each loads scikit-learn: ~1 s of CPU)."""
+    """Start every version's server at once (each loads scikit-learn: ~1 s of CPU);
+    `faults[version]` are serve-model fault flags (`leak_kb`, `burn_cpu_ms`, ...)."""
     versions = list(paths)
+    faults = faults or {}
     started = await asyncio.gather(
         *(
-            start_model_server_async(paths[v], name=MODEL, version=v, log_dir=log_dir)
+            start_model_server_async(
+                paths[v], name=MODEL, version=v, log_dir=log_dir, **faults.get(v, {})
+            )
             for v in versions
         ),
         return_exceptions=True,
@@ -112,10 +125,11 @@ def _pump(stream: IO[bytes], sink: IO[bytes], lines: list[str], ready: threading
     ready.set()
 
 
-def start_serve(work: Path, stable_url: str, timeout: float = 60.0) -> ServeProcess:
+def start_serve(work: Path, urls: Mapping[str, str], timeout: float = 60.0) -> ServeProcess:
+    """`coalmine serve` over every version at `urls` (the first is stable)."""
     token = secrets.token_urlsafe(24)
     config_path = work / "coalmine.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(work, stable_url, token), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(demo_config(work, urls, token), sort_keys=False))
     log_path = work / "coalmine-serve.log"
     sink = open(log_path, "wb")  # noqa: SIM115 - owned by the pump thread for the child's life
     process = subprocess.Popen(
