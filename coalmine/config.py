@@ -371,10 +371,24 @@ class KServeCollectorConfig(Strict):
         return self.secret or os.environ.get("COALMINE_KSERVE_SECRET") or None
 
 
+class NginxLogConfig(Strict):
+    """nginx's access log (coalmine.collect.nginx_log's JSON format) as a latency/status
+    source: a file followed across rotation and/or a loopback syslog UDP listener."""
+
+    file: Path | None = Field(default=None, description="the access_log file to follow")
+    from_start: bool = Field(default=False, description="read the file's existing lines too")
+    syslog: str | None = Field(
+        default=None,
+        pattern=r"^(127\.0\.0\.1|\[::1\]|localhost):[0-9]{1,5}$",
+        description="loopback host:port for `access_log syslog:server=...`",
+    )
+
+
 class CollectConfig(Strict):
     """Predictions collected where Coalmine is not the proxy (coalmine/collect/)."""
 
     kserve: KServeCollectorConfig = KServeCollectorConfig()
+    nginx_log: NginxLogConfig = NginxLogConfig()
 
 
 class StoreConfig(Strict):

@@ -122,3 +122,16 @@ def install_collectors(app: FastAPI, engine: Engine, config: CoalmineConfig | No
         models = {m.name: m for m in config.models}
         collector = KServeCollector(engine, config.collect.kserve, models, policy)
         app.mount("/collect/kserve", kserve_app(collector, secret))
+    nginx = config.collect.nginx_log
+    if nginx.file is not None or nginx.syslog is not None:
+        from coalmine.collect.nginx_log import AccessLogCollector, FileTail, SyslogListener
+
+        sources: list[Any] = []
+        if nginx.file is not None:
+            sources.append(FileTail(nginx.file, from_start=nginx.from_start))
+        if nginx.syslog is not None:
+            host, port = nginx.syslog.rsplit(":", 1)
+            sources.append(SyslogListener(host.strip("[]"), int(port)))
+        # a daemon thread beside the API (its rows are written every poll, so a stop loses
+        # at most the last fraction of a second); app.state keeps it for close()
+        app.state.nginx_log = AccessLogCollector(engine, sources).start()
