@@ -24,7 +24,13 @@ from sqlalchemy import Engine
 from coalmine.config import ModelConfig
 from coalmine.config_k8s import GatewayApiTraffic, ServiceBackend
 from coalmine.providers.base import ProviderError
-from coalmine.providers.k8s import KubernetesApi, KubernetesProvider, ResourceKind, load_client
+from coalmine.providers.k8s import (
+    KubernetesApi,
+    KubernetesProvider,
+    ResourceKind,
+    load_client,
+    warn_if_sticky,
+)
 from coalmine.providers.k8s_objects import Manifest, relative_weights
 from coalmine.providers.registry import register
 from coalmine.routing.state import BASIS_POINTS, RouteState
@@ -140,6 +146,7 @@ def _build(model: ModelConfig, engine: Engine) -> GatewayApiProvider:
     settings = model.traffic
     if not isinstance(settings, GatewayApiTraffic):
         raise ValueError(f"models[{model.name}].traffic: not a gateway-api configuration")
+    warn_if_sticky(model)
     return GatewayApiProvider(model.name, settings, KubernetesApi(lambda: load_client(settings)))
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from urllib3.exceptions import HTTPError
 
+from coalmine.config import ModelConfig
 from coalmine.config_k8s import KubernetesTraffic
 from coalmine.providers.base import ProviderError, TrafficProvider
 from coalmine.providers.k8s_objects import (
@@ -35,7 +36,14 @@ from coalmine.routing.state import RouteState
 if TYPE_CHECKING:  # the client is an optional dependency (the `k8s` extra)
     from kubernetes.client import ApiClient
 
-__all__ = ["APPLY_PATCH", "KubernetesApi", "KubernetesProvider", "ResourceKind", "load_client"]
+__all__ = [
+    "APPLY_PATCH",
+    "KubernetesApi",
+    "KubernetesProvider",
+    "ResourceKind",
+    "load_client",
+    "warn_if_sticky",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,18 @@ def load_client(settings: KubernetesTraffic) -> ApiClient:
     except (config.ConfigException, OSError, ValueError) as exc:
         # the loader's messages name files and contexts, never a token
         raise ProviderError(f"traffic.kubeconfig: cannot load a cluster config: {exc}") from None
+
+
+def warn_if_sticky(model: ModelConfig) -> None:
+    """These layers split per request: say so at start when the config asks for stickiness
+    (a warning, not an error: the rollout still works, only the per-user promise does not)."""
+    if model.routing.sticky is not None:
+        log.warning(
+            "%s: routing.sticky is not honoured by traffic.provider %s, which splits per "
+            "request: a user may meet both versions during a canary",
+            model.name,
+            model.traffic.provider,
+        )
 
 
 class KubernetesApi:

@@ -31,7 +31,13 @@ from sqlalchemy import Engine
 from coalmine.config import ModelConfig
 from coalmine.config_k8s import KServeTraffic
 from coalmine.providers.base import ProviderError
-from coalmine.providers.k8s import KubernetesApi, KubernetesProvider, ResourceKind, load_client
+from coalmine.providers.k8s import (
+    KubernetesApi,
+    KubernetesProvider,
+    ResourceKind,
+    load_client,
+    warn_if_sticky,
+)
 from coalmine.providers.k8s_objects import Manifest, owned_manifest, whole_percent
 from coalmine.providers.registry import register
 from coalmine.routing.state import RouteState
@@ -129,6 +135,7 @@ def _build(model: ModelConfig, engine: Engine) -> KServeProvider:
     settings = model.traffic
     if not isinstance(settings, KServeTraffic):
         raise ValueError(f"models[{model.name}].traffic: not a kserve configuration")
+    warn_if_sticky(model)
     return KServeProvider(model.name, settings, KubernetesApi(lambda: load_client(settings)))
 
 
