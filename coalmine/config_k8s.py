@@ -11,10 +11,11 @@ in-cluster service account), so nothing a config or rollout spec contains choose
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "GatewayApiTraffic",
@@ -38,6 +39,25 @@ Hostname = Annotated[
     str, Field(pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+# the HTTPRoute CRD's CEL rules for an Exact/PathPrefix path (the API server enforces them;
+# checked here so a bad prefix is a config error, not a refusal mid-rollout)
+_PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
+
+
+def gateway_path_problem(path: str) -> str | None:
+    """Why Gateway API would refuse `path` as a PathPrefix value (None: it would not)."""
+    if not path.startswith("/"):
+        return "must start with '/'"
+    if not _PATH_CHARS.match(path):
+        return "holds a character Gateway API refuses in a path"
+    for bad in ("//", "/./", "/../", "%2f", "%2F", "#"):
+        if bad in path:
+            return f"must not contain {bad!r}"
+    if path.endswith(("/..", "/.")):
+        return "must not end with '/.' or '/..'"
+    return None
 
 
 class _Strict(BaseModel):
@@ -95,12 +115,33 @@ class GatewayApiTraffic(KubernetesTraffic):
     route: Subdomain = Field(description="the HTTPRoute's name")
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
     hostnames: list[Hostname] = Field(default_factory=list, max_length=16)
-    path_prefix: str = Field(default="/", pattern=r"^/[^\s;{}]*$", max_length=1024)
+    path_prefix: str = Field(default="/", max_length=1024)
     backends: dict[str, ServiceBackend] = Field(min_length=1, description="version -> Service")
     baseline: ServiceBackend | None = Field(
         default=None, description="a fresh stable instance's Service, for baseline shares"
     )
     tester_header: TesterHeader | None = None
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_is_one_gateway_api_takes(cls, value: str) -> str:
+        if problem := gateway_path_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _same_parent_needs_distinct_sections(self) -> GatewayApiTraffic:
+        # HTTPRoute's rule: two refs to one Gateway must each name a distinct listener
+        seen: dict[tuple[str, str | None], list[str | None]] = {}
+        for ref in self.parent_refs:
+            seen.setdefault((ref.name, ref.namespace), []).append(ref.section_name)
+        for (name, _), sections in seen.items():
+            if len(sections) > 1 and (None in sections or len(set(sections)) < len(sections)):
+                raise ValueError(
+                    f"parent_refs: Gateway {name!r} listed twice needs a distinct "
+                    "section_name in each"
+                )
+        return self
 
     def version_targets(self) -> dict[str, object]:
         return dict(self.backends)
