@@ -393,6 +393,12 @@ class CollectConfig(Strict):
 
 class StoreConfig(Strict):
     url: str = "sqlite:///coalmine.db"
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="prediction-log rows (and feedback) older than this are removed by the "
+        "controller, never those an active rollout reads; None keeps everything",
+    )
 
     @field_validator("url")
     @classmethod

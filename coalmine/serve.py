@@ -83,6 +83,7 @@ async def run_serve(
     from coalmine.rollout.judge import EngineJudge
     from coalmine.rollout.webhooks import WebhookSender
     from coalmine.store.engine import open_engine
+    from coalmine.store.retention import RetentionLoop
     from coalmine.store.routes import RouteRepository
 
     _install_user_metrics(config)
@@ -110,6 +111,7 @@ async def run_serve(
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []
     runner = None
+    retention: RetentionLoop | None = None
     gateway_group: asyncio.subprocess.Process | None = None
     server: uvicorn.Server | None = None
     try:
@@ -161,6 +163,9 @@ async def run_serve(
             _announce("api", config.api.host, sock.getsockname()[1], scheme)
         if controller:
             running.append(asyncio.create_task(ctl.run()))
+            if config.store.retention_days is not None:
+                retention = RetentionLoop(engine, config.store.retention_days)
+                running.append(asyncio.create_task(retention.run()))
             print("coalmine serve: controller running", flush=True)
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
@@ -170,6 +175,8 @@ async def run_serve(
         waiter.cancel()
     finally:
         ctl.stop()
+        if retention is not None:
+            retention.stop()
         if server is not None:
             server.should_exit = True
         if running:
