@@ -310,3 +310,22 @@ def test_the_providers_are_chosen_per_model_in_the_config(tmp_path: Path) -> Non
     built = {m.name: build(m, engine).name for m in config.models}
     engine.dispose()
     assert built == {f"m-{n}": n for n in TRAFFIC}
+
+
+def test_an_object_the_server_changed_on_apply_is_reported_on_read_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A mutating webhook (here: one that caps a canary at 5) leaves another object than the
+    one applied: the read-back says so, and the next sync still sees the difference."""
+
+    def webhook(obj: dict[str, Any]) -> dict[str, Any]:
+        for destination in obj["spec"]["http"][-1]["route"][1:]:
+            destination["weight"] = min(destination["weight"], 5)
+        return obj
+
+    with k8s_provider("istio", ApiServerDouble(defaults=webhook)) as (p, _):
+        with caplog.at_level(logging.WARNING, "coalmine.providers.k8s"):
+            p.sync(CANARY)
+        assert "holds other values than applied" in caplog.text
+        assert "spec.http[1].route[1].weight: 5 -> 10" in caplog.text
+        assert p.sync(CANARY) != []
