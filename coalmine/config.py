@@ -35,6 +35,7 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "NginxTraffic",
+    "PrometheusSource",
     "RoutingConfig",
     "ShadowConfig",
     "SliceField",
@@ -428,6 +429,22 @@ class ApiConfig(Strict):
         return self.token or os.environ.get("COALMINE_TOKEN")
 
 
+class PrometheusSource(Strict):
+    """A Prometheus server whose data PromQL criteria may query (`source: NAME` in a spec)."""
+
+    type: Literal["prometheus"]
+    url: BaseUrl = Field(description="its base URL, e.g. http://prometheus:9090")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    queries: dict[str, str] = Field(
+        default_factory=dict,
+        description="default PromQL templates by metric (cpu, memory, or names of your own) "
+        "for criteria that give no query; cpu and memory have built-in ones",
+    )
+
+
+MetricSource = Annotated[PrometheusSource, Field(discriminator="type")]
+
+
 class CoalmineConfig(Strict):
     gateway: GatewayConfig = GatewayConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -435,6 +452,11 @@ class CoalmineConfig(Strict):
     api: ApiConfig = ApiConfig()
     collect: CollectConfig = CollectConfig()
     models: list[ModelConfig] = Field(min_length=1)
+    metric_sources: dict[Name, MetricSource] = Field(
+        default_factory=dict,
+        description="name -> a metric source (type: prometheus) that criteria may name with "
+        "`source:`; only these hosts are ever queried",
+    )
     user_metrics: dict[Name, Annotated[str, Field(pattern=USER_METRIC_TARGET)]] = Field(
         default_factory=dict,
         description="the allow-list of per-example metrics criteria may name as user:<name>: "

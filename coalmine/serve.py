@@ -30,7 +30,7 @@ import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -87,6 +87,7 @@ async def run_serve(
     from coalmine.store.routes import RouteRepository
 
     _install_user_metrics(config)
+    metric_sources = _install_metric_sources(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
@@ -100,7 +101,7 @@ async def run_serve(
 
     sources = resource_sources(config.models)
     with_sources = {model for model, _ in sources}
-    judge = EngineJudge(engine, tasks, resources=sources)
+    judge = EngineJudge(engine, tasks, resources=sources, metric_sources=metric_sources)
     ctl = Controller(
         engine,
         judge,
@@ -240,6 +241,23 @@ def _install_user_metrics(config: CoalmineConfig) -> None:
         install_user_metrics(config.user_metrics)
     except UserMetricError as exc:
         raise ConfigError("user_metrics", [("user_metrics", str(exc))]) from None
+
+
+def _install_metric_sources(config: CoalmineConfig) -> dict[str, Any]:
+    """The config file's `metric_sources:` become the only ones criteria may name (their
+    queries checked now); returns name -> query client."""
+    from coalmine.analysis.promql import TemplateError, install_sources
+    from coalmine.analysis.sources.promql import PrometheusQuery
+    from coalmine.config import ConfigError
+
+    try:
+        install_sources({name: src.queries for name, src in config.metric_sources.items()})
+    except TemplateError as exc:
+        raise ConfigError("metric_sources", [("metric_sources", str(exc))]) from None
+    return {
+        name: PrometheusQuery(str(src.url), timeout_s=src.timeout_s)
+        for name, src in config.metric_sources.items()
+    }
 
 
 async def _attach_registry(ctl: Controller) -> RegistryListener | None:

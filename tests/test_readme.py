@@ -179,6 +179,34 @@ def _diagram(body: str, tmp_path: Path) -> None:
     assert "gateway" in body
 
 
+def _run_prometheus_source_yaml(body: str, tmp_path: Path) -> None:
+    from coalmine.analysis.promql import install_sources, installed_sources
+    from coalmine.config import parse_config
+
+    data = {**yaml.safe_load(body), "models": [{"name": "m", "versions": [{"name": "v1",
+            "url": "http://127.0.0.1:9001"}]}]}  # fmt: skip
+    config = parse_config(data)
+    before = installed_sources()
+    try:  # what `coalmine serve` does at start: every query checked
+        install_sources({n: s.queries for n, s in config.metric_sources.items()})
+    finally:
+        install_sources(before)
+
+
+def _run_promql_criteria_yaml(body: str, tmp_path: Path) -> None:
+    from coalmine.analysis.promql import install_sources, installed_sources
+    from coalmine.rollout.judge import build_criteria, build_guard_rails
+
+    before = installed_sources()
+    install_sources({"prom": {}})
+    try:
+        spec = parse_spec(yaml.safe_load(body))
+        build_criteria(spec, "canary")
+        assert len(build_guard_rails(spec, "canary")) == 3
+    finally:
+        install_sources(before)
+
+
 Runner = Callable[[str, Path], None]
 # (language, a string only that block contains, runner, slow)
 RUNNERS: list[tuple[str, str, Runner, bool]] = [
@@ -191,6 +219,8 @@ RUNNERS: list[tuple[str, str, Runner, bool]] = [
     ("python", "from coalmine.analysis import Analysis", _run_analysis_block, False),
     ("python", "def test_retrained_model_is_promoted", _run_testing_block, True),
     ("text", "coalmine/config.py", _check_layout, False),
+    ("yaml", "type: prometheus", _run_prometheus_source_yaml, False),
+    ("yaml", "source: prom", _run_promql_criteria_yaml, False),
 ]
 
 

@@ -23,7 +23,7 @@ from coalmine.rollout.machine import Evidence, Phase
 from coalmine.rollout.spec import CriterionSpec, RolloutSpec
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
 
-__all__ = ["EngineJudge", "Judge", "build_criteria", "default_must"]
+__all__ = ["EngineJudge", "Judge", "build_criteria", "build_guard_rails", "default_must"]
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,24 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
     else:
         base = []
         errors: list[tuple[str, str]] = []
+        try:  # PromQL criteria (with `source:`) are judged apart, as guard rails
+            rails = {c.name for c in build_guard_rails(spec, mode)}
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            rails = set()
         for i, c in enumerate(given):
+            if _is_guard_rail(c):
+                continue
             try:
                 fields = c.model_dump(exclude_none=True, exclude={"rule_out"})
                 base.append(Criterion.model_validate(fields))
             except ValidationError as exc:
                 errors.extend(_criterion_errors(f"{mode}.criteria.{i}", exc))
+        clash = sorted(rails & {c.name for c in base})
+        if clash:
+            errors.append(
+                (f"{mode}.criteria", f"duplicate criterion names {clash}: give each a name")
+            )
         if errors:
             raise ConfigError("<spec>", errors)
         try:
@@ -108,6 +120,41 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
     ]
 
 
+def _is_guard_rail(c: CriterionSpec) -> bool:
+    return (c.model_extra or {}).get("source") is not None
+
+
+def build_guard_rails(spec: RolloutSpec, mode: str) -> list[Any]:
+    """The PromQL criteria (`source:` given) of `mode`, validated (analysis/promql.py).
+
+    Raises ConfigError (field path + reason), e.g. for a source not in the config file.
+    """
+    from coalmine.analysis.promql import PromQLCriterion
+    from coalmine.config import ConfigError
+
+    given = spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
+    out, errors = [], []
+    for i, c in enumerate(given or []):
+        if not _is_guard_rail(c):
+            continue
+        try:
+            fields = c.model_dump(exclude_none=True, exclude={"rule_out"})
+            if c.rule_out is not None:
+                raise ValueError("rule_out does not apply to a PromQL criterion (a guard rail)")
+            out.append(PromQLCriterion.model_validate(fields))
+        except ValidationError as exc:
+            errors.extend(_criterion_errors(f"{mode}.criteria.{i}", exc))
+        except ValueError as exc:
+            errors.append((f"{mode}.criteria.{i}", str(exc)))
+    names = [c.name for c in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        errors.append((f"{mode}.criteria", f"duplicate criterion names {duplicates}"))
+    if errors:
+        raise ConfigError("<spec>", errors)
+    return out
+
+
 class EngineJudge:
     """The analysis engine's judgement, reduced to Evidence for the state machine."""
 
@@ -116,8 +163,12 @@ class EngineJudge:
         engine: Engine,
         task_of: dict[str, str] | None = None,
         resources: dict[tuple[str, str], Any] | None = None,
+        metric_sources: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
+        # source name -> its query client (analysis/sources/promql.py), for PromQL criteria
+        self.metric_sources = metric_sources or {}
+        self._rails: dict[tuple[int, str], list[Any]] = {}
         # (model, version) -> its resource source (analysis/sources/resources.py)
         self.resources = resources or {}
         self.repo = RolloutRepository(engine)
@@ -128,6 +179,8 @@ class EngineJudge:
     def forget(self, rollout_id: int) -> None:
         for key in [k for k in self._evaluators if k[0] == rollout_id]:
             del self._evaluators[key]
+        for key in [k for k in self._rails if k[0] == rollout_id]:
+            del self._rails[key]
         self._floors.pop(rollout_id, None)
 
     def _evaluator(self, record: RolloutRecord, mode: str) -> tuple[Any, list[Any]]:
@@ -212,8 +265,18 @@ class EngineJudge:
                 # the power floor: not_fail advances only once a large regression is excluded
                 ok, sentence = floor_check(r, by_name[r.name], floors[r.name])
                 (ruled_out if ok else unproven).append(sentence)
+        rail_results = self._guard_rails(record, mode, now)
+        for result, status in rail_results:
+            if status == "fail":
+                failing.append(result.sentence)
+            elif status == "no_data":
+                no_data.append(f"{result.name}: {result.sentence}")
+            elif status == "breaching":
+                unproven.append(f"{result.name}: {result.sentence}")
+            must[result.name] = "not_fail"
         samples = self.repo.candidate_samples(record.state, record.state.step_started_at)
         data = judgement.to_dict()
+        data["results"] = [*data.get("results", []), *(r.to_dict() for r, _ in rail_results)]
         data["mode"] = mode
         data["must"] = must
         data["rule_out"] = floors
@@ -233,3 +296,41 @@ class EngineJudge:
             summary=judgement.summary(),
             judgement=data,
         )
+
+    def _guard_rails(self, record: RolloutRecord, mode: str, now: float) -> list[Any]:
+        """(result, status) per PromQL criterion, each queried when its window is due."""
+        from coalmine.analysis.guard_rail import GuardRail, Window
+        from coalmine.analysis.promql import render
+        from coalmine.analysis.sources.promql import QueryError
+
+        key = (record.id, mode)
+        if key not in self._rails:
+            self._rails[key] = [
+                GuardRail(c, now) for c in build_guard_rails(record.state.spec, mode)
+            ]
+        s = record.state
+        out = []
+        for rail in self._rails[key]:
+            k = rail.criterion
+            if rail.due(now):
+                client = self.metric_sources.get(k.source)
+                values: dict[str, float | None] = {}
+                error = None
+                versions = [s.candidate, *([s.previous_stable] if rail.needs_stable else [])]
+                shared = {"model": s.model, "candidate": s.candidate, "window": k.window,
+                          "stable": s.previous_stable, "rollout": s.id}  # fmt: skip
+                for version in versions:
+                    variables = {**shared, "version": version}
+                    if client is None:
+                        error = f"the metric source {k.source!r} is not configured here"
+                        break
+                    try:
+                        values[version] = client.value(render(k.template(), variables))
+                    except QueryError as exc:
+                        error = str(exc)
+                        log.warning("rollout %s: %s: query failed: %s", s.id, k.name, exc)
+                        break
+                rail.observe(now, Window(values.get(s.candidate),
+                                         values.get(s.previous_stable), error))  # fmt: skip
+            out.append((rail.result(), rail.status()))
+        return out
