@@ -33,7 +33,6 @@ is served by the stable version.
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import random
@@ -44,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from coalmine.collect.reporter import Reporter
 from coalmine.routing.split import mirror_sampled
 from coalmine.routing.split import route as pick_role
 
@@ -67,8 +67,10 @@ class RouterStats:
     served: int = 0
     mirrored: int = 0
     mirror_dropped: int = 0  # the mirror queue was full
-    logged: int = 0  # items the ingest endpoint took (written or already logged)
-    log_dropped: int = 0  # the buffer was full, or the ingest refused a batch
+    # as of the last flush() or close(): items the ingest took (written or already logged),
+    # and items dropped (buffer full, or a batch the ingest refused)
+    logged: int = 0
+    log_dropped: int = 0
     route_errors: int = 0  # refreshes that failed (the last route kept serving)
     by_version: dict[str, int] = field(default_factory=dict)
 
@@ -123,22 +125,19 @@ class Router:
         self._log_inputs = log_inputs
         self.refresh_s = refresh_s
         self.failover = failover
-        self.batch_size = batch_size
-        self.flush_s = flush_s
-        self.buffer_size = buffer_size
         self.stats = RouterStats()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._route: dict[str, Any] = client.route(model)  # fails loudly at start
         self._stop = threading.Event()
-        self._items: collections.deque[dict[str, Any]] = collections.deque()
-        self._wake = threading.Condition(self._lock)
+        self.reporter = Reporter(
+            client, batch_size=batch_size, flush_s=flush_s, buffer_size=buffer_size
+        )
         self._mirror: queue.Queue[tuple[Any, str, str, dict[str, Any] | None] | None] = queue.Queue(
             maxsize=mirror_queue
         )
         self._threads = [
             threading.Thread(target=self._refresh_loop, name="coalmine-router-route", daemon=True),
-            threading.Thread(target=self._flush_loop, name="coalmine-router-log", daemon=True),
         ] + [
             threading.Thread(
                 target=self._mirror_loop, name=f"coalmine-router-mirror-{i}", daemon=True
@@ -240,13 +239,7 @@ class Router:
             item["input"] = payload
         if slices:
             item["slices"] = dict(slices)
-        with self._wake:
-            if len(self._items) >= self.buffer_size:
-                self.stats.log_dropped += 1
-                return
-            self._items.append(item)
-            if len(self._items) >= self.batch_size:
-                self._wake.notify()
+        self.reporter.add(item)
 
     # -- background work --------------------------------------------------------------------
     def _mirror_loop(self) -> None:
@@ -270,56 +263,24 @@ class Router:
                 self.stats.route_errors += 1
                 log.warning("Router: route refresh failed (%s); keeping the last route", exc)
 
-    def _take(self) -> list[dict[str, Any]]:
-        n = min(self.batch_size, len(self._items))
-        return [self._items.popleft() for _ in range(n)]
-
-    def _flush_loop(self) -> None:
-        while True:
-            with self._wake:
-                if not self._stop.is_set() and len(self._items) < self.batch_size:
-                    self._wake.wait(self.flush_s)
-                batch = self._take()
-                stopping = self._stop.is_set()
-            if batch:
-                self._send(batch)
-            elif stopping:
-                return
-
-    def _send(self, batch: list[dict[str, Any]]) -> None:
-        try:
-            done = self.client.ingest(batch, batch_size=len(batch))
-            self.stats.logged += done["written"] + done["duplicates"]
-        except Exception as exc:
-            # unreachable API after the client's retries, or a refused batch: dropped and
-            # counted rather than buffered without bound
-            self.stats.log_dropped += len(batch)
-            log.warning("Router: %d log items dropped: %s", len(batch), exc)
-
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until the items logged so far are sent (or `timeout_s` passes)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._wake:
-                if not self._items:
-                    break
-                self._wake.notify()
-            time.sleep(0.02)
+        """Wait until the calls logged so far are sent (or `timeout_s` passes)."""
+        self.reporter.flush(timeout_s)
+        self.stats.logged, self.stats.log_dropped = self.reporter.logged, self.reporter.dropped
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Finish queued mirror calls, send every logged item, stop the threads."""
-        for _ in self._threads[2:]:
+        for _ in self._threads[1:]:
             try:
                 self._mirror.put(None, timeout=timeout_s)
             except queue.Full:
                 break
-        for thread in self._threads[2:]:
+        for thread in self._threads[1:]:
             thread.join(timeout_s)
-        with self._wake:
-            self._stop.set()
-            self._wake.notify_all()
-        for thread in self._threads[:2]:
-            thread.join(timeout_s)
+        self._stop.set()
+        self._threads[0].join(timeout_s)
+        self.reporter.close(timeout_s)
+        self.stats.logged, self.stats.log_dropped = self.reporter.logged, self.reporter.dropped
 
     def __enter__(self) -> Router:
         return self

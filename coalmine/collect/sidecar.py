@@ -1,0 +1,190 @@
+"""A logging sidecar: beside one model server, it passes calls through and reports them.
+
+Where another layer routes (nginx, a mesh) and the model server cannot report its own
+predictions, run this in front of each version's server and register the sidecar's address
+as the version's URL. It forwards every request to its one upstream (fixed at start:
+nothing a request holds chooses where it goes), returns the answer as it came with
+`X-Model-Version`, and reports each inference call through the batch ingest in the
+background (`Reporter`): request id (`X-Request-Id`, which the nginx provider's file sets
+on both the routed call and its mirror), version, latency, status, and the prediction and
+scores read with the gateway's protocol parsers. The role is stamped at call time: "shadow"
+for a copy nginx's mirror marks with `X-Coalmine-Shadow: 1`, else `--role` when given (a
+baseline instance), else the version's role in the live route, which the sidecar reads
+from the control API every `refresh_s` (a call of a version the route no longer names is
+not reported, and counted). Nothing the reporting does can delay or fail the answer.
+
+    python -m coalmine.collect.sidecar --listen 127.0.0.1:9101 --upstream http://127.0.0.1:9001 \\
+        --model iris --version v1 --api http://127.0.0.1:8900    # token: $COALMINE_TOKEN
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from coalmine.binary_tensors import HEADER_LENGTH
+from coalmine.collect.reporter import Reporter
+from coalmine.gateway.protocols import V2, match_inference_path, parse_response
+from coalmine.gateway.upstream.base import HOP_BY_HOP, RESPONSE_NOT_FORWARDED, end_to_end
+
+__all__ = ["Sidecar", "main"]
+
+MAX_BODY = 32 << 20
+_ID = 128
+
+
+class Sidecar:
+    def __init__(
+        self,
+        upstream: str,
+        model: str,
+        version: str,
+        reporter: Reporter,
+        *,
+        timeout_s: float = 30.0,
+        scores_field: str | None = None,
+        role: str | None = None,
+        refresh_s: float = 0.5,
+    ) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.model = model
+        self.version = version
+        self.reporter = reporter
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.scores_field = scores_field
+        self.role = role
+        self.refresh_s = refresh_s
+        self.route: dict[str, Any] | None = None
+        self.unrouted = 0  # calls not reported: the route named no role for this version
+        self.session: aiohttp.ClientSession | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self, _: web.Application) -> None:
+        self.session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
+        if self.role is None:
+            self._refresher = asyncio.create_task(self._refresh())
+
+    async def stop(self, _: web.Application) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        if self.session is not None:
+            await self.session.close()
+        await asyncio.to_thread(self.reporter.close)
+
+    async def _refresh(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # the API is away: keep the last route
+                self.route = await asyncio.to_thread(self.reporter.client.route, self.model)
+            await asyncio.sleep(self.refresh_s)
+
+    def _role_now(self, request: web.Request) -> str | None:
+        if request.headers.get("X-Coalmine-Shadow") == "1":
+            return "shadow"
+        if self.role is not None:
+            return self.role
+        route = self.route or {}
+        for role in ("canary", "stable"):
+            if route.get(role) == self.version:
+                return role
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self.session is not None
+        body = await request.read()
+        inference = match_inference_path(request.raw_path) if request.method == "POST" else None
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        headers = end_to_end(request.headers.items(), HOP_BY_HOP)
+        ts, start = time.time(), time.perf_counter()
+        try:
+            async with self.session.request(
+                request.method, self.upstream + request.raw_path, data=body,
+                headers=CIMultiDict(headers),
+            ) as answer:  # fmt: skip
+                content = await answer.read()
+                status, answer_headers = answer.status, list(answer.headers.items())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
+            if inference is not None:
+                self._report(request, request_id, ts, start, 0, kind, None)
+            return web.json_response(
+                {"error": f"upstream {self.version} {kind}"},
+                status=504 if kind == "timeout" else 502,
+            )
+        if inference is not None and inference[1] == self.model:
+            protocol = inference[0]
+            length = dict(answer_headers).get(HEADER_LENGTH) if protocol is V2 else None
+            answer_of = parse_response(protocol, content, status, length, self.scores_field)
+            error = "http_5xx" if status >= 500 else "http_4xx" if status >= 400 else None
+            self._report(request, request_id, ts, start, status, error, answer_of)
+        out = CIMultiDict(end_to_end(answer_headers, RESPONSE_NOT_FORWARDED))
+        out["X-Model-Version"] = self.version
+        return web.Response(body=content, status=status, headers=out)
+
+    def _report(
+        self, request: web.Request, request_id: str, ts: float, start: float, status: int,
+        error_class: str | None, answer: tuple[Any, Any] | None,
+    ) -> None:  # fmt: skip
+        item: dict[str, Any] = {
+            "request_id": request_id[:_ID], "model": self.model, "version": self.version,
+            "ts": ts, "latency_ms": (time.perf_counter() - start) * 1000.0, "status": status,
+        }  # fmt: skip
+        role = self._role_now(request)
+        if role is None:
+            self.unrouted += 1
+            return
+        item["role"] = role
+        if error_class is not None:
+            item["error_class"] = error_class
+        if answer is not None:
+            item["prediction"], item["scores"] = answer
+        self.reporter.add(item)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.stop)
+        return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    from coalmine.client import Client
+
+    parser = argparse.ArgumentParser(prog="python -m coalmine.collect.sidecar")
+    parser.add_argument("--listen", required=True, help="HOST:PORT to serve on")
+    parser.add_argument("--upstream", required=True, help="the model server's base URL")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--api", required=True, help="the control API's base URL")
+    parser.add_argument("--scores", default=None, help="the answer's scores field/output")
+    parser.add_argument("--flush-s", type=float, default=0.5)
+    parser.add_argument(
+        "--role",
+        default=None,
+        choices=["stable", "canary", "baseline"],
+        help="a fixed role (a baseline instance); default: the live route's",
+    )
+    args = parser.parse_args(argv)
+    host, port = args.listen.rsplit(":", 1)
+    client = Client(args.api, os.environ.get("COALMINE_TOKEN"))
+    reporter = Reporter(client, flush_s=args.flush_s)
+    sidecar = Sidecar(args.upstream, args.model, args.version, reporter,
+                      scores_field=args.scores, role=args.role)  # fmt: skip
+
+    def announce(_: Any) -> None:
+        print(f"coalmine sidecar listening on http://{host}:{port}", flush=True)
+
+    web.run_app(sidecar.app(), host=host, port=int(port), print=announce, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
