@@ -156,6 +156,8 @@ rollout_events = Table(
     Column("reason", Text, nullable=False),
     Column("evidence", String(16)),  # pass | not_fail: what a promotion rested on
     Column("judgement", Text),  # JSON of the judgement that caused it
+    # the lease token of the controller that wrote it (None: an operator's command)
+    Column("leader_token", BigInteger),
     UniqueConstraint("rollout_id", "seq", name="uq_rollout_events_seq"),
     Index("ix_rollout_events_rollout_id", "rollout_id", "id"),
 )
@@ -195,4 +197,15 @@ webhook_deliveries = Table(
     Column("finished_at", Float),
     Column("last_error", Text),
     Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+)
+
+# Leader leases (coalmine.rollout.lease): one row per name, e.g. "controller". `token` only
+# grows (each take adds one); `expires_at` is the database's clock, epoch seconds.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(256)),
+    Column("token", BigInteger, nullable=False, default=0),
+    Column("expires_at", Float, nullable=False, default=0.0),
 )
