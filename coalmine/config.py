@@ -31,6 +31,7 @@ __all__ = [
     "BuiltinTraffic",
     "CoalmineConfig",
     "ConfigError",
+    "ControllerConfig",
     "GatewayConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -445,12 +446,28 @@ class PrometheusSource(Strict):
 MetricSource = Annotated[PrometheusSource, Field(discriminator="type")]
 
 
+class ControllerConfig(Strict):
+    """The rollout controllers' leader lease (README: High availability)."""
+
+    lease_ttl_s: float = Field(
+        default=3.0, gt=0, le=600, description="a dead leader's successor takes over after this"
+    )
+    lease_renew_s: float = Field(default=1.0, gt=0, description="the leader renews this often")
+
+    @model_validator(mode="after")
+    def _renew_within_ttl(self) -> ControllerConfig:
+        if self.lease_renew_s > self.lease_ttl_s / 2:
+            raise ValueError("lease_renew_s must be at most half of lease_ttl_s")
+        return self
+
+
 class CoalmineConfig(Strict):
     gateway: GatewayConfig = GatewayConfig()
     logging: LoggingConfig = LoggingConfig()
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     collect: CollectConfig = CollectConfig()
+    controller: ControllerConfig = ControllerConfig()
     models: list[ModelConfig] = Field(min_length=1)
     metric_sources: dict[Name, MetricSource] = Field(
         default_factory=dict,

@@ -81,6 +81,8 @@ async def run_serve(
     from coalmine.providers.sync import TrafficSync
     from coalmine.rollout.controller import Controller
     from coalmine.rollout.judge import EngineJudge
+    from coalmine.rollout.leader import Leader
+    from coalmine.rollout.lease import settings_for
     from coalmine.rollout.webhooks import WebhookSender
     from coalmine.store.engine import open_engine
     from coalmine.store.retention import RetentionLoop
@@ -102,12 +104,15 @@ async def run_serve(
     sources = resource_sources(config.models)
     with_sources = {model for model, _ in sources}
     judge = EngineJudge(engine, tasks, resources=sources, metric_sources=metric_sources)
+    # the leader lease: one controller or several on this store, only the holder acts
+    lease = settings_for(config.controller.lease_ttl_s, config.controller.lease_renew_s)
     ctl = Controller(
         engine,
         judge,
         sender=WebhookSender(engine),
         tick_s=tick_s,
         traffic=TrafficSync.from_config(config, engine),
+        leader=Leader(engine, settings=lease),
     )
     registry_listener = await _attach_registry(ctl)
     running: list[asyncio.Task[None]] = []

@@ -11,6 +11,14 @@ deliveries, sent by whichever sender runs next) or not at all.
 
 Operators' commands (pause, promote, ...) go through `command()`, the same apply path, so
 they race safely with the loop.
+
+High availability: with a `Leader` (coalmine.rollout.leader; `coalmine serve` always gives
+one), any number of controllers share a store and only the holder of the leader lease
+ticks, syncs traffic layers and sends webhooks. Everything a tick writes carries the
+lease's fencing token and checks it in its own transaction, so a leader that lost the lease
+without knowing it (paused, partitioned) commits nothing; its successor re-reads the store
+and goes on from the last committed transition. Commands need no lease (any API replica
+applies them, the compare-and-swap guards them); the leader sees them at its next tick.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from sqlalchemy import Engine
 from coalmine.providers.sync import TrafficSync
 from coalmine.rollout import machine, outbox
 from coalmine.rollout.judge import Judge
+from coalmine.rollout.leader import Leader, NotLeader
+from coalmine.rollout.lease import Fence
 from coalmine.rollout.machine import Event, Evidence, Phase, Tick, Transition
 from coalmine.rollout.split_guard import SplitGuard
 from coalmine.rollout.store import (
@@ -76,7 +86,8 @@ def transition_payload(
 
 
 class Controller:
-    """Drives every active rollout in the store; run one per store (or more: CAS keeps it safe)."""
+    """Drives every active rollout in the store; run several with a `Leader` each for high
+    availability (only the lease holder acts)."""
 
     def __init__(
         self,
@@ -87,13 +98,18 @@ class Controller:
         tick_s: float = 0.25,
         clock: Callable[[], float] = time.time,
         traffic: TrafficSync | None = None,
+        leader: Leader | None = None,
     ) -> None:
         self.repo = RolloutRepository(engine)
+        # None: this controller acts alone, unfenced (tests, embedded use)
+        self.leader = leader
         # the traffic layers outside Coalmine's gateway (e.g. nginx), kept on the stored route
         self.traffic = traffic
         self.judge = judge
         # delivers the webhook outbox that `repo.apply` fills, in its own task
         self.sender = sender or WebhookSender(engine)
+        if leader is not None and self.sender.leader is None:
+            self.sender.leader = leader  # only the leader sends webhooks
         self.tick_s = tick_s
         self.clock = clock
         # the sample-ratio guard, beside the judge: is the canary getting its share?
@@ -107,7 +123,14 @@ class Controller:
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Tick until `stop()`; a failing tick is logged and the loop goes on."""
+        """Tick until `stop()`; a failing tick is logged and the loop goes on. With a
+        leader, the lease is kept in its own task and a tick runs only while it is held."""
+        leasing: asyncio.Task[None] | None = None
+        if self.leader is not None:
+            # the first take before the first tick: a lone controller leads at once
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.leader.try_lead)
+            leasing = asyncio.create_task(self.leader.run(self._stopping), name="coalmine-lease")
         self.sender.start()
         try:
             while not self._stopping.is_set():
@@ -119,24 +142,40 @@ class Controller:
                     await asyncio.wait_for(self._stopping.wait(), self.tick_s)
         finally:
             await self.sender.close()
+            if leasing is not None and self.leader is not None:
+                await asyncio.gather(leasing, return_exceptions=True)
+                try:  # a successor (or this controller restarted) need not wait the TTL
+                    await asyncio.to_thread(self.leader.release)
+                except Exception:
+                    log.exception("controller: could not release the leader lease")
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def tick(self) -> list[Transition]:
-        """One pass over the active rollouts; returns the transitions applied."""
+        """One pass over the active rollouts; returns the transitions applied. Does
+        nothing unless this controller leads (when it has a leader lease at all)."""
         applied: list[Transition] = []
+        fence: Fence | None = None
+        if self.leader is not None:
+            fence = self.leader.fence()
+            if fence is None:
+                return applied
         records = await asyncio.to_thread(self.repo.active)
         for record in records:
             try:
-                applied.extend(await self._drive(record))
+                applied.extend(await self._drive(record, fence))
+            except NotLeader:
+                assert fence is not None and self.leader is not None
+                self.leader.lost(fence)
+                return applied  # the successor re-reads the store and goes on
             except Exception:
                 log.exception("rollout %s: tick failed", record.id)
         if self.traffic is not None:
             await self.traffic.sync()
         return applied
 
-    async def _drive(self, record: RolloutRecord) -> list[Transition]:
+    async def _drive(self, record: RolloutRecord, fence: Fence | None = None) -> list[Transition]:
         """Guard trips first, then the tick. An event the machine answers with no change
         never stops the tick: a trip recorded just after the rollout started rolling back
         (a gateway's stale view) used to end every pass here, so the tick that finishes the
@@ -149,7 +188,7 @@ class Controller:
             now = self.clock()
             t = machine.step(record.state, event, now)
             if t.changed:
-                after = await self._commit(record, t, now, guard_seen_id=int(last.id))
+                after = await self._commit(record, t, now, guard_seen_id=int(last.id), fence=fence)
                 if after is None:
                     return applied  # lost a race: re-read next tick
                 applied.append(t)
@@ -163,16 +202,18 @@ class Controller:
                     last.id,
                     t.reason,
                 )
-                await asyncio.to_thread(self.repo.acknowledge_trips, record.id, int(last.id))
-        tick = await self._tick_event(record)
+                await asyncio.to_thread(
+                    self.repo.acknowledge_trips, record.id, int(last.id), fence=fence
+                )
+        tick = await self._tick_event(record, fence)
         if tick is None:
             return applied
-        result = await self._apply(record, tick)
+        result = await self._apply(record, tick, fence)
         if result is not None:
             applied.append(result[1])
         return applied
 
-    async def _tick_event(self, record: RolloutRecord) -> Tick | None:
+    async def _tick_event(self, record: RolloutRecord, fence: Fence | None) -> Tick | None:
         s = record.state
         if s.phase not in _JUDGED:
             return Tick() if s.phase != Phase.PAUSED else None
@@ -189,7 +230,9 @@ class Controller:
             return Tick(Evidence(error=f"{type(exc).__name__}: {exc}"[:300]))
         if evidence.judgement is not None:
             verdict = str(evidence.judgement.get("verdict", "inconclusive"))
-            await asyncio.to_thread(self.repo.record_judgement, record, verdict, evidence.judgement)
+            await asyncio.to_thread(
+                self.repo.record_judgement, record, verdict, evidence.judgement, fence=fence
+            )
         try:
             mismatch = await asyncio.to_thread(self.split_guard.check, record)
         except Exception as exc:  # the guard never stops a judgement
@@ -200,13 +243,13 @@ class Controller:
         return Tick(evidence)
 
     async def _apply(
-        self, record: RolloutRecord, event: Event
+        self, record: RolloutRecord, event: Event, fence: Fence | None
     ) -> tuple[RolloutRecord, Transition] | None:
         now = self.clock()
         t = machine.step(record.state, event, now)
         if not t.changed:
             return None
-        after = await self._commit(record, t, now)
+        after = await self._commit(record, t, now, fence=fence)
         return None if after is None else (after, t)
 
     async def _commit(
@@ -216,10 +259,12 @@ class Controller:
         now: float,
         *,
         guard_seen_id: int | None = None,
+        fence: Fence | None = None,
     ) -> RolloutRecord | None:
-        """Persist a changed transition; None when another writer changed the rollout."""
+        """Persist a changed transition; None when another writer changed the rollout.
+        Raises NotLeader (nothing written) when `fence` is no longer the lease."""
         after = await asyncio.to_thread(
-            self.repo.apply, record, t, now=now, guard_seen_id=guard_seen_id
+            self.repo.apply, record, t, now=now, guard_seen_id=guard_seen_id, fence=fence
         )
         if after is None:
             log.info("rollout %s: transition %s lost a race; re-read next tick", record.id, t.kind)

@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from coalmine.rollout.leader import NotLeader, fence_in
+from coalmine.rollout.lease import Fence
 from coalmine.rollout.machine import RolloutState, Transition
 from coalmine.rollout.spec import WebhookSpec
 from coalmine.store.schema import webhook_deliveries as wd
@@ -152,19 +154,25 @@ class Outbox:
                 for r in conn.execute(stmt)
             ]
 
-    def claim(self, row: OutboxRow, until: float) -> bool:
+    def claim(self, row: OutboxRow, until: float, fence: Fence | None = None) -> bool:
         """Lease `row` until `until`; False when another sender claimed it first (CAS on
-        the next_attempt_at this sender read)."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(wd)
-                .where(
-                    (wd.c.id == row.id)
-                    & (wd.c.state == PENDING)
-                    & (wd.c.next_attempt_at == row.next_attempt_at)
+        the next_attempt_at this sender read) or, with `fence`, when the sender's
+        controller no longer holds the leader lease (then nothing is claimed)."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    update(wd)
+                    .where(
+                        (wd.c.id == row.id)
+                        & (wd.c.state == PENDING)
+                        & (wd.c.next_attempt_at == row.next_attempt_at)
+                    )
+                    .values(next_attempt_at=until)
                 )
-                .values(next_attempt_at=until)
-            )
+                if result.rowcount == 1 and fence is not None:
+                    fence_in(conn, fence)
+        except NotLeader:
+            return False
         return result.rowcount == 1
 
     def release(self, row_id: int, leased_until: float, now: float) -> None:

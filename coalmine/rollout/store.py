@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from coalmine.rollout.leader import bound_idle_in, fence_in
+from coalmine.rollout.lease import Fence
 from coalmine.rollout.machine import TERMINAL, Phase, RolloutState, Transition
 from coalmine.rollout.outbox import enqueue_in, transition_payload
 from coalmine.rollout.spec import RolloutSpec
@@ -122,9 +124,15 @@ def _record(row: Any) -> RolloutRecord:
 
 
 def _event_row(
-    rollout_id: int, seq: int, now: float, before: RolloutState, t: Transition
+    rollout_id: int,
+    seq: int,
+    now: float,
+    before: RolloutState,
+    t: Transition,
+    fence: Fence | None = None,
 ) -> dict[str, Any]:
     return {
+        "leader_token": None if fence is None else fence.token,
         "rollout_id": rollout_id,
         "seq": seq,
         "ts": now,
@@ -390,8 +398,14 @@ class RolloutRepository:
         *,
         now: float | None = None,
         guard_seen_id: int | None = None,
+        fence: Fence | None = None,
     ) -> RolloutRecord | None:
-        """Persist `transition` of `record`; None when another writer got there first."""
+        """Persist `transition` of `record`; None when another writer got there first.
+
+        With `fence` (a leading controller's), the same transaction checks the lease last
+        and raises NotLeader, committing nothing, when it is no longer that controller's.
+        Without (an operator's command through the API), the compare-and-swap alone
+        guards it: it acts on the state it read, whoever leads."""
         now = time.time() if now is None else now
         s = transition.state
         ended = s.phase in TERMINAL
@@ -415,6 +429,8 @@ class RolloutRepository:
         if guard_seen_id is not None:
             values["guard_seen_id"] = _at_least(guard_seen_id)
         with self.engine.begin() as conn:
+            if fence is not None:
+                bound_idle_in(conn, fence)
             result = conn.execute(
                 update(rollouts)
                 .where((rollouts.c.id == record.id) & (rollouts.c.version == record.version))
@@ -424,7 +440,7 @@ class RolloutRepository:
                 return None  # lost the race: the transaction writes nothing else
             conn.execute(
                 insert(rollout_events).values(
-                    _event_row(record.id, record.version + 1, now, record.state, transition)
+                    _event_row(record.id, record.version + 1, now, record.state, transition, fence)
                 )
             )
             if "route" in transition.effects:
@@ -434,9 +450,11 @@ class RolloutRepository:
                 record.state, s, transition, seq=record.version + 1, ts=now
             )
             enqueue_in(conn, s.spec.webhooks, payload, now=now)
+            if fence is not None:  # last: the lease row stays locked only until the commit
+                fence_in(conn, fence)
         return self.get(record.id)
 
-    def acknowledge_trips(self, rollout_id: int, up_to: int) -> None:
+    def acknowledge_trips(self, rollout_id: int, up_to: int, *, fence: Fence | None = None) -> None:
         """Mark the fast-guard trips up to id `up_to` seen without a transition (the machine
         had nothing to do with them, e.g. the rollout was already rolling back), so they are
         not read as events again. No event row and no new version: nothing changed."""
@@ -446,9 +464,16 @@ class RolloutRepository:
                 .where((rollouts.c.id == rollout_id) & (rollouts.c.guard_seen_id < up_to))
                 .values(guard_seen_id=up_to)
             )
+            if fence is not None:
+                fence_in(conn, fence)
 
     def record_judgement(
-        self, record: RolloutRecord, verdict: str, judgement: Mapping[str, Any]
+        self,
+        record: RolloutRecord,
+        verdict: str,
+        judgement: Mapping[str, Any],
+        *,
+        fence: Fence | None = None,
     ) -> None:
         """Keep the latest judgement (status, dashboards) and a snapshot for the report."""
         s = record.state
@@ -467,6 +492,8 @@ class RolloutRepository:
                     judgement=text,
                 )
             )
+            if fence is not None:
+                fence_in(conn, fence)
 
     def rollback_model(self, model: str, *, now: float | None = None) -> ModelRollback:
         """Restore the stable version a promotion replaced (`coalmine rollback MODEL`).

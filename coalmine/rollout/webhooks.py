@@ -12,6 +12,10 @@ claims each with a compare-and-set lease, POSTs it and records the result:
 - anything else (5xx, 408, 429, connection error, timeout): retried with exponential
   backoff, and failed after `max_attempts`.
 
+With a leader lease (a controller's `Leader`, set as `sender.leader`), only the leader
+sends: a follower's sender idles, a claim checks the lease in its own transaction, and a
+sender that stops believing it leads before its POST gives the row back unsent.
+
 At-least-once: every attempt of one row carries the same `X-Coalmine-Delivery` id, so a
 receiver drops repeats. Signature: header `X-Coalmine-Signature: sha256=<hex>` where hex is
 HMAC-SHA256(secret, body); receivers check it with `verify_signature` (constant time). A
@@ -34,6 +38,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+from coalmine.rollout.leader import Leader
 from coalmine.rollout.outbox import DELIVERED, FAILED, REJECTED, Outbox, OutboxRow
 
 __all__ = [
@@ -111,8 +116,10 @@ class WebhookSender:
         lease_s: float | None = None,
         retention_s: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
+        leader: Leader | None = None,
     ) -> None:
         self.outbox = Outbox(engine)
+        self.leader = leader  # set: send only while it holds the lease
         self.poll_s = poll_s
         self.batch = batch
         self.max_attempts = max_attempts
@@ -202,6 +209,8 @@ class WebhookSender:
 
     async def run_once(self) -> int:
         """One pass: claim and send up to `batch` due rows; returns how many were sent."""
+        if self.leader is not None and not self.leader.leading:
+            return 0
         rows = await asyncio.to_thread(self.outbox.due, self.clock(), self.batch)
         sent = 0
         if rows:
@@ -230,8 +239,15 @@ class WebhookSender:
     async def _claim_and_send(self, session: aiohttp.ClientSession, row: OutboxRow) -> bool:
         where = loggable_url(row.url)
         until = self.clock() + self.lease_s
-        if not await asyncio.to_thread(self.outbox.claim, row, until):
+        fence = None if self.leader is None else self.leader.fence()
+        if self.leader is not None and fence is None:
+            return False  # not leading (any more)
+        if not await asyncio.to_thread(self.outbox.claim, row, until, fence):
             return False  # another sender has it
+        if self.leader is not None and not self.leader.leading:
+            # paused past our lease between the claim and here: the successor sends it
+            await asyncio.to_thread(self.outbox.release, row.id, until, self.clock())
+            return False
         self._leases[row.id] = until  # cancelled mid-send, close() gives it back
         self.attempts_made += 1
         outcome, error = await self._post(session, row)
