@@ -393,8 +393,18 @@ class CollectConfig(Strict):
     nginx_log: NginxLogConfig = NginxLogConfig()
 
 
+def _store_url_default() -> str:
+    # a deployment keeps the database password in a secret, not in the config file
+    return os.environ.get("COALMINE_STORE_URL") or "sqlite:///coalmine.db"
+
+
 class StoreConfig(Strict):
-    url: str = "sqlite:///coalmine.db"
+    url: str = Field(
+        default_factory=_store_url_default,
+        validate_default=True,  # a URL from the environment is checked like one in the file
+        description="SQLAlchemy URL; when the file sets none, $COALMINE_STORE_URL, else "
+        "sqlite:///coalmine.db",
+    )
     retention_days: float | None = Field(
         default=None,
         gt=0,
@@ -464,7 +474,7 @@ class ControllerConfig(Strict):
 class CoalmineConfig(Strict):
     gateway: GatewayConfig = GatewayConfig()
     logging: LoggingConfig = LoggingConfig()
-    store: StoreConfig = StoreConfig()
+    store: StoreConfig = Field(default_factory=StoreConfig)  # reads the environment
     api: ApiConfig = ApiConfig()
     collect: CollectConfig = CollectConfig()
     controller: ControllerConfig = ControllerConfig()
