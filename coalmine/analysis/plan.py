@@ -159,8 +159,15 @@ def step_can_decide(
     like_for_like: bool = False,
     paired: bool = False,
     disagreement: float | None = None,
+    as_good: bool = False,
 ) -> StepPlan:
     """The wait of one step for a proportion metric (accuracy, error rate) at `base`.
+
+    By default: detecting a candidate `min_effect` below production against `margin` (a
+    FAIL). `as_good=True`: a candidate as good as production showing it is no more than
+    `min_effect` below (a PASS, or a not_fail step ruling out that regression); `margin`
+    is then unused. Both are planned with the score form the judge runs: the boundary's
+    variance is the one at the threshold tested where that is the larger.
 
     The controller calls this at rollout start and warns when `can_decide` is False.
     `like_for_like=True`: the canary is judged against a fresh baseline routed its own
@@ -168,7 +175,7 @@ def step_can_decide(
     the traffic): the wait is longer at small shares. `paired=True`: a paired canary's
     quality metric, judged on same-request pairs (`paired_variance`; see the module doc).
     """
-    _check(rps, label_rate, min_effect, margin, base)
+    _check(rps, label_rate, min_effect, 0.0 if as_good else margin, base)
     if tests < 1:
         raise ValueError("tests: must be ≥ 1")
     if not 0 < share_percent <= 100:
@@ -180,12 +187,19 @@ def step_can_decide(
     if like_for_like:  # the baseline gets the canary's share while it fits
         share = candidate_fraction(share)
     a = alpha / tests
-    cand = min(max(base - min_effect, 1e-6), 1 - 1e-6)
+    threshold = min_effect if as_good else margin  # how far below production it is tested
+    truth = 0.0 if as_good else min_effect  # how far below production the candidate is
+    cand = min(max(base - truth, 1e-6), 1 - 1e-6)
     var_c, var_b = cand * (1 - cand), base * (1 - base)
     if paired:  # one pair per candidate sample: no second arm to wait for
         var_c, var_b = paired_variance(base, min_effect, disagreement), 0.0
-    g = min_effect - margin
-    n_any = anytime_sample_size(g, var_c, var_b, share, alpha=a, power=power)
+    # The judge takes each arm's variance at the threshold it tests (the score form): the
+    # candidate `threshold` below production; its own variance where that is larger.
+    at = min(max(base - threshold, 1e-6), 1 - 1e-6)
+    hyp_c = None if paired else at * (1 - at)
+    g = abs(threshold - truth)
+    n_any = anytime_sample_size(g, var_c, var_b, share, alpha=a, power=power,
+                                hypothesis_variance_candidate=hyp_c)  # fmt: skip
     n_fix = fixed_horizon_sample_size(g, var_c, var_b, share, alpha=a, power=power)
     return StepPlan(share_percent, rate, n_any, n_fix, n_any / rate, n_fix / rate, max_duration_s)
 

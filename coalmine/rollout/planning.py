@@ -156,8 +156,10 @@ def plan_warnings(
                 continue
             margin = c.margin or 0.0
             floor = floors.get(c.name, (None,) * (index + 1))[index]
+            as_good = False
             if c.must == "not_fail" and floor is not None:
                 # ruling out a regression of `floor` for a candidate as good as production
+                as_good = True
                 effect, against, goal = (
                     floor,
                     0.0,
@@ -183,6 +185,7 @@ def plan_warnings(
                 max_duration_s=max_s,
                 like_for_like=spec.baseline is not None,
                 paired=paired,
+                as_good=as_good,
             )
             plan = plan_at()
             if plan.can_decide:

@@ -174,16 +174,29 @@ class Load:
                             http.post("/v1/feedback", json={"items": items})
 
 
+def _selected(request: pytest.FixtureRequest) -> list[Case]:
+    """The cases this session runs (after -k): only their models are started, so that
+    `-k accuracy` does not start sixteen model processes on a loaded machine."""
+    cases = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)
+    ]
+    return cases or CASES
+
+
 @pytest.fixture(scope="module")
-def coalmine_with_every_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One `coalmine serve` for every case: a model per metric, its stable version served."""
+def coalmine_with_every_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One `coalmine serve` for every selected case: a model per metric, its stable version."""
     from concurrent.futures import ThreadPoolExecutor
 
-    names = {_model(case): case.task for case in CASES}
+    names = {_model(case): case.task for case in _selected(request)}
     servers: dict[str, Any] = {}
     try:
         # model processes start in parallel: each loads scikit-learn for a second or more
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(4) as pool:
             started = pool.map(
                 lambda item: (
                     item[0],
