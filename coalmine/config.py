@@ -424,6 +424,11 @@ class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8900, ge=0, le=65535)
     token: str | None = Field(default=None, description="bearer token; defaults to $COALMINE_TOKEN")
+    judge_token: str | None = Field(
+        default=None,
+        description="a second, read-only bearer token for the judge endpoints only (Argo "
+        "Rollouts, Flagger: /api/v1/judge); defaults to $COALMINE_JUDGE_TOKEN",
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1, description="larger bodies get 413")
     tls_cert_file: str | None = Field(
         default=None, description="PEM certificate (chain): the API serves HTTPS; with key"
@@ -438,6 +443,9 @@ class ApiConfig(Strict):
 
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get("COALMINE_TOKEN")
+
+    def resolved_judge_token(self) -> str | None:
+        return self.judge_token or os.environ.get("COALMINE_JUDGE_TOKEN")
 
 
 class PrometheusSource(Strict):

@@ -144,6 +144,7 @@ async def run_serve(
                 resources=with_sources.__contains__,
                 max_body_bytes=config.api.max_body_bytes,
                 config=config,
+                judge_token=config.api.resolved_judge_token(),
             )
             sock = socket.socket(socket.AF_INET6 if ":" in config.api.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -30,6 +30,7 @@ from coalmine.api.openapi import (
 from coalmine.api.params import After, RolloutId
 from coalmine.collect.api import install_collectors
 from coalmine.config import NAME_PATTERN, BaseUrl, CoalmineConfig, ConfigError
+from coalmine.integrations.app import JUDGE_PREFIX, judge_app
 from coalmine.rollout import machine
 from coalmine.rollout.controller import Controller
 from coalmine.rollout.judge import build_criteria
@@ -112,13 +113,15 @@ def create_app(
     resources: Callable[[str], bool] | None = None,
     max_body_bytes: int = 1 << 20,
     config: CoalmineConfig | None = None,
+    judge_token: str | None = None,
 ) -> FastAPI:
     """The control API over `engine`; `controller` applies operators' commands.
 
     `resources(model)` says whether a CPU/memory source is configured for a model (None:
     none is): a rollout judging `cpu`/`memory` without one is refused. `config` (the
     file `coalmine serve` runs) sets the collectors: the logging policy reported inputs
-    are shaped by, and the KServe logger endpoint.
+    are shaped by, and the KServe logger endpoint. `judge_token`: a read-only token the
+    judge endpoints (Argo Rollouts, Flagger) accept besides `token`.
     """
     auth = BearerAuth(token)
     app = FastAPI(
@@ -324,5 +327,7 @@ def create_app(
 
     app.include_router(api)
     install_collectors(app, engine, config)  # batch ingest; KServe logger when configured
+    # mounted, not included: the judge endpoints have their own auth (the read-only token too)
+    app.mount(JUDGE_PREFIX, judge_app(engine, token=token, judge_token=judge_token, tasks=task_of))
     install_ui(app, engine, token=token)  # the dashboard: pages at /ui, data at /api/v1/ui
     return app
