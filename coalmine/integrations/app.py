@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
 from coalmine.api.openapi import install_error_bodies
@@ -56,6 +57,11 @@ def judge_app(
     # Argo's routes authenticate by header; Flagger's by metadata.token, checked in the route
     app.include_router(argo_router(service, baseline_of), dependencies=[Depends(auth.header)])
     app.include_router(flagger_router(service, auth))
+
+    @app.get("/metrics", response_class=Response, dependencies=[Depends(auth.header)])
+    def judge_metrics() -> Response:
+        """`coalmine_judgement` alone (metrics.py), for a Prometheus scraping with this token."""
+        return Response(generate_latest(metrics.JUDGE_REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(auth.header)])
     def openapi() -> dict[str, Any]:

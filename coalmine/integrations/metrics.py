@@ -1,15 +1,17 @@
 """The judge-only judgements as a Prometheus gauge, for Flagger's metric templates.
 
 Flagger's metric templates query a metrics backend (Prometheus, Datadog, ...); none calls a
-plain web endpoint. So the control API's `/api/v1/metrics` also exports
+plain web endpoint. So Coalmine exports
 
     coalmine_judgement{model, candidate, baseline, mode, criterion}
         1 PASS, 0 INCONCLUSIVE, -1 FAIL; criterion="overall" is the step's verdict
 
-for every judge-only question a tool asked in the last 10 minutes (a Flagger webhook or an
-Argo measurement starts it), judged again at scrape time when its last answer is older
-than 10 s. A template then reads `min(coalmine_judgement{...criterion="overall"})` with
-`thresholdRange: {min: 0}` (not failing) and a gate gets PASS from the webhooks.
+on the control API's `/api/v1/metrics` and, alone, on `/api/v1/judge/metrics` (which the
+read-only judge token opens, so Prometheus scrapes with it), for every judge-only question
+a tool asked in the last 10 minutes (a Flagger webhook or an Argo measurement starts it),
+judged again at scrape time when its last answer is older than 10 s. A template then reads
+`min(coalmine_judgement{...criterion="overall"})` with `thresholdRange: {min: 0}` (not
+failing); the webhooks' gates wait for PASS.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 if TYPE_CHECKING:
     from coalmine.integrations.service import JudgeService
 
-__all__ = ["VALUES", "register"]
+__all__ = ["JUDGE_REGISTRY", "VALUES", "register"]
 
 VALUES = {"PASS": 1.0, "INCONCLUSIVE": 0.0, "FAIL": -1.0}
 ASKED_WITHIN_S = 600.0
@@ -59,7 +61,10 @@ class _JudgementCollector(Collector):
 
 
 _collector = _JudgementCollector()
-REGISTRY.register(_collector)
+REGISTRY.register(_collector)  # the control API's /api/v1/metrics
+# /api/v1/judge/metrics: this gauge alone, readable with the read-only judge token
+JUDGE_REGISTRY = CollectorRegistry(auto_describe=True)
+JUDGE_REGISTRY.register(_collector)
 
 
 def register(service: JudgeService) -> None:

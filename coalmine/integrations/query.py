@@ -31,6 +31,9 @@ class JudgeQuery:
     spec: RolloutSpec
     weight: float | None  # canary share in percent (one of the spec's steps); None in shadow
     not_before: float | None  # judge only calls logged at or after this time (Unix seconds)
+    # the weight the caller stated (not defaulted): only a stated weight is given to rows
+    # logged without their split, since a wrong share would bias the comparison
+    stated_weight: float | None = None
 
     @property
     def step_index(self) -> int:
@@ -68,6 +71,7 @@ def make_query(
         errors.append((f"{where}baseline", f"must differ from the candidate ({candidate!r})"))
     if not_before is not None and not math.isfinite(not_before):
         errors.append((f"{where}since", "must be a finite Unix time in seconds"))
+    stated = weight if mode == "canary" else None
     if parsed is not None and mode == "canary":
         steps = parsed.step_weights
         if weight is None:
@@ -88,4 +92,5 @@ def make_query(
         spec=parsed,
         weight=weight,
         not_before=not_before,
+        stated_weight=stated,
     )

@@ -14,11 +14,12 @@ canary's checksum). Both arms are read from there, so production is compared ove
 hours as the candidate.
 
 The split. Canary rows judged at an unknown split pool a ramp, which the analysis refuses
-(Simpson): a row logged with its canary weight (`canary_weight_bp`) keeps it; one logged
-without gets the weight of the query that reads it (Argo passes each step's weight). A row
-read late, after the weight changed, is then counted at the new weight: rows logged between
-a step's last look and the next step's first look, a few seconds' worth at Argo's usual
-intervals.
+(Simpson) once the candidate's share of the rows moves: a row logged with its canary weight
+(`canary_weight_bp`) keeps it; one logged without gets the weight the query states (Argo
+passes each step's weight), never a defaulted one. A row read late, after the weight
+changed, is then counted at the new weight: rows logged between a step's last look and the
+next step's first look, a few seconds' worth at Argo's usual intervals. A query that states
+no weight over a ramp gets INCONCLUSIVE with the analysis's reason.
 
 Sessions. One incremental `Evaluator` per distinct question (model, versions, mode, spec,
 window start), kept in memory (the most recent 64), each behind its own lock. A restart
@@ -27,6 +28,7 @@ re-reads the log from the window start and reaches the same answer, only slower.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -85,6 +87,15 @@ class _ExternalEvaluator(Evaluator):
 
 
 @dataclass
+class _Asked:
+    """A question a tool asked, its last answer and when a tool last asked it."""
+
+    query: JudgeQuery
+    answer: dict[str, Any]
+    asked_at: float
+
+
+@dataclass
 class _Session:
     query: JudgeQuery
     since: float
@@ -92,8 +103,6 @@ class _Session:
     criteria: list[Any]
     floors: dict[str, tuple[float | None, ...]]
     lock: threading.Lock = field(default_factory=threading.Lock)
-    last_answer: dict[str, Any] | None = None
-    last_asked: float = 0.0
     # weight -> when the step at that weight started: the window's start for the first
     # weight asked, else the first time a query asked at it (Argo starts a step's analysis
     # when it sets the weight)
@@ -116,6 +125,8 @@ class JudgeService:
         self.tasks = dict(tasks or {})
         self.clock = clock
         self._sessions: OrderedDict[tuple[Any, ...], _Session] = OrderedDict()
+        # every question asked lately, with or without data yet (the metrics collector's)
+        self._asked: OrderedDict[tuple[Any, ...], _Asked] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- the window ---------------------------------------------------------------------------
@@ -183,8 +194,20 @@ class JudgeService:
         return session
 
     # -- one judgement ------------------------------------------------------------------------
-    def judge(self, q: JudgeQuery) -> dict[str, Any]:
-        """The answer for `q` now (raises UnknownModel, ConfigError)."""
+    def judge(self, q: JudgeQuery, *, asked: bool = True) -> dict[str, Any]:
+        """The answer for `q` now (raises UnknownModel, ConfigError); `asked=False` for a
+        scrape refreshing it (it does not keep a question alive)."""
+        out = self._judge(q)
+        key = q.session_key()
+        with self._lock:
+            before = self._asked.pop(key, None)
+            since = self.clock() if asked or before is None else before.asked_at
+            self._asked[key] = _Asked(q, out, since)
+            while len(self._asked) > _MAX_SESSIONS:
+                self._asked.popitem(last=False)
+        return out
+
+    def _judge(self, q: JudgeQuery) -> dict[str, Any]:
         if q.model not in self.models():
             raise UnknownModel(f"unknown model {q.model!r}")
         criteria = self.criteria(q)  # ConfigError before any reading
@@ -205,7 +228,6 @@ class JudgeService:
             step.update(since=None, elapsed_s=0.0)
             return no_candidate_answer(head=head, step=step, criteria=criteria, now=now)
         with session.lock:
-            session.last_asked = now
             started = session.step_started.setdefault(
                 q.weight, now if session.step_started else session.since
             )
@@ -215,13 +237,11 @@ class JudgeService:
             verdict, reason = decide(
                 ev, elapsed=elapsed, min_duration=min_duration, min_samples=min_samples
             )
-            out = answer(head=head, step=step, verdict=verdict, reason=reason, ev=ev)
-            session.last_answer = out
-            return out
+            return answer(head=head, step=step, verdict=verdict, reason=reason, ev=ev)
 
     def _evidence(self, s: _Session, q: JudgeQuery, samples: int) -> Evidence:
         evaluator = s.evaluator
-        evaluator.step_bp = round((q.weight or 0) * 100) if q.mode == "canary" else 0
+        evaluator.step_bp = round((q.stated_weight or 0) * 100) if q.mode == "canary" else 0
         floors: dict[str, float] = {}
         for name, steps in s.floors.items():
             x = steps[q.step_index] if q.step_index < len(steps) else None
@@ -237,23 +257,16 @@ class JudgeService:
 
     # -- for the metrics collector ------------------------------------------------------------
     def recent(self, *, asked_within: float, refresh_after: float) -> list[dict[str, Any]]:
-        """The last answer of every session asked within `asked_within` seconds, judged
-        again when older than `refresh_after` (a scrape between two webhook calls)."""
+        """The last answer of every question asked within `asked_within` seconds, judged
+        again when older than `refresh_after` (a scrape between two tool calls)."""
         now = self.clock()
         with self._lock:
-            sessions = list(self._sessions.values())
+            asked = [a for a in self._asked.values() if now - a.asked_at <= asked_within]
         out = []
-        for s in sessions:
-            if now - s.last_asked > asked_within:
-                continue
-            last = s.last_answer
-            if last is None or now - float(last.get("evaluated_at") or 0) > refresh_after:
-                asked = s.last_asked
-                try:
-                    last = self.judge(s.query)
-                except Exception:  # a scrape never fails for one session
-                    continue
-                finally:
-                    s.last_asked = asked  # a scrape is not a tool asking
+        for a in asked:
+            last = a.answer
+            if now - float(last.get("evaluated_at") or 0) > refresh_after:
+                with contextlib.suppress(Exception):  # a scrape never fails for one question
+                    last = self.judge(a.query, asked=False)
             out.append(last)
         return out

@@ -40,7 +40,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One API and store per test module: tests give each scenario its own versions."""
     tmp_path = tmp_path_factory.mktemp("judge")
-    versions = ["v1", "v2", "bad", "few", "podinfo", "podinfo-primary", "podbad"]
+    versions = ["v1", "v2", "podinfo-primary"]
     config = parse_config(
         {
             "store": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
@@ -77,8 +77,9 @@ def seed(
     seed: int = 0,
     start: float | None = None,
     weight_bp: int = 0,
+    every: float = 0.01,
 ) -> None:
-    """`n` calls of `version`, one every 10 ms from `start`, with labels for the answered."""
+    """`n` calls of `version`, one every `every` s from `start`, labels for the answered."""
     rng = random.Random(seed)
     t0 = time.time() - 60 if start is None else start
     records, labels = [], []
@@ -89,7 +90,7 @@ def seed(
         said = truth if rng.random() < accuracy else (truth + 1) % 3
         records.append(
             PredictionRecord(
-                request_id=rid, model=model, version=version, role="stable", ts=t0 + i * 0.01,
+                request_id=rid, model=model, version=version, role="stable", ts=t0 + i * every,
                 latency_ms=20 + rng.random() * 5, status=500 if failed else 200,
                 error_class="http_5xx" if failed else None,
                 prediction=None if failed else said, canary_weight_bp=weight_bp,

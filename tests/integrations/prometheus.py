@@ -1,0 +1,129 @@
+"""A real Prometheus (Debian's `prometheus`) scraping one URL every second with a bearer
+token, as examples/flagger/prometheus-scrape.yaml does; and Flagger's Prometheus query.
+
+`flagger_query` does what Flagger's Prometheus provider does with a MetricTemplate
+(pkg/metrics/providers/prometheus.go `RunQuery`, commit 15bd6ad5, 2026-07): the query's
+`{{ variables.* }}` filled in from the Canary's templateVariables, a GET of
+/api/v1/query, a 4xx/5xx answer an error, the vector's value strings parsed as floats (the
+last one kept), no value or NaN the error ErrNoValuesFound. A skip when Prometheus is not
+installed (.ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+CONFIG = """
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: coalmine-judge
+    metrics_path: {path}
+    authorization:
+      type: Bearer
+      credentials_file: {token_file}
+    static_configs:
+      - targets: ["{target}"]
+"""
+
+
+class NoValues(LookupError):
+    """Flagger's ErrNoValuesFound: the query found no series (a failed check)."""
+
+
+@contextmanager
+def prometheus_scraping(url: str, token: str) -> Iterator[str]:
+    """Yield the URL of a Prometheus scraping `url` (http://host:port/path) with `token`."""
+    if not Path(PROMETHEUS).exists():
+        pytest.skip("prometheus not installed (Debian package `prometheus`; .ci/run installs it)")
+    root = Path(tempfile.mkdtemp(prefix="coalmine-judge-prometheus-"))
+    token_file = root / "token"
+    token_file.write_text(token)
+    target = re.sub(r"^https?://", "", url)
+    host, _, path = target.partition("/")
+    (root / "prometheus.yml").write_text(
+        CONFIG.format(path="/" + path, token_file=token_file, target=host)
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    log = (root / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}",
+         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prometheus did not start: {(root / 'prometheus.log').read_text()}"
+                )
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def flagger_query(prometheus: str, query: str, variables: dict[str, str]) -> float:
+    """A MetricTemplate query run as Flagger's Prometheus provider runs it."""
+    for name, value in variables.items():
+        query = re.sub(r"\{\{\s*variables\." + re.escape(name) + r"\s*\}\}", value, query)
+    assert "{{" not in query, f"a template variable is missing: {query}"
+    r = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=10)
+    if r.status_code >= 400:
+        raise RuntimeError(f"error response: Status {r.status_code}: {r.text}")
+    value: float | None = None
+    for series in r.json()["data"]["result"]:
+        raw = series["value"][1]
+        if isinstance(raw, str):
+            value = float(raw)
+    if value is None or math.isnan(value):
+        raise NoValues(query)
+    return value
+
+
+def wait_for_value(prometheus: str, query: str, variables: dict[str, str], want: float,
+                   timeout: float = 30) -> float:  # fmt: skip
+    """The query's value once it is `want` (Prometheus scrapes every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = flagger_query(prometheus, query, variables)
+            if value == want:
+                return value
+        except NoValues:
+            value = math.nan
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{query}: {value}, not {want}, after {timeout} s")
+        time.sleep(0.25)
