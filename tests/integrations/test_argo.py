@@ -22,6 +22,9 @@ import yaml
 from tests.integrations.argo_semantics import MetricRun, json_path, measure
 from tests.integrations.conftest import JUDGE_TOKEN, TOKEN, Stack, seed
 
+# generous timeouts (the tests share two cores with whatever else runs); no keep-alive,
+# so no connection outlives the module's server
+http = httpx.Client(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "argo"
 
 
@@ -58,7 +61,7 @@ def replay(metric: dict[str, Any], args: dict[str, str]) -> tuple[int, Any]:
     kwargs: dict[str, Any] = {"headers": headers, "timeout": web.get("timeoutSeconds", 10)}
     if "jsonBody" in web:
         kwargs["json"] = web["jsonBody"]  # httpx sets Content-Type: application/json
-    r = httpx.request(web.get("method", "GET"), web["url"], **kwargs)
+    r = http.request(web.get("method", "GET"), web["url"], **kwargs)
     return r.status_code, r.json()
 
 
@@ -177,13 +180,13 @@ def test_the_judge_token_opens_the_judge_endpoints_only(log: Stack) -> None:
     control = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{log.url}/api/v1/judge/models/iris"
     params = {"candidate": "v2"}
-    assert httpx.get(url, params=params, headers=judge).status_code == 200
-    assert httpx.get(url, params=params, headers=control).status_code == 200
-    assert httpx.get(url, params=params).status_code == 401
-    assert httpx.get(url, params=params, headers={"Authorization": "Bearer x"}).status_code == 403
+    assert http.get(url, params=params, headers=judge).status_code == 200
+    assert http.get(url, params=params, headers=control).status_code == 200
+    assert http.get(url, params=params).status_code == 401
+    assert http.get(url, params=params, headers={"Authorization": "Bearer x"}).status_code == 403
     # read-only: the judge token opens nothing else
-    assert httpx.get(f"{log.url}/api/v1/models", headers=judge).status_code == 403
-    started = httpx.post(
+    assert http.get(f"{log.url}/api/v1/models", headers=judge).status_code == 403
+    started = http.post(
         f"{log.url}/api/v1/rollouts", headers=judge,
         json={"model": "iris", "candidate": "v2", "url": "http://127.0.0.1:9"},
     )  # fmt: skip
@@ -191,7 +194,7 @@ def test_the_judge_token_opens_the_judge_endpoints_only(log: Stack) -> None:
 
 
 def test_get_judges_by_the_default_spec(log: Stack) -> None:
-    r = httpx.get(
+    r = http.get(
         f"{log.url}/api/v1/judge/models/iris",
         params={"candidate": "bad", "weight": 25},
         headers={"Authorization": f"Bearer {JUDGE_TOKEN}"},

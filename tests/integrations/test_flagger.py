@@ -36,6 +36,9 @@ from tests.integrations.prometheus import (
     wait_for_value,
 )
 
+# generous timeouts (the tests share two cores with whatever else runs); no keep-alive,
+# so no connection outlives the module's server
+http = httpx.Client(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "flagger"
 CLUSTER_URL = "http://coalmine.coalmine.svc:8900"
 
@@ -52,7 +55,7 @@ def post_hook(url: str, hook: dict[str, Any], name: str, phase: str, checksum: s
     """One webhook call as Flagger's CallWebhook makes it; the status code."""
     payload = {"name": name, "namespace": "models", "phase": phase, "checksum": checksum,
                "metadata": hook.get("metadata") or {}}  # fmt: skip
-    r = httpx.post(
+    r = http.post(
         hook["url"].replace(CLUSTER_URL, url),
         content=json.dumps(payload),
         headers={"Content-Type": "application/json"},
@@ -189,7 +192,7 @@ def test_a_bad_candidate_is_rolled_back_by_the_rollback_hook(stack: Stack) -> No
     assert sim.iterate() == "rolled back by the rollback hook"
     # what the rollback hook answered, for a person reading Flagger's events
     rollback = sim.hooks("rollback")[0]
-    r = httpx.post(rollback["url"].replace(CLUSTER_URL, stack.url), json={
+    r = http.post(rollback["url"].replace(CLUSTER_URL, stack.url), json={
         "name": "podinfo", "namespace": "models", "phase": "Progressing", "checksum": "bad-1",
         "metadata": rollback["metadata"]})  # fmt: skip
     body = r.json()
@@ -221,19 +224,19 @@ def test_rows_before_the_canary_was_first_seen_are_not_judged(stack: Stack) -> N
 def test_bad_metadata_and_tokens_are_refused(stack: Stack) -> None:
     url = f"{stack.url}/api/v1/judge/flagger/rollout"
     base = {"name": "podinfo", "namespace": "models", "phase": "Progressing", "checksum": "x"}
-    r = httpx.post(url, json={**base, "metadata": {"token": JUDGE_TOKEN, "candiate": "v2"}})
+    r = http.post(url, json={**base, "metadata": {"token": JUDGE_TOKEN, "candiate": "v2"}})
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "metadata.candiate"
-    r = httpx.post(url, json={**base, "metadata": {"token": JUDGE_TOKEN, "weight": "ten"}})
+    r = http.post(url, json={**base, "metadata": {"token": JUDGE_TOKEN, "weight": "ten"}})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "metadata.weight"
-    assert httpx.post(url, json={**base, "metadata": {}}).status_code == 401
-    assert httpx.post(url, json={**base, "metadata": {"token": "no"}}).status_code == 403
+    assert http.post(url, json={**base, "metadata": {}}).status_code == 401
+    assert http.post(url, json={**base, "metadata": {"token": "no"}}).status_code == 403
     unknown = {**base, "name": "nope", "metadata": {"token": JUDGE_TOKEN}}
-    assert httpx.post(url, json=unknown).status_code == 404
+    assert http.post(url, json=unknown).status_code == 404
     post_rollout = f"{stack.url}/api/v1/judge/flagger/post-rollout"
-    r = httpx.post(post_rollout, json={**base, "metadata": {"token": JUDGE_TOKEN}})
+    r = http.post(post_rollout, json={**base, "metadata": {"token": JUDGE_TOKEN}})
     assert r.status_code == 422
     # Flagger's own event metadata is not refused
     event = {**base, "metadata": {"token": JUDGE_TOKEN, "eventMessage": "m", "eventType": "t",
                                   "timestamp": "1", "model": "podinfo"}}  # fmt: skip
-    assert httpx.post(url, json=event).status_code == 200
+    assert http.post(url, json=event).status_code == 200
