@@ -34,6 +34,7 @@ class JudgeQuery:
     # the weight the caller stated (not defaulted): only a stated weight is given to rows
     # logged without their split, since a wrong share would bias the comparison
     stated_weight: float | None = None
+    where: str = ""  # how the caller names the request's fields ("metadata." for Flagger)
 
     @property
     def step_index(self) -> int:
@@ -93,4 +94,5 @@ def make_query(
         weight=weight,
         not_before=not_before,
         stated_weight=stated,
+        where=where,
     )

@@ -40,6 +40,7 @@ from sqlalchemy import Engine, func, select
 
 from coalmine.analysis.engine import Evaluator
 from coalmine.analysis.metrics import Obs
+from coalmine.config import ConfigError
 from coalmine.integrations.decision import answer, decide, no_candidate_answer
 from coalmine.integrations.evidence import evidence_of
 from coalmine.integrations.query import JudgeQuery
@@ -159,8 +160,12 @@ class JudgeService:
         return self.tasks.get(model, "classification")
 
     def criteria(self, q: JudgeQuery) -> list[Any]:
-        """The built criteria of the query's mode (ConfigError for an invalid one)."""
-        return build_criteria(q.spec, q.mode, self._task(q.model))
+        """The built criteria of the query's mode (ConfigError naming the request's field)."""
+        try:
+            return build_criteria(q.spec, q.mode, self._task(q.model))
+        except ConfigError as exc:
+            errors = [(f"{q.where}spec.{path}", reason) for path, reason in exc.errors]
+            raise ConfigError(f"{q.where}spec", errors) from None
 
     def _session(self, q: JudgeQuery) -> _Session | None:
         key = q.session_key()
