@@ -9,7 +9,8 @@ variables, in the manner of Argo Rollouts' `{{args.*}}` and Flagger's `{{ target
     {{model}}      the model's name
     {{version}}    the version being measured: the candidate, then the stable version
     {{candidate}}  the candidate version       {{stable}}  the stable (baseline) version
-    {{window}}     the criterion's window as a PromQL duration ("30s"), for rate()[...]
+    {{window}}     the criterion's window as a PromQL duration ("30s"), for rate()[...];
+                   {{interval}} is the same, as Flagger's templates spell it
     {{rollout}}    the rollout's id
 
 Substitution is plain text replacement, not a template engine: nothing else in `{{ }}` is
@@ -59,7 +60,7 @@ DEFAULT_QUERIES = {
 UNITS = {"cpu": "ms CPU per request", "memory": "MB"}
 
 NAMES = frozenset({"model", "version", "candidate", "stable"})
-NUMBERS = frozenset({"window", "rollout"})
+NUMBERS = frozenset({"window", "interval", "rollout"})
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,62}$")
 
@@ -124,15 +125,14 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
     last = 0
     for match in _PLACEHOLDER.finditer(template):
         name = match.group(1)
-        value = variables[name]
         parts.append(template[last : match.start()])
         if name in NAMES:
             quote = _string_context(template, match.start())
-            parts.append(_escape(str(value), quote or '"'))
-        elif name == "window":
-            parts.append(promql_duration(float(value)))
+            parts.append(_escape(str(variables[name]), quote or '"'))
+        elif name in ("window", "interval"):
+            parts.append(promql_duration(float(variables["window"])))
         else:
-            parts.append(str(int(value)))
+            parts.append(str(int(variables[name])))
         last = match.end()
     parts.append(template[last:])
     return "".join(parts)

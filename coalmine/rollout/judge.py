@@ -13,6 +13,7 @@ log rows). Tests may hand the controller another Judge; the shipped code uses th
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Literal, Protocol, cast
 
 from pydantic import ValidationError
@@ -319,13 +320,14 @@ class EngineJudge:
                 versions = [s.candidate, *([s.previous_stable] if rail.needs_stable else [])]
                 shared = {"model": s.model, "candidate": s.candidate, "window": k.window,
                           "stable": s.previous_stable, "rollout": s.id}  # fmt: skip
+                at = time.time()  # both versions read at the same instant
                 for version in versions:
                     variables = {**shared, "version": version}
                     if client is None:
                         error = f"the metric source {k.source!r} is not configured here"
                         break
                     try:
-                        values[version] = client.value(render(k.template(), variables))
+                        values[version] = client.value(render(k.template(), variables), at)
                     except QueryError as exc:
                         error = str(exc)
                         log.warning("rollout %s: %s: query failed: %s", s.id, k.name, exc)

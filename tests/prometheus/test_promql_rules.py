@@ -40,6 +40,7 @@ def test_variables_are_substituted() -> None:
     assert render(q, VARS) == 'sum(rate(x{model="iris",version="v2"}[30s])) + 7'
     assert render("max(y{v='{{stable}}'})", VARS) == "max(y{v='v1'})"
     assert "[1500ms]" in render("rate(x[{{window}}])", {**VARS, "window": 1.5})
+    assert render("rate(x[{{ interval }}])", VARS) == "rate(x[30s])"  # Flagger's spelling
 
 
 def test_a_value_cannot_leave_its_string() -> None:
