@@ -45,7 +45,7 @@ from coalmine.integrations.decision import answer, decide, no_candidate_answer
 from coalmine.integrations.evidence import evidence_of
 from coalmine.integrations.query import JudgeQuery
 from coalmine.rollout.floor import schedule
-from coalmine.rollout.judge import build_criteria
+from coalmine.rollout.judge import build_criteria, guard_rail_paths
 from coalmine.rollout.machine import Evidence
 from coalmine.store.schema import predictions
 
@@ -161,6 +161,13 @@ class JudgeService:
 
     def criteria(self, q: JudgeQuery) -> list[Any]:
         """The built criteria of the query's mode (ConfigError naming the request's field)."""
+        # aggregates are the traffic layer's own Prometheus provider's job here; dropping
+        # them silently would judge less than the spec says
+        rails = guard_rail_paths(q.spec, q.mode)
+        if rails:
+            why = ("PromQL criteria (source:) are judged in Coalmine's own rollouts only; "
+                   "use Argo Rollouts' or Flagger's Prometheus provider for them")  # fmt: skip
+            raise ConfigError(f"{q.where}spec", [(f"{q.where}spec.{p}", why) for p in rails])
         try:
             return build_criteria(q.spec, q.mode, self._task(q.model))
         except ConfigError as exc:

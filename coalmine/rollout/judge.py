@@ -24,7 +24,14 @@ from coalmine.rollout.machine import Evidence, Phase
 from coalmine.rollout.spec import CriterionSpec, RolloutSpec
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
 
-__all__ = ["EngineJudge", "Judge", "build_criteria", "build_guard_rails", "default_must"]
+__all__ = [
+    "EngineJudge",
+    "Judge",
+    "build_criteria",
+    "build_guard_rails",
+    "default_must",
+    "guard_rail_paths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +130,12 @@ def build_criteria(spec: RolloutSpec, mode: str, task: str = "classification") -
 
 def _is_guard_rail(c: CriterionSpec) -> bool:
     return (c.model_extra or {}).get("source") is not None
+
+
+def guard_rail_paths(spec: RolloutSpec, mode: str) -> list[str]:
+    """Field paths of `mode`'s PromQL criteria (`source:` given), unvalidated."""
+    given = spec.shadow.criteria if mode == "shadow" else spec.canary.criteria
+    return [f"{mode}.criteria.{i}" for i, c in enumerate(given or []) if _is_guard_rail(c)]
 
 
 def build_guard_rails(spec: RolloutSpec, mode: str) -> list[Any]:

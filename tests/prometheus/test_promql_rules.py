@@ -154,3 +154,18 @@ def test_a_zero_stable_value_is_a_ratio_breach_only_when_the_candidate_is_above_
     assert rail.status() == "ok"
     rail.observe(60, Window(0.1, 0.0))
     assert rail.status() == "fail"
+
+
+def test_the_judge_only_endpoints_refuse_promql_criteria_instead_of_dropping_them() -> None:
+    from sqlalchemy import create_engine
+
+    from coalmine.integrations.query import make_query
+    from coalmine.integrations.service import JudgeService
+
+    service = JudgeService(create_engine("sqlite://"), models=lambda: {"iris"})
+    spec = _spec({"metric": "cpu", "source": "prom"})
+    query = make_query(model="iris", candidate="v2", baseline="v1", spec=spec, where="metadata.")
+    with pytest.raises(ConfigError) as err:
+        service.criteria(query)
+    [(path, why)] = err.value.errors
+    assert path == "metadata.spec.canary.criteria.1" and "Prometheus provider" in why
