@@ -125,12 +125,12 @@ class Controller:
     async def run(self) -> None:
         """Tick until `stop()`; a failing tick is logged and the loop goes on. With a
         leader, the lease is kept in its own task and a tick runs only while it is held."""
-        leasing: asyncio.Task[None] | None = None
-        if self.leader is not None:
+        leader = self.leader
+        if leader is not None:
             # the first take before the first tick: a lone controller leads at once
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.leader.try_lead)
-            leasing = asyncio.create_task(self.leader.run(self._stopping), name="coalmine-lease")
+                await asyncio.to_thread(leader.try_lead)
+            leader.start()
         self.sender.start()
         try:
             while not self._stopping.is_set():
@@ -142,10 +142,10 @@ class Controller:
                     await asyncio.wait_for(self._stopping.wait(), self.tick_s)
         finally:
             await self.sender.close()
-            if leasing is not None and self.leader is not None:
-                await asyncio.gather(leasing, return_exceptions=True)
+            if leader is not None:
+                await asyncio.to_thread(leader.stop)
                 try:  # a successor (or this controller restarted) need not wait the TTL
-                    await asyncio.to_thread(self.leader.release)
+                    await asyncio.to_thread(leader.release)
                 except Exception:
                     log.exception("controller: could not release the leader lease")
 

@@ -18,11 +18,10 @@ locks while its successor waits).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -182,7 +181,7 @@ class LeaseStore:
 
 
 class Leader:
-    """One controller's side of the lease. `run()` takes it when free and renews it while
+    """One controller's side of the lease. `start()` takes it when free and renews it while
     held; `fence()` is the Fence to carry while this controller believes it leads."""
 
     def __init__(
@@ -201,6 +200,8 @@ class Leader:
         self.monotonic = monotonic
         self._held: tuple[int, float] | None = None  # (token, believed until), swapped whole
         self._ensured = False
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def token(self) -> int | None:
@@ -253,17 +254,31 @@ class Leader:
             fence.token,
         )
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Take or renew until `stopping`: every renew_s while leading, every poll_s not."""
-        while not stopping.is_set():
+    def start(self) -> None:
+        """Take or renew in a thread of its own until `stop()`: every renew_s while leading,
+        every poll_s not. Not an asyncio task: a busy event loop or a full thread pool (a
+        long judgement) must never delay a renewal past the lease."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="coalmine-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (blocks until the thread ends; the lease itself is kept)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
             try:
-                leading = await asyncio.to_thread(self.try_lead)
+                leading = self.try_lead()
             except Exception:  # the store is unreachable: our local deadline runs out alone
                 log.exception("controller %s: lease attempt failed", self.holder)
                 leading = False
-            wait = self.settings.renew_s if leading else self.settings.poll_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), wait)
+            self._stopping.wait(self.settings.renew_s if leading else self.settings.poll_s)
 
     def release(self) -> None:
         """Give the lease up (graceful stop): a successor takes it at its next poll."""

@@ -115,3 +115,21 @@ async def test_a_lone_controller_leads_at_once_and_a_restart_does_not_wait(
         finally:
             ctl.stop()
             await run
+
+
+async def test_a_blocked_event_loop_does_not_cost_the_lease(store_engine: Engine) -> None:
+    """Renewals run in a thread of their own: a controller whose event loop is stuck for
+    longer than the TTL (a long synchronous step, a slow tick) still holds its lease."""
+    leader = Leader(store_engine, settings=SETTINGS, holder="busy")
+    ctl = Controller(store_engine, PassingJudge(), tick_s=0.05, leader=leader)
+    run = asyncio.create_task(ctl.run())
+    try:
+        await until(lambda: leader.leading)
+        token = leader.token
+        time.sleep(2.5 * SETTINGS.ttl_s)  # blocks the loop itself
+        other = Leader(store_engine, settings=SETTINGS, holder="other")
+        assert not other.try_lead()  # never free in between: no takeover
+        assert leader.leading and leader.token == token
+    finally:
+        ctl.stop()
+        await run
