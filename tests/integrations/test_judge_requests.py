@@ -86,6 +86,10 @@ MALFORMED: list[tuple[str, str, Any, str]] = [
                                                             "min": 0}]}}},
      "spec.canary.criteria.0.metric"),
     ("POST", "/api/v1/judge/models/iris", [1, 2], "body"),
+    ("POST", "/api/v1/judge/models/iris",
+     {"candidate": "v2", "spec": {"canary": {"criteria": [
+         {"metric": "error_rate"}, {"metric": "p99", "source": "prom", "max": 1}]}}},
+     "spec.canary.criteria.1"),
     ("POST", "/api/v1/judge/flagger/rollback", {"namespace": "m"}, "name"),
     ("POST", "/api/v1/judge/flagger/rollback",
      {"name": "iris", "namespace": "m", "metadata": {"token": JUDGE_TOKEN, "weight": 5}},
