@@ -323,6 +323,14 @@ class LoggingConfig(Strict):
     batch_size: int = Field(default=500, ge=1)
     flush_interval_s: float = Field(default=0.25, gt=0)
     buffer_size: int = Field(default=100_000, ge=1)
+    stable_sample_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="share of stable calls logged while no rollout runs on the model (each "
+        "kept row stores its weight 1/rate); canary, shadow, baseline and paired calls, and "
+        "every call during a rollout, are logged in full",
+    )
 
 
 def hide_password(url: str) -> str:

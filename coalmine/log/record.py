@@ -24,6 +24,8 @@ class PredictionRecord:
     canary_weight_bp: int = 0
     rollout_id: int | None = None
     scores: Any = None  # the probabilities/scores beside the prediction (JSON-able), if any
+    # how many calls this row stands for: 1/rate for a sampled stable row, else 1
+    sample_weight: float = 1.0
 
 
 class PredictionSink(Protocol):

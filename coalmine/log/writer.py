@@ -2,7 +2,9 @@
 
 `submit()` appends to an in-memory buffer and returns at once; a background task writes
 batches to the store in a worker thread (`asyncio.to_thread`), every `flush_interval_s` or as
-soon as `batch_size` rows are waiting. A full buffer drops the record and counts it.
+soon as `batch_size` rows are waiting. A stable call made while no rollout runs on its model
+is kept at `logging.stable_sample_rate`, its row weighted 1/rate: no judgement reads those
+rows, and they are most of the log. A full buffer drops the record and counts it.
 `close()` writes everything still buffered: the gateway calls it on SIGTERM/SIGINT, which is
 what makes a graceful stop lose nothing. A failed write is retried with backoff; a batch the
 database rejects for its content (not a lost connection) is written row by row so one bad
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 
@@ -55,6 +58,9 @@ class BatchWriter:
         self.batch_size = config.batch_size
         self.buffer_size = config.buffer_size
         self.flush_interval_s = config.flush_interval_s
+        self.stable_rate = config.stable_sample_rate
+        self._stable_weight = 1.0 / self.stable_rate
+        self._rng = random.Random()
         self._insert = inserter
         self._buffer: collections.deque[PredictionRecord] = collections.deque()
         self._wake: asyncio.Event | None = None
@@ -63,6 +69,7 @@ class BatchWriter:
         self._deadline = float("inf")  # set by close(): when to give up on a dead database
         self.written = 0
         self.dropped = 0
+        self.sampled_out = 0  # stable rows not kept by the sampling (not a loss: weighted)
         self.write_errors = 0
         metrics.track_buffer(self)
 
@@ -76,6 +83,13 @@ class BatchWriter:
             if self._closed or len(self._buffer) >= self.buffer_size:
                 self._drop(1)
                 return False
+            if self.stable_rate < 1.0 and record.role == "stable" and record.rollout_id is None:
+                # sampled only outside a rollout: during one, stable is the arm the candidate
+                # is compared with, and the statistics count every call of both arms
+                if self._rng.random() >= self.stable_rate:
+                    self.sampled_out += 1
+                    return True
+                record.sample_weight = self._stable_weight
             self._buffer.append(record)
             if len(self._buffer) >= self.batch_size and self._wake is not None:
                 self._wake.set()

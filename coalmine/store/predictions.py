@@ -58,6 +58,7 @@ def encode_record(record: PredictionRecord) -> dict[str, Any]:
         "canary_weight_bp": int(record.canary_weight_bp),
         "rollout_id": record.rollout_id,
         "scores": None if record.scores is None else _json(record.scores),
+        "sample_weight": None if record.sample_weight == 1.0 else float(record.sample_weight),
     }
 
 
@@ -150,9 +151,16 @@ def count(
     version: str | None = None,
     role: str | None = None,
     request_id: str | None = None,
+    weighted: bool = False,
 ) -> int:
-    """How many logged calls match every filter given."""
-    stmt = select(func.count()).select_from(predictions)
+    """How many logged calls match every filter given; `weighted`: how many calls were made,
+    each sampled row counting for its `sample_weight` (rounded)."""
+    measure = (
+        func.coalesce(func.sum(func.coalesce(predictions.c.sample_weight, 1.0)), 0)
+        if weighted
+        else func.count()
+    )
+    stmt = select(measure).select_from(predictions)
     for column, value in (
         (predictions.c.model, model),
         (predictions.c.version, version),
@@ -162,4 +170,4 @@ def count(
         if value is not None:
             stmt = stmt.where(column == value)
     with engine.connect() as conn:
-        return int(conn.execute(stmt).scalar_one())
+        return round(conn.execute(stmt).scalar_one())

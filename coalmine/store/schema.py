@@ -45,6 +45,8 @@ predictions = Table(
     Column("canary_weight_bp", Integer, nullable=False, default=0),  # split at call time
     Column("rollout_id", Integer),  # the rollout active on the model, if any
     Column("scores", Text),  # JSON of the probabilities/scores beside the prediction, if any
+    # calls this row stands for (1/rate of a sampled stable row); NULL = 1, kept in full
+    Column("sample_weight", Float),
     Index("ix_predictions_model_id", "model", "id"),
     Index("ix_predictions_request_id", "request_id"),
 )
