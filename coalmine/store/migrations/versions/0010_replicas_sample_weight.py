@@ -4,15 +4,15 @@ A stable call logged while no rollout runs on its model may be sampled
 (`logging.stable_sample_rate`); the row kept stores 1/rate so counts of calls stay
 estimable. NULL means 1: the row was kept in full (every existing row).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
