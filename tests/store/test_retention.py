@@ -148,7 +148,14 @@ def test_partitioning_migration_keeps_every_row_and_id(postgres_server: str) -> 
         with engine.begin() as conn:
             assert not is_partitioned(conn)
         now = time.time()
-        write_batch(engine, [rec(i, now - d * DAY_S) for i, d in enumerate((100, 3, 0))])
+        with engine.begin() as conn:  # the columns of 0007's log, as its writers wrote them
+            for i, days in enumerate((100, 3, 0)):
+                conn.execute(
+                    text("INSERT INTO predictions (request_id, model, version, role, ts, "
+                         "latency_ms, status, canary_weight_bp) "
+                         "VALUES (:r, 'iris', 'v1', 'stable', :ts, 1.0, 200, 0)"),
+                    {"r": f"r{i}", "ts": now - days * DAY_S},
+                )  # fmt: skip
         with engine.connect() as conn:
             before = conn.execute(text("SELECT id, request_id FROM predictions ORDER BY id")).all()
         upgrade(engine)
