@@ -108,6 +108,10 @@ class _Session:
     # weight asked, else the first time a query asked at it (Argo starts a step's analysis
     # when it sets the weight)
     step_started: dict[float | None, float] = field(default_factory=dict)
+    # the step's samples, counted incrementally: candidate calls read so far, and how many
+    # had been read when each step started
+    n_read: int = 0
+    step_base: dict[float | None, int] = field(default_factory=dict)
 
 
 class JudgeService:
@@ -143,18 +147,6 @@ class JudgeService:
         with self.engine.connect() as conn:
             ts = conn.execute(stmt).scalar()
         return None if ts is None else float(ts)
-
-    def _samples(self, q: JudgeQuery, since: float) -> int:
-        """Candidate calls logged at or after `since` (the step's samples)."""
-        roles = ("shadow",) if q.mode == "shadow" else _SERVED
-        stmt = select(func.count()).where(
-            predictions.c.model == q.model,
-            predictions.c.version == q.candidate,
-            predictions.c.role.in_(roles),
-            predictions.c.ts >= since,
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(stmt).scalar() or 0)
 
     def _task(self, model: str) -> str:
         return self.tasks.get(model, "classification")
@@ -240,10 +232,10 @@ class JudgeService:
             step.update(since=None, elapsed_s=0.0)
             return no_candidate_answer(head=head, step=step, criteria=criteria, now=now)
         with session.lock:
-            started = session.step_started.setdefault(
-                q.weight, now if session.step_started else session.since
-            )
-            ev = self._evidence(session, q, self._samples(q, started))
+            first = not session.step_started
+            started = session.step_started.setdefault(q.weight, session.since if first else now)
+            base = session.step_base.setdefault(q.weight, 0 if first else session.n_read)
+            ev = self._evidence(session, q, base)
             elapsed = max(0.0, now - started)
             step.update(since=session.since, started=started, elapsed_s=round(elapsed, 3))
             verdict, reason = decide(
@@ -251,7 +243,8 @@ class JudgeService:
             )
             return answer(head=head, step=step, verdict=verdict, reason=reason, ev=ev)
 
-    def _evidence(self, s: _Session, q: JudgeQuery, samples: int) -> Evidence:
+    def _evidence(self, s: _Session, q: JudgeQuery, base: int) -> Evidence:
+        """`base`: candidate calls read before the step started (samples = the rest)."""
         evaluator = s.evaluator
         evaluator.step_bp = round((q.stated_weight or 0) * 100) if q.mode == "canary" else 0
         floors: dict[str, float] = {}
@@ -264,7 +257,9 @@ class JudgeService:
         except ValueError as exc:
             # the analysis refuses what it cannot judge (e.g. a ramp pooled without its
             # split): say so and keep looking, never a 500
-            return Evidence(error=str(exc)[:500], samples=samples)
+            return Evidence(error=str(exc)[:500], samples=s.n_read - base)
+        s.n_read = judgement.n_candidate
+        samples = s.n_read - base
         return evidence_of(judgement, s.criteria, mode=q.mode, floors=floors, samples=samples)
 
     # -- for the metrics collector ------------------------------------------------------------

@@ -203,3 +203,33 @@ def test_get_judges_by_the_default_spec(log: Stack) -> None:
     body = r.json()
     assert body["verdict"] == "FAIL" and body["baseline"] == "v1"  # the store's stable
     assert body["step"]["weight"] == 25
+
+
+def test_each_step_counts_its_own_samples(log: Stack) -> None:
+    """Argo's next step asks with its weight: its samples and time start again, so
+    `min_samples` is met by the step's own calls, as in Coalmine's own canary steps."""
+    spec = {"canary": {"steps": [5, 25, 100], "min_duration": 0, "min_samples": 200,
+                       "criteria": [{"metric": "error_rate", "margin": 0.05}]}}  # fmt: skip
+    url = f"{log.url}/api/v1/judge/models/iris"
+    auth = {"Authorization": f"Bearer {JUDGE_TOKEN}"}
+
+    def ask(weight: int) -> dict[str, Any]:
+        body = {"candidate": "ramp", "baseline": "v1", "weight": weight, "spec": spec}
+        r = http.post(url, json=body, headers=auth)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    now = time.time()
+    seed(log.engine, "iris", "v1", 1000, error_rate=0.01, seed=20, start=now - 300)
+    seed(log.engine, "iris", "ramp", 1000, error_rate=0.01, seed=21, start=now - 300)
+    first = ask(5)
+    assert first["verdict"] == "PASS" and first["step"]["samples"] == 1000, first["reason"]
+    second = ask(25)  # the weight changed: nothing of this step yet
+    assert second["verdict"] == "INCONCLUSIVE" and second["step"]["samples"] == 0
+    assert "0/200 samples" in second["reason"]
+    # both versions' calls at 25%, as the router splits them from now on
+    seed(log.engine, "iris", "v1", 1500, error_rate=0.01, seed=22, start=now + 1, every=0.001)
+    seed(log.engine, "iris", "ramp", 500, error_rate=0.01, seed=23, start=now + 1, every=0.001)
+    third = ask(25)
+    assert third["step"]["samples"] == 500 and third["step"]["weight"] == 25
+    assert third["verdict"] == "PASS", third["reason"]
