@@ -146,6 +146,7 @@ def test_too_little_data_keeps_measuring_then_decides_on_more(log: Stack) -> Non
     assert run.add(measure(metric, status, body)) == "Successful"
 
 
+@pytest.mark.slow  # 40 looks; the Running looks are also covered by the test above
 def test_a_step_never_decided_ends_inconclusive_and_pauses_the_rollout(log: Stack) -> None:
     metric = _metric(log.url)
     run = MetricRun(metric)
