@@ -3,7 +3,9 @@ PostgreSQL whole day partitions are dropped, and the partitioning migration keep
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -18,6 +20,7 @@ from coalmine.store.predictions import write_batch
 from coalmine.store.retention import (
     CLOCK_MARGIN_S,
     DAY_S,
+    RetentionLoop,
     create_day_partitions_in,
     cutoff,
     day_partitions_in,
@@ -171,5 +174,22 @@ def test_partitioning_migration_keeps_every_row_and_id(postgres_server: str) -> 
         with engine.connect() as conn:
             ids = conn.execute(text("SELECT id FROM predictions ORDER BY id")).scalars().all()
         assert ids[-1] > before[-1][0]  # the sequence carried on
+    finally:
+        engine.dispose()
+
+
+async def test_the_controllers_retention_loop_prunes_and_stops(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        now = time.time()
+        write_batch(engine, [rec(0, now - 40 * DAY_S), rec(1, now)])
+        loop = RetentionLoop(engine, retention_days=30, interval_s=3600)
+        task = asyncio.create_task(loop.run(first_delay_s=0.01))
+        async with asyncio.timeout(10):
+            while request_ids(engine) != {"r1"}:
+                await asyncio.sleep(0.02)
+        loop.stop()
+        async with asyncio.timeout(5):
+            await task  # returns at once, not after its hour-long interval
     finally:
         engine.dispose()
