@@ -1,7 +1,8 @@
 """PromQL cpu/memory criteria in live rollouts, against a real Prometheus server scraping
 real processes: `serve-model` processes (their /metrics: process_cpu_seconds_total,
 process_resident_memory_bytes) labelled model/version as a Kubernetes relabelling would,
-and the gateway of a real `coalmine serve` (coalmine_gateway_requests_total per version).
+and the gateway of a real `coalmine serve` with two gateway processes
+(coalmine_gateway_requests_total per version, one view across the processes).
 
 A candidate burning CPU per call is rolled back naming `cpu`; one leaking memory per call,
 naming `memory`; one as good as production is promoted with both judged on data. The
@@ -80,7 +81,8 @@ def stack(
             config={
                 "metric_sources": source,
                 # the PromQL criteria judge here, not the fast guard
-                "gateway": {"fast_guard_failures": 0, "canary_timeout_s": 10},
+                # two gateway processes: the cpu query divides by their merged request counter
+                "gateway": {"fast_guard_failures": 0, "canary_timeout_s": 10, "processes": 2},
             },
         )
         try:
