@@ -11,6 +11,7 @@ failure conditions decide the measurement, the metric's limits decide the run).
 from __future__ import annotations
 
 import copy
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from coalmine.client import Client
 from tests.integrations.argo_semantics import MetricRun, json_path, measure
 from tests.integrations.conftest import JUDGE_TOKEN, TOKEN, Stack, seed
 
@@ -234,3 +236,40 @@ def test_each_step_counts_its_own_samples(log: Stack) -> None:
     third = ask(25)
     assert third["step"]["samples"] == 500 and third["step"]["weight"] == 25
     assert third["verdict"] == "PASS", third["reason"]
+
+
+def test_the_documented_workflow_over_the_batch_ingest(log: Stack) -> None:
+    """What docs/traffic-layer.md tells an Argo user to do, all over HTTP: register each
+    revision (named by its pod-template hash), report every call through the batch ingest
+    with role "stable" (a pod does not know whether it is the canary), ask the judge."""
+    client = Client(log.url, TOKEN, timeout_s=60)
+    for version in ("5d8f6c7b9", "7c4b5f8d6", "6b7c8d9f5"):
+        client.add_version("iris", version, f"http://iris-{version}.ml:8080")
+    rng = random.Random(31)
+    t0 = time.time() - 300
+
+    def calls(version: str, error_rate: float) -> list[dict[str, Any]]:
+        out = []
+        for i in range(600):
+            failed = rng.random() < error_rate
+            out.append({
+                "request_id": f"{version}-{i}", "model": "iris", "version": version,
+                "role": "stable", "ts": t0 + i * 0.1, "latency_ms": 20 + rng.random(),
+                "status": 500 if failed else 200, "prediction": None if failed else 1,
+            })  # fmt: skip
+        return out
+
+    assert client.ingest(calls("5d8f6c7b9", 0.01))["written"] == 600  # stable revision
+    client.ingest(calls("7c4b5f8d6", 0.01))  # a good new revision
+    client.ingest(calls("6b7c8d9f5", 0.30))  # a crashing one
+    spec = {"canary": {"steps": [5, 100], "min_duration": 0, "min_samples": 200,
+                       "criteria": [{"metric": "error_rate", "margin": 0.02}]}}  # fmt: skip
+    metric = _metric(log.url)
+    metric["provider"]["web"]["jsonBody"]["spec"] = spec
+    args = {**ARGS, "baseline": "5d8f6c7b9"}
+    status, body = replay(metric, {**args, "candidate": "7c4b5f8d6"})
+    assert measure(metric, status, body) == "Successful", body["reason"]
+    assert body["n_candidate"] == 600 and body["n_baseline"] == 600
+    status, body = replay(metric, {**args, "candidate": "6b7c8d9f5"})
+    assert measure(metric, status, body) == "Failed"
+    assert "error_rate" in body["reason"]
