@@ -79,8 +79,9 @@ def insert_batch_in(conn: Connection, records: Sequence[PredictionRecord]) -> in
     """Insert `records` on `conn` with one executemany; returns how many."""
     if not records:
         return 0
+    rows = [encode_record(r) for r in records]  # before the lock: writers wait less on it
     serialize_writers_in(conn)
-    conn.execute(insert(predictions), [encode_record(r) for r in records])
+    conn.execute(insert(predictions), rows)
     return len(records)
 
 
@@ -101,17 +102,19 @@ def copy_batch_in(conn: Connection, records: Sequence[PredictionRecord]) -> int:
         return insert_batch_in(conn, records)
     if not records:
         return 0
-    serialize_writers_in(conn)
     import psycopg
 
-    rows = [encode_record(r) for r in records]
-    columns = list(rows[0])  # `id` comes from the table's sequence
+    # encoded before the lock, which every writer takes in turn: only the COPY waits on it
+    encoded = [encode_record(r) for r in records]
+    columns = list(encoded[0])  # `id` comes from the table's sequence
+    rows = [[row[name] for name in columns] for row in encoded]
     statement = f"COPY {predictions.name} ({', '.join(columns)}) FROM STDIN"
     raw: Any = conn.connection.driver_connection
+    serialize_writers_in(conn)
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row([row[name] for name in columns])
+                copy.write_row(row)
     except psycopg.Error as error:
         lost = bool(raw.closed or raw.broken)
         if lost:
