@@ -5,9 +5,10 @@ It trains three versions (train.py), serves each from its own `serve-model` proc
 directory, and sends traffic with late, partial labels (traffic.py). Then, through the
 Python SDK, it rolls out v2 and, once v2 is production, v3, then v4: v2's model served
 with a memory leak (`serve-model --leak-kb`). Every decision is the controller's, from the
-analysis of the logged traffic and the versions' own `/metrics`; this module only starts
-things, watches and checks the outcomes: exit 0 only when v2 was promoted, v3 rolled back
-with a reason naming the region it regressed in, and v4 rolled back naming `memory`.
+analysis of the logged traffic and the versions' processes (CPU, memory); this module
+only starts things, watches and checks the outcomes: exit 0 only when v2 was promoted, v3
+rolled back with a reason naming the region it regressed in, and v4 rolled back naming
+`memory`.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ class RolloutResult:
     def as_expected(self) -> bool:
         if self.phase != self.expected:
             return False
-        # A rollback must name what went wrong (the slice, not just "accuracy").
-        return self.expected != "rolled_back" or self.names in self.reason
+        # A rollback must name what went wrong (the slice, not just "accuracy"), found
+        # failing: one at a step's deadline ("still inconclusive") is not the story told.
+        return self.expected != "rolled_back" or (
+            self.names in self.reason and "inconclusive" not in self.reason
+        )
 
 
 @dataclass
@@ -228,7 +232,7 @@ async def run_demo(
     try:
         paths = {**models.paths, LEAKY: models.paths["v2"]}
         servers = await start_model_servers(paths, work, {LEAKY: {"leak_kb": LEAK_KB}})
-        serve = await asyncio.to_thread(start_serve, work, {v: h.url for v, h in servers.items()})
+        serve = await asyncio.to_thread(start_serve, work, servers)
         outcome.dashboard_url = serve.dashboard_url
         console.print(
             f"model servers: {', '.join(f'{v} {h.url}' for v, h in servers.items())}\n"

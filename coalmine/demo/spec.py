@@ -13,9 +13,10 @@ overall but ~13 points worse in one region.
   ruled out the step's power floor (the default: margin + 20 points / √share), so the
   first step is 10% and the traffic comes from 2,000 users (with a few hundred, a sticky
   5% split gave the canary under 3% of requests): each step then sees the labelled
-  samples its floor needs within its max duration.
+  samples its floor needs well within its max duration (120 s: a busy machine sends
+  fewer requests a second, so the same samples take longer).
 - CPU per request and peak memory are judged in the shadow, read from each version's
-  serve-model `/metrics`: in a full mirror both versions serve the same requests, so CPU
+  serve-model process (stack.py): in a full mirror both versions serve the same requests, so CPU
   per request compares like for like (a small canary's fixed costs, spread over few
   requests, read high). Each needs 5 windows of 20 requests per version, a few seconds at
   the demo's rate. `cpu` is a guard rail (must not fail; 1.25× production's CPU per
@@ -90,7 +91,10 @@ def demo_settings(speed: float = 1.0, rate: float | None = None) -> DemoSettings
         "canary": {
             "steps": [10, 50, 100],
             "min_duration": seconds(5),
-            "max_duration": "60s",
+            # a step ends once its floors are ruled out (10-35 s here at the full rate); the
+            # deadline is for a machine too busy to send the demo's rate, where a 60 s one
+            # rolled a good v2 back at load 17 on 2 cores
+            "max_duration": "120s",
             "min_samples": 40,
             "on_inconclusive": "fail",
             "criteria": _criteria(),
@@ -103,5 +107,5 @@ def demo_settings(speed: float = 1.0, rate: float | None = None) -> DemoSettings
         label_share=0.7,
         label_delay_s=max(2.0 / speed, 0.5),
         spec=spec,
-        rollout_timeout_s=240.0,
+        rollout_timeout_s=420.0,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
@@ -63,3 +65,29 @@ def test_render_before_any_judgement_and_with_a_failing_slice() -> None:
     text = _text(view)
     assert "SHADOW" in text and "region=south" in text and "FAIL" in text
     assert "-16.1" in text and "v2 100%" in text
+
+
+def test_a_rollback_counts_only_when_found_failing_on_what_went_wrong() -> None:
+    from coalmine.demo.run import RolloutResult
+
+    def result(reason: str) -> RolloutResult:
+        return RolloutResult("v4", "rolled_back", "memory", phase="rolled_back", reason=reason)
+
+    assert result("shadow: shadow memory 365 MB vs 212 MB (ratio 1.72×) is above the "
+                  "allowed 1.25×: FAIL").as_expected  # fmt: skip
+    assert not result("shadow still inconclusive at its max duration 120s (memory: shadow "
+                      "memory 675 MB vs 212 MB ...)").as_expected  # fmt: skip
+    assert not result("shadow: error_rate ... FAIL").as_expected
+
+
+def test_every_version_is_measured_through_its_process(tmp_path: Path) -> None:
+    from coalmine.config import CoalmineConfig
+    from coalmine.demo.stack import demo_config
+
+    urls = {"v1": "http://127.0.0.1:9001", "v4": "http://127.0.0.1:9004"}
+    pids = {v: tmp_path / f"{v}.pid" for v in urls}
+    config = CoalmineConfig.model_validate(demo_config(tmp_path, urls, "t", pids))
+    (model,) = config.models
+    assert [(v.name, v.pid_file) for v in model.versions] == [
+        ("v1", str(pids["v1"])), ("v4", str(pids["v4"]))]  # fmt: skip
+    assert model.routing is not None and model.routing.stable == "v1"
