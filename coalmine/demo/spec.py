@@ -21,9 +21,11 @@ overall but ~13 points worse in one region.
   requests, read high). Each needs 5 windows of 20 requests per version, a few seconds at
   the demo's rate. `cpu` is a guard rail (must not fail; 1.25× production's CPU per
   request). `memory` must PASS: a peak is measured, not estimated, so it PASSes as soon
-  as both versions have 5 windows and the candidate's peak is within 1.25× production's;
-  as a must it makes sure the comparison was made before the candidate serves anyone
-  (a shadow whose other criteria PASS early would otherwise advance on fewer windows).
+  as both versions have 5 windows and the candidate's peak is within 1.1× production's
+  (the versions are the same kind of model: a tenth more memory is a regression); as a
+  must it makes sure the comparison was made before the candidate serves anyone (a
+  shadow whose other criteria PASS early would otherwise advance on fewer windows). A
+  PASS is "for now": a slow leak could pass it, so v4 leaks enough to fail it at once.
   v4 is v2's model served with a leak (`serve-model --leak-kb`): rolled back naming
   `memory`.
 
@@ -41,9 +43,12 @@ __all__ = ["LEAK_KB", "DemoSettings", "demo_settings"]
 
 BASE_RATE = 150.0  # requests per second: within a 2-core machine's budget for all parts
 USERS = 2000
-# v4 keeps this much per call: at the demo's rate its resident memory passes 1.25× v2's
-# within the 5 windows the memory criterion needs (about +20 MB a second)
-LEAK_KB = 128.0
+# v4 keeps this much per call. The memory criterion decides once both versions have 5
+# windows of at least 20 requests, so by then v4 has leaked at least 100 × 512 KB = 50 MB,
+# above the 10% (~21 MB) it may exceed production's peak by, whatever the machine's speed.
+# (128 KB passed a loaded run's shadow: its 5 windows came in 16 s, before the leak grew.)
+LEAK_KB = 512.0
+MEMORY_RATIO = 1.1
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def _criteria() -> list[dict[str, Any]]:
 def _resource_criteria() -> list[dict[str, Any]]:
     return [
         {"metric": "cpu", "max_ratio": 1.25, "must": "not_fail"},
-        {"metric": "memory", "max_ratio": 1.25, "must": "pass"},
+        {"metric": "memory", "max_ratio": MEMORY_RATIO, "must": "pass"},
     ]
 
 

@@ -91,3 +91,14 @@ def test_every_version_is_measured_through_its_process(tmp_path: Path) -> None:
     assert [(v.name, v.pid_file) for v in model.versions] == [
         ("v1", str(pids["v1"])), ("v4", str(pids["v4"]))]  # fmt: skip
     assert model.routing is not None and model.routing.stable == "v1"
+
+
+def test_the_leak_fails_memory_by_the_time_memory_can_decide() -> None:
+    """Memory decides once both versions have MIN_WINDOWS windows of MIN_REQUESTS requests,
+    so v4 has leaked at least their product × LEAK_KB by then: more than the allowed excess
+    over a serve-model's resident memory (about 212 MB measured; 300 MB assumed here)."""
+    from coalmine.analysis.resources import MIN_REQUESTS, MIN_WINDOWS
+    from coalmine.demo.spec import LEAK_KB, MEMORY_RATIO
+
+    leaked_mb = MIN_WINDOWS * MIN_REQUESTS * LEAK_KB / 1024
+    assert leaked_mb > (MEMORY_RATIO - 1) * 300
