@@ -357,7 +357,8 @@ class Gateway:
             start = time.perf_counter()
             try:
                 timeout = self.canary_timeout if role == "canary" else self.timeout
-                response = await self.client.post(url + path, body, forward_headers, timeout)
+                with self.mirror.serving(route.model):  # the copies' like-for-like cap
+                    response = await self.client.post(url + path, body, forward_headers, timeout)
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - start
                 error_class: str | None = exc.error_class

@@ -66,14 +66,9 @@ CASES = [
     Case("latency_mean", {"max_ratio": 2.0}, bad="slow"),
     Case("latency_p50", {"max_ratio": 2.0}, bad="slow"),
     Case("latency_p95", {"max_ratio": 2.0}, bad="slow"),
-    Case(
-        "latency_p99",
-        {"max_ratio": 2.0},
-        bad="slow",
-        known="open: under machine load a fresh shadow process's p99 measured 3.5x "
-        "production's (119 vs 33.5 ms) and FAILed an identical candidate; shadow "
-        "latency is not like-for-like without a baseline",
-    ),
+    # was 3.5x production's p99 for an identical shadow: the mirror piled up to 16 copies on
+    # a stalling shadow; copies now follow production's concurrency (gateway/mirror.py)
+    Case("latency_p99", {"max_ratio": 2.0}, bad="slow"),
     Case("accuracy", {"margin": 0.05}),
     Case("log_loss", {"margin": 0.1}),
     Case("auc", {"margin": 0.05}, task="binary"),
