@@ -66,9 +66,17 @@ CASES = [
     Case("latency_mean", {"max_ratio": 2.0}, bad="slow"),
     Case("latency_p50", {"max_ratio": 2.0}, bad="slow"),
     Case("latency_p95", {"max_ratio": 2.0}, bad="slow"),
-    # was 3.5x production's p99 for an identical shadow: the mirror piled up to 16 copies on
-    # a stalling shadow; copies now follow production's concurrency (gateway/mirror.py)
-    Case("latency_p99", {"max_ratio": 2.0}, bad="slow"),
+    # An identical shadow's p99 was 3.5x production's: the mirror piled up to 16 copies on a
+    # stalling shadow. Copies now follow production's concurrency (gateway/mirror.py) and it
+    # measures 1.07x; what is left is the width of the p99 sequence on a loaded machine.
+    Case(
+        "latency_p99",
+        {"max_ratio": 2.0},
+        bad="slow",
+        known="open: the identical shadow's p99 now matches production's (1.07x live), but "
+        "under machine load the p99 ratio CS after 7,000 pairs is still 0.68x to 2.40x: it "
+        "cannot PASS 2.0x within the case's 150 s",
+    ),
     Case("accuracy", {"margin": 0.05}),
     Case("log_loss", {"margin": 0.1}),
     Case("auc", {"margin": 0.05}, task="binary"),
