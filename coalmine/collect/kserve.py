@@ -105,7 +105,7 @@ class KServeCollector:
                 {"field": exc.field, "reason": exc.reason}]})  # fmt: skip
         if event.component != "predictor":  # a transformer's or explainer's call
             _count("ignored")
-            return Answer(202, {"status": "ignored", "reason": f"component {event.component}"})
+            return Answer(200, {"status": "ignored", "reason": f"component {event.component}"})
         if self._model_and_role(event) is None:
             _count("unknown_service")
             return Answer(422, {
@@ -128,7 +128,8 @@ class KServeCollector:
             done = insert_new(self.engine, records)
             metrics.ROWS.labels(_SOURCE, "written").inc(done.written)
             metrics.ROWS.labels(_SOURCE, "duplicate").inc(done.duplicates)
-        return Answer(202, {"status": "paired" if pair else "waiting"})
+        # 200, not 202: KServe's logger logs any other status as an error, event by event
+        return Answer(200, {"status": "paired" if pair else "waiting"})
 
     def _records(
         self, pair: tuple[Waiting, Waiting] | None, expired: list[Waiting], now: float

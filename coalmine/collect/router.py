@@ -153,9 +153,10 @@ class Router:
         """The live route this router splits by (as of the last refresh)."""
         return self._route
 
-    def assign(self, key: str | None) -> tuple[str, str]:
-        """(role, version) for a call with sticky `key`: the gateway's assignment."""
-        r = self._route
+    def assign(self, key: str | None, route: Mapping[str, Any] | None = None) -> tuple[str, str]:
+        """(role, version) for a call with sticky `key`: the gateway's assignment, under
+        `route` (default: the router's live route)."""
+        r = self._route if route is None else route
         with self._lock:  # random.Random is not to be shared across threads unlocked
             role = pick_role(key, r["salt"], r["canary_weight_bp"], self._rng)
         if role == "canary" and r["canary"]:
@@ -174,7 +175,7 @@ class Router:
         answer. The stable version's exception is the caller's (logged as a 500 first)."""
         request_id = request_id or uuid.uuid4().hex
         route = self._route
-        role, version = self.assign(key)
+        role, version = self.assign(key, route)  # one snapshot of the route per call
         call = self._callable(version, route)
         shadow = route.get("shadow")
         if shadow and route.get("mirror_bp", 0) > 0:

@@ -71,7 +71,7 @@ def test_a_v2_call_becomes_the_gateways_row(setup: Any) -> None:
     ]}  # fmt: skip
     meta = {"X-Request-Id": ["rid-1"], "X-Country": ["fr"]}
     assert _send(collector, "response", "c1", 100.25, answer, 1.0, endpoint="canary",
-                 metadata=meta) == 202  # fmt: skip
+                 metadata=meta) == 200  # fmt: skip
     assert _rows(db) == []  # waits for its request
     _send(collector, "request", "c1", 100.0, request, 1.1, endpoint="canary", metadata=meta)
     (row,) = _rows(db)
@@ -107,7 +107,7 @@ def test_unanswered_calls_are_logged_without_an_answer_and_strays_are_counted(
     # a canary call while Coalmine's route has no canary: nothing to attribute it to
     _send(collector, "request", "c", 10.0, {}, 2.0, endpoint="canary")
     _send(collector, "response", "c", 10.0, {}, 2.0, endpoint="canary")
-    assert _send(collector, "request", "t", 10.0, {}, 2.0, component="transformer") == 202
+    assert _send(collector, "request", "t", 10.0, {}, 2.0, component="transformer") == 200
     assert _rows(db) == []
     _send(collector, "request", "later", 20.0, {}, now=7.0)  # 6 s later: "lost" expired
     (row,) = _rows(db)
