@@ -31,6 +31,7 @@ __all__ = [
     "build_guard_rails",
     "default_must",
     "guard_rail_paths",
+    "read_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,47 @@ def build_guard_rails(spec: RolloutSpec, mode: str) -> list[Any]:
     return out
 
 
+def read_results(
+    judgement: Any, criteria: list[Any], floors: dict[str, float]
+) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
+    """How a step reads a judgement (pure): (must by criterion, failing, unproven, no_data,
+    ruled_out), the sentences of `Evidence`. `floors`: criterion name -> the regression the
+    current canary step must rule out. Shared with the judge-only endpoints
+    (coalmine/integrations/evidence.py), so a step reads the same whoever drives the traffic.
+    """
+    from coalmine.analysis.nodata import lacks_data
+
+    must = {c.name: c.must for c in criteria}
+    by_name = {c.name: c for c in criteria}
+    failing: list[str] = []
+    unproven: list[str] = []
+    no_data: list[str] = []
+    ruled_out: list[str] = []
+    held = set(judgement.held)
+    for r in judgement.results:
+        verdict = str(getattr(r.verdict, "value", r.verdict)).lower()
+        where = f" [slice {r.slice}]" if r.slice else ""
+        if verdict == "fail":
+            failing.append(f"{r.sentence}{where}")
+            continue
+        if r.slice:
+            # a slice that looks worse than allowed holds a must-pass step (analysis.py)
+            if (r.name, r.slice) in held and must.get(r.name) == "pass":
+                unproven.append(f"{r.name}{where}: {r.sentence}")
+            continue
+        # no data is never "nothing failed": the step holds, whatever `must` says
+        missing = lacks_data(r, by_name.get(r.name))
+        if missing is not None:
+            no_data.append(f"{r.name}: {missing}")
+        elif must.get(r.name) == "pass" and verdict != "pass":
+            unproven.append(f"{r.name}: {r.sentence}")
+        elif r.name in floors:
+            # the power floor: not_fail advances only once a large regression is excluded
+            ok, sentence = floor_check(r, by_name[r.name], floors[r.name])
+            (ruled_out if ok else unproven).append(sentence)
+    return must, failing, unproven, no_data, ruled_out
+
+
 class EngineJudge:
     """The analysis engine's judgement, reduced to Evidence for the state machine."""
 
@@ -248,37 +290,8 @@ class EngineJudge:
             s = record.state
             evaluator.observe_resources(reader(self.resources, s.model))
         judgement = evaluator.evaluate()
-        from coalmine.analysis.nodata import lacks_data
-
-        must = {c.name: c.must for c in criteria}
-        by_name = {c.name: c for c in criteria}
         floors = self._floor_at(record, mode)
-        failing: list[str] = []
-        unproven: list[str] = []
-        no_data: list[str] = []
-        ruled_out: list[str] = []
-        held = set(judgement.held)
-        for r in judgement.results:
-            verdict = str(getattr(r.verdict, "value", r.verdict)).lower()
-            where = f" [slice {r.slice}]" if r.slice else ""
-            if verdict == "fail":
-                failing.append(f"{r.sentence}{where}")
-                continue
-            if r.slice:
-                # a slice that looks worse than allowed holds a must-pass step (analysis.py)
-                if (r.name, r.slice) in held and must.get(r.name) == "pass":
-                    unproven.append(f"{r.name}{where}: {r.sentence}")
-                continue
-            # no data is never "nothing failed": the step holds, whatever `must` says
-            missing = lacks_data(r, by_name.get(r.name))
-            if missing is not None:
-                no_data.append(f"{r.name}: {missing}")
-            elif must.get(r.name) == "pass" and verdict != "pass":
-                unproven.append(f"{r.name}: {r.sentence}")
-            elif r.name in floors:
-                # the power floor: not_fail advances only once a large regression is excluded
-                ok, sentence = floor_check(r, by_name[r.name], floors[r.name])
-                (ruled_out if ok else unproven).append(sentence)
+        must, failing, unproven, no_data, ruled_out = read_results(judgement, criteria, floors)
         rail_results = self._guard_rails(record, mode, now)
         for result, status in rail_results:
             if status == "fail":
