@@ -76,6 +76,10 @@ EVALUATION_ERRORS = Counter(
 _JUDGED = (Phase.SHADOW, Phase.CANARY)
 
 
+def _warm_analysis() -> None:
+    import coalmine.analysis.engine  # noqa: F401 - imported for its load time only
+
+
 def transition_payload(
     before: RolloutRecord, after: RolloutRecord, t: Transition
 ) -> dict[str, Any]:
@@ -131,6 +135,8 @@ class Controller:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(leader.try_lead)
             leader.start()
+            # a follower loads the analysis stack now, not in its first tick as leader
+            await asyncio.to_thread(_warm_analysis)
         self.sender.start()
         try:
             while not self._stopping.is_set():
