@@ -41,7 +41,7 @@ from tests.ha.cluster import (
 )
 from tests.replicas.harness import Cluster, ControlPlane, write_config
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from tests.ha.cluster import (
 )
 from tests.replicas.harness import ControlPlane, GatewayReplica, write_config
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 KINDS = ["created", *["advance"] * len(STEPS), "promote", "promoted"]
