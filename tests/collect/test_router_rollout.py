@@ -89,6 +89,7 @@ def test_router_fed_rollouts_are_judged_promoted_and_rolled_back() -> None:
             deadline = time.monotonic() + 10
             while router.route["canary_weight_bp"] != 3000 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            time.sleep(1.0)  # the gateway's table polls the route every 0.25 s
             # the router assigns every key as the gateway does at the same route
             for u in range(100):
                 key = f"user{u}"
