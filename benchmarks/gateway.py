@@ -7,17 +7,23 @@ after 50 ms for the slow-shadow rows. Coalmine runs with a sticky 90/10 split, a
 mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`.
 
     .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
+        [--processes 2] [--json FILE]
 
-Prints a table: req/s, p50, p99 at the given concurrency, the gateway's CPU time per
-request (its process and children, user + system, from /proc: steadier than req/s on a
-machine others use), ratios Coalmine/direct and Coalmine/nginx, and the p50 added over the
-direct call at one connection.
+`--processes N` (N > 1) adds two rows: Coalmine with `gateway.processes: N` against nginx
+with N workers, both spread over cores 0-1 (with wrk and the upstreams, on a 2-core machine).
+`--json FILE` writes every run's figures (req/s, p50, p99, CPU us/req) and the ratios.
+
+Prints a table (with the load averages before and after it): req/s, p50, p99 at the
+given concurrency, the gateway's CPU time per request (its process and children, user +
+system, from /proc: steadier than req/s on a machine others use), ratios Coalmine/direct
+and Coalmine/nginx, and the p50 added over the direct call at one connection.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -29,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -37,7 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = Path(os.environ.get("COALMINE_PERF_BASELINE", ROOT.parent / "shared" / "perf-baseline"))
 PYTHON = sys.executable
-GATEWAY_CORE, LOAD_CORE = "0", "1"
+GATEWAY_CORE, LOAD_CORE, ALL_CORES = "0", "1", "0-1"
 
 
 def free_port() -> int:
@@ -173,10 +179,12 @@ class Stack:
         for name in ("stable", "canary", "shadow", "slow"):
             wait_http(f"http://127.0.0.1:{p[name]}/", method="POST")
 
-    def start_nginx_gateway(self, *, slow_shadow: bool) -> tuple[subprocess.Popen[bytes], str]:
+    def start_nginx_gateway(
+        self, *, slow_shadow: bool, workers: int = 1
+    ) -> tuple[subprocess.Popen[bytes], str]:
         p = self.ports
         port = free_port()
-        name = "gw-nginx-slow" if slow_shadow else "gw-nginx"
+        name = "gw-nginx-slow" if slow_shadow else f"gw-nginx-{workers}"
         shadow = p["slow"] if slow_shadow else p["shadow"]
         conf = self._nginx_conf(
             "gateway-nginx.conf",
@@ -185,25 +193,26 @@ class Stack:
              "127.0.0.1:9002": f"127.0.0.1:{p['canary']}",
              "127.0.0.1:9003": f"127.0.0.1:{shadow}",
              "127.0.0.1:8080": f"127.0.0.1:{port}",
-             "./run/gw-nginx.pid": f"./run/{name}.pid"},
+             "./run/gw-nginx.pid": f"./run/{name}.pid",
+             "worker_processes 1;": f"worker_processes {workers};"},
         )  # fmt: skip
         process = self.start(
             ["nginx", "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"],
-            GATEWAY_CORE, name,
+            GATEWAY_CORE if workers == 1 else ALL_CORES, name,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/", method="POST")
         return process, url
 
     def start_coalmine(
-        self, *, client: str, slow_shadow: bool
+        self, *, client: str, slow_shadow: bool, processes: int = 1
     ) -> tuple[subprocess.Popen[bytes], str]:
         p = self.ports
         port = free_port()
-        name = f"coalmine-{client}{'-slow' if slow_shadow else ''}"
+        name = f"coalmine-{client}{'-slow' if slow_shadow else ''}-{processes}"
         shadow = p["slow" if slow_shadow else "shadow"]
         config = {
-            "gateway": {"host": "127.0.0.1", "port": port, "processes": 1,
+            "gateway": {"host": "127.0.0.1", "port": port, "processes": processes,
                         "upstream_client": client},
             "logging": {"inputs": "full"},
             "store": {"url": f"sqlite:///{self.workdir / (name + '.db')}"},
@@ -222,7 +231,10 @@ class Stack:
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         coalmine = str(Path(PYTHON).parent / "coalmine")
-        process = self.start([coalmine, "gateway", "--config", str(path)], GATEWAY_CORE, name)
+        process = self.start(
+            [coalmine, "gateway", "--config", str(path)],
+            GATEWAY_CORE if processes == 1 else ALL_CORES, name,
+        )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/readyz")
         return process, url
@@ -245,14 +257,26 @@ def slow_shadow_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def table(rows: list[tuple[str, Result]], direct: Result, nginx: Result, nginx_slow: Result) -> str:
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def reference_for(label: str) -> str:
+    """The nginx run a Coalmine row is compared with."""
+    if "50 ms shadow" in label:
+        return "nginx, 50 ms shadow"
+    match = re.search(r"(\d+) processes", label)
+    return f"nginx, {match.group(1)} workers" if match else "nginx split+mirror"
+
+
+def table(rows: list[tuple[str, Result]], direct: Result, results: dict[str, Result]) -> str:
     head = (
         f"{'run':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
         f"{'/direct':>8} {'/nginx':>8}"
     )
     lines = [head, "-" * len(head)]
     for label, r in rows:
-        reference = nginx_slow if "50 ms shadow" in label else nginx
+        reference = results[reference_for(label)]
         ratio_nginx = f"{r.rps / reference.rps:8.2f}" if label.startswith("Coalmine") else f"{'':8}"
         ratio_direct = f"{r.rps / direct.rps:8.2f}" if r is not direct else f"{'':8}"
         cpu = f"{r.cpu_us:10.1f}" if r.cpu_us is not None else f"{'':10}"
@@ -267,8 +291,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("-d", "--duration", type=int, default=10)
+    parser.add_argument("-c", "--connections", type=int, default=32)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also compare N gateway processes with N nginx workers",
+    )
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument(
+        "--no-aiohttp", action="store_true", help="skip the aiohttp-client row (quicker)"
+    )
     parser.add_argument("--slow-shadow", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.slow_shadow:
@@ -278,6 +312,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install nginx-light wrk util-linux")
     d, c = args.duration, args.connections
+    load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="coalmine-bench-"))
     for sub in ("logs", "run"):
         (workdir / sub).mkdir()
@@ -294,42 +329,103 @@ def main() -> int:
         unloaded.append(("direct upstream (stable)", run_wrk("direct c1", direct_url, 1, d)))
 
         results: dict[str, Result] = {}
-        for label, client, slow in (
-            ("Coalmine (aiohttp client)", "aiohttp", False),
-            ("Coalmine (httptools client)", "httptools", False),
-            ("Coalmine (httptools), 50 ms shadow", "httptools", True),
-        ):
-            process, url = stack.start_coalmine(client=client, slow_shadow=slow)
+        coalmine_runs = [
+            ("Coalmine (aiohttp client)", "aiohttp", False, 1),
+            ("Coalmine (httptools client)", "httptools", False, 1),
+            ("Coalmine (httptools), 50 ms shadow", "httptools", True, 1),
+        ]
+        if args.no_aiohttp:
+            coalmine_runs.pop(0)
+        n = args.processes
+        if n > 1:
+            coalmine_runs.append((f"Coalmine (httptools), {n} processes", "httptools", False, n))
+        for label, client, slow, processes in coalmine_runs:
+            process, url = stack.start_coalmine(
+                client=client, slow_shadow=slow, processes=processes
+            )
             results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
-            if not slow:
+            if not slow and processes == 1:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
             stack.stop(process)  # graceful: flushes its log
-        for label, slow in (("nginx split+mirror", False), ("nginx, 50 ms shadow", True)):
-            process, url = stack.start_nginx_gateway(slow_shadow=slow)
+        nginx_runs = [("nginx split+mirror", False, 1), ("nginx, 50 ms shadow", True, 1)]
+        if n > 1:
+            nginx_runs.append((f"nginx, {n} workers", False, n))
+        for label, slow, workers in nginx_runs:
+            process, url = stack.start_nginx_gateway(slow_shadow=slow, workers=workers)
             results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
-            if not slow:
+            if not slow and workers == 1:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
             stack.stop(process)
     finally:
         stack.stop_all()
-    rows += [(label, results[label]) for label in (
+    order = [
         "nginx split+mirror", "Coalmine (aiohttp client)", "Coalmine (httptools client)",
         "nginx, 50 ms shadow", "Coalmine (httptools), 50 ms shadow",
-    )]  # fmt: skip
-    nginx, nginx_slow = results["nginx split+mirror"], results["nginx, 50 ms shadow"]
-    print(f"\nAt {c} connections ({d} s each):")
-    print(table(rows, direct, nginx, nginx_slow))
+        f"nginx, {n} workers", f"Coalmine (httptools), {n} processes",
+    ]  # fmt: skip
+    rows += [(label, results[label]) for label in order if label in results]
+    nginx = results["nginx split+mirror"]
+    load_after = load_average()
+    print(f"\nAt {c} connections ({d} s each); load average (1, 5, 15 min) "
+          f"{load_before} before, {load_after} after:")  # fmt: skip
+    print(table(rows, direct, results))
     print("\nAdded p50 at 1 connection (gateway p50 - direct p50):")
     base = unloaded[0][1].p50_ms
     for label, r in unloaded:
         print(f"  {label:44} p50 {r.p50_ms:6.3f} ms   added {r.p50_ms - base:+.3f} ms")
-    best = max(results["Coalmine (aiohttp client)"].rps, results["Coalmine (httptools client)"].rps)
+    best = max(r.rps for label, r in results.items() if label.startswith("Coalmine (")
+               and "shadow" not in label and "processes" not in label)  # fmt: skip
     slow = results["Coalmine (httptools), 50 ms shadow"].rps
     print(f"\nTargets: Coalmine/nginx >= 0.50: {best / nginx.rps:.2f}; "
           f"50 ms shadow within 10% of no shadow: "
           f"{slow / results['Coalmine (httptools client)'].rps:.2f}")  # fmt: skip
+    if n > 1:
+        one, many = (
+            results["Coalmine (httptools client)"],
+            results[f"Coalmine (httptools), {n} processes"],
+        )
+        print(f"Scaling: {n} processes / 1 process: {many.rps / one.rps:.2f}; nginx "
+              f"{results[f'nginx, {n} workers'].rps / nginx.rps:.2f}")  # fmt: skip
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                report(rows, unloaded, results, direct, args, load_before, load_after), indent=2
+            )
+            + "\n"
+        )
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def report(
+    rows: list[tuple[str, Result]], unloaded: list[tuple[str, Result]],
+    results: dict[str, Result], direct: Result, args: argparse.Namespace,
+    load_before: str, load_after: str,
+) -> dict[str, object]:  # fmt: skip
+    """The figures of one benchmark run, for --json."""
+    runs = []
+    for label, r in rows:
+        entry: dict[str, object] = {"run": label, **asdict(r)}
+        entry["ratio_direct"] = r.rps / direct.rps
+        if label.startswith("Coalmine"):
+            reference = results[reference_for(label)]
+            entry["reference"] = reference_for(label)
+            entry["ratio_nginx"] = r.rps / reference.rps
+            if r.cpu_us is not None and reference.cpu_us:
+                entry["cpu_ratio_nginx"] = r.cpu_us / reference.cpu_us
+        runs.append(entry)
+    base = unloaded[0][1].p50_ms
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration_s": args.duration, "connections": args.connections,
+        "processes": args.processes,
+        "load_average_before": load_before, "load_average_after": load_after,
+        "runs": runs,
+        "one_connection": [
+            {"run": label, "p50_ms": r.p50_ms, "added_p50_ms": r.p50_ms - base}
+            for label, r in unloaded
+        ],
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
