@@ -245,6 +245,18 @@ class Gateway:
         async with asyncio.timeout(self.body_timeout):
             return await request.read()
 
+    async def _inference_body(self, request: web.BaseRequest) -> bytes:
+        """`read_body` for the request path: a body that has already arrived whole (most of
+        them) is taken as it is, with no timer and no copy; else read under the deadline.
+        The endpoints' `read_body` is kept for them by aiohttp; this one is not."""
+        content = request.content
+        if not content.is_eof():
+            return await self.read_body(request)
+        body = content.read_nowait()  # one chunk: that very bytes object
+        if len(body) > self.max_body:  # chunked: no Content-Length was checked
+            raise web.HTTPRequestEntityTooLarge(self.max_body, len(body))
+        return body
+
     def _body_timeout(self, request_id: str | None) -> web.Response:
         REJECTED.labels("body_timeout").inc()
         response = _error(
@@ -287,7 +299,7 @@ class Gateway:
         if "Expect" in headers:
             await _continue(request)
         try:
-            body = await self.read_body(request)
+            body = await self._inference_body(request)
         except web.HTTPRequestEntityTooLarge:
             REJECTED.labels("too_large").inc()
             return _error(413, f"body over {self.max_body} bytes", request_id)

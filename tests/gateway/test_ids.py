@@ -27,3 +27,12 @@ def test_ids_are_unique_and_sort_by_time() -> None:
     by_ms = [i[:12] for i in ids]
     assert by_ms == sorted(by_ms)
     assert sorted(ids) != ids  # the random part is not a counter
+
+
+def test_made_ids_stay_unique_across_refills_of_the_random_pool() -> None:
+    from coalmine.gateway.ids import new_request_id
+
+    made = [new_request_id() for _ in range(2_000)]  # five refills of the 400-id pool
+    assert len(set(made)) == len(made)
+    assert all(uuid.UUID(hex=m).version == 7 for m in made)
+    assert len({m[12:] for m in made}) == len(made)  # the random parts differ too
