@@ -331,6 +331,11 @@ class LoggingConfig(Strict):
         "kept row stores its weight 1/rate); canary, shadow, baseline and paired calls, and "
         "every call during a rollout, are logged in full",
     )
+    writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="who encodes and writes the rows: a child process fed through a pipe "
+        "(cheaper per request, benchmarks/gateway.py) or a thread of the gateway's process",
+    )
 
 
 def hide_password(url: str) -> str:

@@ -57,6 +57,7 @@ from coalmine.log.policy import (
     json_path,
     loads_bounded,
 )
+from coalmine.log.process_writer import ProcessWriter
 from coalmine.log.record import PredictionRecord
 from coalmine.log.throttle import ThrottledLog
 from coalmine.log.writer import BatchWriter
@@ -118,6 +119,12 @@ def _binary_request(body: bytes, length: str) -> Any:
         return None
 
 
+def _log_writer(config: CoalmineConfig, engine: Engine) -> BatchWriter | ProcessWriter:
+    if config.logging.writer == "process" and engine.url.database not in (None, "", ":memory:"):
+        return ProcessWriter(config.store.url, config.logging)
+    return BatchWriter(engine, config.logging)  # (an in-memory store is this process's own)
+
+
 def _error_class(status: int) -> str | None:
     if status >= 500:
         return "http_5xx"
@@ -148,7 +155,9 @@ class Gateway:
             if client is not None
             else make_client(gateway.upstream_client, max_response_bytes=gateway.max_response_bytes)
         )
-        self.writer = writer if writer is not None else BatchWriter(engine, config.logging)
+        self.writer: BatchWriter | ProcessWriter = (
+            writer if writer is not None else _log_writer(config, engine)
+        )
         self.mirror = ShadowMirror(
             self.client,
             self.writer,

@@ -1,0 +1,71 @@
+"""ProcessWriter against a real SQLite store and its real child process: every accepted
+record lands, field for field; a full buffer drops and counts; the child's failures are
+reported back (counts and log lines)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from coalmine.log import metrics
+from coalmine.log.process_writer import ProcessWriter
+from coalmine.store.engine import open_engine
+from coalmine.store.predictions import count, read_since
+from tests.log.test_writer import config, record
+
+
+async def test_every_submitted_record_is_written_by_the_child_on_close(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = open_engine(url)
+    writer = ProcessWriter(url, config(batch_size=50))
+    await writer.start()
+    records = [record(i, scores=[0.1, 0.9] if i % 2 else None) for i in range(1_000)]
+    assert all(writer.submit(r) for r in records[:400])
+    await writer.flush()  # visible now, without a close
+    assert count(engine) == 400
+    assert all(writer.submit(r) for r in records[400:])
+    await writer.close()
+    assert (writer.written, writer.dropped, writer.buffered()) == (1_000, 0, 0)
+    rows = {r.request_id: r for r in read_since(engine, limit=2_000)}
+    assert sorted(rows) == sorted(r.request_id for r in records)
+    first = rows["r1"]
+    assert (first.model, first.version, first.role, first.status) == ("iris", "v1", "stable", 200)
+    assert first.slices == '{"device":"ios"}' and first.scores == "[0.1,0.9]"
+    assert writer.submit(record(5_000)) is False  # closed: refused and counted
+    assert writer.dropped == 1
+
+
+async def test_a_full_buffer_drops_and_counts_what_it_cannot_hold(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = open_engine(url)
+    writer = ProcessWriter(url, config(buffer_size=100))
+    await writer.start()
+    before = metrics.DROPPED._value.get()
+    # no await between them: nothing can be written meanwhile, so the buffer fills
+    accepted = [writer.submit(record(i)) for i in range(250)]
+    assert accepted == [True] * 100 + [False] * 150
+    await writer.close()
+    assert (writer.written, writer.dropped) == (100, 150)
+    assert metrics.DROPPED._value.get() - before == 150
+    assert count(engine) == 100
+
+
+async def test_the_childs_failures_are_counted_and_logged_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a store whose table is gone: every batch, and then every row, is rejected
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = open_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE predictions")
+    caplog.set_level(logging.WARNING, logger="coalmine.log.writer")
+    writer = ProcessWriter(url, config())
+    await writer.start()
+    for i in range(3):
+        writer.submit(record(i))
+    await writer.close(timeout_s=5)
+    assert writer.written == 0 and writer.dropped == 3 and writer.write_errors >= 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no such table" in m for m in messages), messages
