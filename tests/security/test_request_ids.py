@@ -25,8 +25,11 @@ def test_the_random_bits_come_from_the_os_csprng(monkeypatch: pytest.MonkeyPatch
         return bytes([0xA5]) * n
 
     monkeypatch.setattr(os, "urandom", urandom)
+    monkeypatch.setattr(ids, "_pool", ids._RandomPool())  # empty: the next id draws
     made = ids.new_request_id()
-    assert drawn == [10]  # 80 bits, one read
+    assert drawn == [10 * 400]  # 80 bits an id, drawn for 400 ids at once
+    ids.new_request_id()
+    assert drawn == [4000]  # the next id comes from the same draw
     parsed = uuid.UUID(hex=made)
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
     # every random bit is the OS's, but for the 6 bits of version and variant
