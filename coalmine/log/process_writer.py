@@ -76,6 +76,7 @@ class ProcessWriter:
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
+        self.sampled_out = 0  # stable rows the child's sampling did not keep (not a loss)
         self._child_dropped = 0
         metrics.track_buffer(self)
 
@@ -225,7 +226,8 @@ class ProcessWriter:
             self._drop(dropped - self._child_dropped)
             self._child_dropped = dropped
         self.written, self.write_errors = written, errors
-        self._child_done = written + dropped
+        self.sampled_out = int(report.get("sampled", 0))
+        self._child_done = written + dropped + self.sampled_out
 
     def _drop(self, n: int) -> None:
         if n:

@@ -40,7 +40,10 @@ def _report(report: dict[str, Any]) -> None:
 
 
 def _counts(writer: BatchWriter) -> dict[str, int]:
-    return {"written": writer.written, "dropped": writer.dropped, "errors": writer.write_errors}
+    return {
+        "written": writer.written, "dropped": writer.dropped, "errors": writer.write_errors,
+        "sampled": writer.sampled_out,
+    }  # fmt: skip
 
 
 async def _frames(reader: asyncio.StreamReader) -> Any:
@@ -90,7 +93,7 @@ async def main() -> None:
         elif kind == FLUSH:
             await writer.flush()
             # a batch the writer's own task took may still be in flight: wait for it too
-            while writer.written + writer.dropped < received:
+            while writer.written + writer.dropped + writer.sampled_out < received:
                 await asyncio.sleep(0.005)
             _report({**_counts(writer), "flushed": int(payload)})
         elif kind == END:

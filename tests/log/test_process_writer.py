@@ -69,3 +69,18 @@ async def test_the_childs_failures_are_counted_and_logged_here(
     assert writer.written == 0 and writer.dropped == 3 and writer.write_errors >= 1
     messages = [r.getMessage() for r in caplog.records]
     assert any("no such table" in m for m in messages), messages
+
+
+async def test_stable_rows_sampled_out_by_the_child_leave_the_buffer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = open_engine(url)
+    writer = ProcessWriter(url, config(stable_sample_rate=0.25, buffer_size=500))
+    await writer.start()
+    stable = [record(i, role="stable", rollout_id=None) for i in range(400)]
+    assert all(writer.submit(r) for r in stable)
+    await writer.flush()
+    assert writer.buffered() == 0  # not held as if still waiting to be written
+    assert writer.written + writer.sampled_out == 400 and writer.sampled_out > 200
+    assert all(writer.submit(r) for r in stable)  # room again: nothing dropped
+    await writer.close()
+    assert writer.dropped == 0 and count(engine) == writer.written
