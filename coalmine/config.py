@@ -331,6 +331,16 @@ class LoggingConfig(Strict):
         "kept row stores its weight 1/rate); canary, shadow, baseline and paired calls, and "
         "every call during a rollout, are logged in full",
     )
+    stable_sample_rate_during_rollouts: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="share of stable calls logged while a canary step of a rollout routes "
+        "part of the model's traffic elsewhere (each kept row stores its weight 1/rate, and "
+        "the analysis's count tests condition on the share of logged rows); fewer "
+        "production samples mean slower verdicts, never biased ones. During a shadow step "
+        "(0% canary) stable calls are the shadow's pairs and are logged in full",
+    )
     writer: Literal["process", "thread"] = Field(
         default="process",
         description="who encodes and writes the rows: a child process fed through a pipe "

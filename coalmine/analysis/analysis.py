@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +28,7 @@ from coalmine.analysis.judge import Evidence, judge
 from coalmine.analysis.metrics import ARMS, FLOOR, OVERALL, Obs, Stats
 from coalmine.analysis.outputs import comparable
 from coalmine.analysis.result import CriterionResult, Judgement, combine
+from coalmine.analysis.sampling import LoggedRate, logged_share
 from coalmine.analysis.sequential import ErrorCountEValue, Verdict
 from coalmine.routing.split import candidate_fraction
 
@@ -160,6 +161,9 @@ class Analysis:
             if c.metric == "error_rate" and c.max_ratio is not None and mode == "canary"
         }  # fmt: skip
         self.evalues: dict[str, ErrorCountEValue] = {}
+        # the rate production's rows were logged at, per step (sampling.py): the count test
+        # conditions on the candidate's share of LOGGED calls
+        self.logged_rate = LoggedRate()
 
     # -- the multiplicity budget ---------------------------------------------------------------
     def _statistical(self) -> list[Criterion]:
@@ -188,6 +192,12 @@ class Analysis:
     def observe_requests(self, arm: str, rows: Sequence[Obs]) -> None:
         arm = _arm(arm)
         self.stats.add_requests(arm, rows)
+        if arm == "baseline":
+            by_step: dict[int, list[float]] = defaultdict(list)
+            for obs in rows:
+                by_step[obs.step].append(obs.weight)
+            for step, weights in by_step.items():
+                self.logged_rate.observe(step, weights)
         if self._count_kappas:
             # a slice value no longer tracked (slices.py) takes its count test with it
             for k in [k for k in self.evalues if k.partition("|")[2] not in self.stats.slices]:
@@ -209,14 +219,16 @@ class Analysis:
                 e.update(c, b, self._candidate_share(step))
 
     def _candidate_share(self, step: int) -> float:
-        """The candidate's share of the compared traffic at canary weight `step` (bp).
+        """The candidate's share of the compared LOGGED rows at canary weight `step` (bp).
 
         Like for like, the baseline is routed the canary's weight while the two fit
         (`routing.split.baseline_share`: equal up to 50%), so the candidate has half the
-        compared traffic; against production, production has all the rest.
+        compared traffic; against production, production has all the rest, of which only
+        the sampled rows are logged (`sampling.logged_share`).
         """
         share = step / 10_000
-        return candidate_fraction(share) if self.like_for_like else share
+        share = candidate_fraction(share) if self.like_for_like else share
+        return logged_share(share, self.logged_rate.rate(step))
 
     def observe_labels(self, arm: str, rows: Sequence[Obs]) -> None:
         self.stats.add_labels(_arm(arm), rows)
@@ -536,6 +548,7 @@ class Analysis:
             "stepped_batches": self._stepped_batches,
             "stats": self.stats.to_dict(),
             "evalues": {k: e.to_dict() for k, e in self.evalues.items()},
+            "logged_rate": self.logged_rate.to_dict(),
         }  # fmt: skip
 
     @classmethod
@@ -553,6 +566,7 @@ class Analysis:
         a._unstepped = {k: [int(x) for x in got.get(k, [0, 0])] for k in ("look", "pooled")}
         a._stepped_batches = bool(state.get("stepped_batches", False))
         a.evalues = {k: ErrorCountEValue.from_dict(v) for k, v in state["evalues"].items()}
+        a.logged_rate = LoggedRate.from_dict(state.get("logged_rate"))
         return a
 
 

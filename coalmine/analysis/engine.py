@@ -241,6 +241,7 @@ class Evaluator:
             error_class=row[prefix + "error_class"],
             slices=slices if isinstance(slices, dict) else None,
             step=int(row[prefix + "canary_weight_bp"] or 0),
+            weight=float(row.get(prefix + "sample_weight") or 1.0),
             label=label,
             has_label=has_label,
             outcomes=outcomes if isinstance(outcomes, dict) else None,
@@ -323,7 +324,9 @@ class Evaluator:
             by_arm[arm].append(obs)
             if has_label or obs.outcomes:
                 labelled[arm].append(obs)
-        for arm, obs_list in by_arm.items():
+        # production's rows first: the count test needs the rate they were logged at for
+        # the candidate's errors of the same step (analysis/sampling.py)
+        for arm, obs_list in sorted(by_arm.items(), key=lambda kv: kv[0] != "baseline"):
             self.analysis.observe_requests(arm, obs_list)
         for arm, obs_list in labelled.items():
             self.analysis.observe_labels(arm, obs_list)

@@ -55,6 +55,7 @@ class Obs:
     has_label: bool = False
     outcomes: Mapping[str, Any] | None = None
     scores: Any = None  # the probabilities/scores logged beside the prediction, if any
+    weight: float = 1.0  # calls the row stands for: 1/rate of a sampled stable row
 
     @property
     def is_error(self) -> bool:

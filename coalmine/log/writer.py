@@ -3,8 +3,10 @@
 `submit()` appends to an in-memory buffer and returns at once; a background task writes
 batches to the store in a worker thread (`asyncio.to_thread`), every `flush_interval_s` or as
 soon as `batch_size` rows are waiting. A stable call made while no rollout runs on its model
-is kept at `logging.stable_sample_rate`, its row weighted 1/rate: no judgement reads those
-rows, and they are most of the log. A full buffer drops the record and counts it.
+is kept at `logging.stable_sample_rate`, one made during a canary step at
+`logging.stable_sample_rate_during_rollouts`, its row weighted 1/rate: stable rows are most
+of the log, and a uniform subsample of them judges as well (analysis/sampling.py). A full
+buffer drops the record and counts it.
 `close()` writes everything still buffered: the gateway calls it on SIGTERM/SIGINT, which is
 what makes a graceful stop lose nothing. A failed write is retried with backoff; a batch the
 database rejects for its content (not a lost connection) is written row by row so one bad
@@ -59,7 +61,7 @@ class BatchWriter:
         self.buffer_size = config.buffer_size
         self.flush_interval_s = config.flush_interval_s
         self.stable_rate = config.stable_sample_rate
-        self._stable_weight = 1.0 / self.stable_rate
+        self.stable_rate_in_rollouts = config.stable_sample_rate_during_rollouts
         self._rng = random.Random()
         self._insert = inserter
         self._buffer: collections.deque[PredictionRecord] = collections.deque()
@@ -83,13 +85,12 @@ class BatchWriter:
             if self._closed or len(self._buffer) >= self.buffer_size:
                 self._drop(1)
                 return False
-            if self.stable_rate < 1.0 and record.role == "stable" and record.rollout_id is None:
-                # sampled only outside a rollout: during one, stable is the arm the candidate
-                # is compared with, and the statistics count every call of both arms
-                if self._rng.random() >= self.stable_rate:
+            rate = self._stable_rate_for(record)
+            if rate < 1.0:
+                if self._rng.random() >= rate:
                     self.sampled_out += 1
                     return True
-                record.sample_weight = self._stable_weight
+                record.sample_weight = 1.0 / rate
             self._buffer.append(record)
             if len(self._buffer) >= self.batch_size and self._wake is not None:
                 self._wake.set()
@@ -180,6 +181,20 @@ class BatchWriter:
     def _count_written(self, n: int) -> None:
         self.written += n
         metrics.WRITTEN.inc(n)
+
+    def _stable_rate_for(self, record: PredictionRecord) -> float:
+        """The probability of keeping this row: 1 but for stable calls (module doc).
+
+        During a rollout only while a canary split is in force: the analysis then compares
+        the candidate with a uniform subsample of production's calls and conditions its
+        count tests on the share of logged rows (analysis/sampling.py). At 0% canary (a
+        shadow step) each stable row is half of a shadow pair and is kept.
+        """
+        if record.role != "stable":
+            return 1.0
+        if record.rollout_id is None:
+            return self.stable_rate
+        return self.stable_rate_in_rollouts if record.canary_weight_bp > 0 else 1.0
 
     def _drop(self, n: int) -> None:
         self.dropped += n

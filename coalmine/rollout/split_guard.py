@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coalmine.analysis.sampling import logged_share
 from coalmine.analysis.sequential.srm import SampleRatioTest
 from coalmine.rollout.machine import Phase
 from coalmine.rollout.store import RolloutRecord, RolloutRepository
@@ -59,9 +60,12 @@ class SplitGuard:
             current = _StepTest(s.step_started_at, SampleRatioTest(tolerance), start)
             self._tests[s.id] = current
         current.after_id, groups = self.repo.split_counts(s, s.step_started_at, current.after_id)
-        for weight_bp, candidate, others in groups:
+        for weight_bp, candidate, others, others_rate in groups:
             if 0 < weight_bp < BASIS_POINTS:  # at 0% or 100% the split says nothing
-                current.test.update(candidate, others, weight_bp / BASIS_POINTS)
+                # with production's rows sampled, a logged row is the candidate's with its
+                # share of LOGGED calls (analysis/sampling.py), not of calls
+                share = logged_share(weight_bp / BASIS_POINTS, others_rate)
+                current.test.update(candidate, others, share)
         if not current.test.mismatch(self.alpha):
             return None
         summary = current.test.summary()

@@ -333,10 +333,12 @@ class RolloutRepository:
 
     def split_counts(
         self, state: RolloutState, since: float, after_id: int
-    ) -> tuple[int, list[tuple[int, int, int]]]:
+    ) -> tuple[int, list[tuple[int, int, int, float]]]:
         """Requests routed during this rollout since `since`, with row id above `after_id`:
-        (the highest row id read, [(canary_weight_bp, candidate, others)]), grouped by the
-        split each request was routed under (logged with it).
+        (the highest row id read, [(canary_weight_bp, candidate, others, others_rate)]),
+        grouped by the split each request was routed under (logged with it): counts of
+        logged rows, and the rate the others were logged at (rows / Σ sample_weight; stable
+        rows may be sampled, `logging.stable_sample_rate_during_rollouts`).
 
         One routing decision is one request: the stable row of a request whose canary or
         baseline call failed over is not counted again; mirrored copies are not requests.
@@ -356,7 +358,12 @@ class RolloutRepository:
                 .exists()
             )
             stmt = (
-                select(p.c.canary_weight_bp, p.c.role, func.count())
+                select(
+                    p.c.canary_weight_bp,
+                    p.c.role,
+                    func.count(),
+                    func.sum(func.coalesce(p.c.sample_weight, 1.0)),
+                )
                 .where(
                     (p.c.model == state.model)
                     & (p.c.id > after_id)
@@ -368,11 +375,18 @@ class RolloutRepository:
                 )
                 .group_by(p.c.canary_weight_bp, p.c.role)
             )
-            groups: dict[int, list[int]] = {}
-            for weight, role, n in conn.execute(stmt):
-                counts = groups.setdefault(int(weight or 0), [0, 0])
-                counts[0 if role == "canary" else 1] += int(n)
-        return int(upto), [(w, c, o) for w, (c, o) in sorted(groups.items())]
+            groups: dict[int, list[float]] = {}
+            for weight, role, n, calls in conn.execute(stmt):
+                counts = groups.setdefault(int(weight or 0), [0, 0, 0.0])
+                if role == "canary":
+                    counts[0] += int(n)
+                else:
+                    counts[1] += int(n)
+                    counts[2] += float(calls)
+        return int(upto), [
+            (w, int(c), int(o), int(o) / oc if oc else 1.0)
+            for w, (c, o, oc) in sorted(groups.items())
+        ]
 
     def trips_after(self, record: RolloutRecord) -> list[Any]:
         """Fast-guard trips against this rollout's candidate not yet acted upon."""

@@ -79,3 +79,51 @@ async def test_rate_one_keeps_everything(store_engine: Engine) -> None:
 def test_a_rate_outside_0_to_1_is_refused_naming_the_field(rate: float) -> None:
     with pytest.raises(ValidationError, match="stable_sample_rate"):
         LoggingConfig.model_validate({"stable_sample_rate": rate})
+
+
+async def test_stable_rows_of_a_canary_step_are_sampled_when_asked(store_engine: Engine) -> None:
+    """`stable_sample_rate_during_rollouts`: stable calls while a canary split is in force;
+    a shadow step's (0% canary) stable rows are the shadow's pairs and stay in full, and
+    no canary, paired, baseline or shadow row is ever sampled."""
+    writer = BatchWriter(
+        store_engine,
+        LoggingConfig.model_validate(
+            {"stable_sample_rate_during_rollouts": 0.1, "flush_interval_s": 0.02}
+        ),
+    )
+    writer._rng = random.Random(3)
+    await writer.start()
+    for i in range(5000):
+        r = rec(i, "stable", 7)
+        r.canary_weight_bp = 500
+        writer.submit(r)
+    for role, n, weight_bp in [("stable", 300, 0), ("stable", 200, None), ("canary", 400, 500),
+                               ("paired", 100, 500), ("baseline", 100, 500),
+                               ("shadow", 100, 0)]:  # fmt: skip
+        for i in range(n):
+            r = rec(i, role, None if weight_bp is None else 7)
+            r.request_id += f"-{weight_bp}"
+            r.canary_weight_bp = weight_bp or 0
+            writer.submit(r)
+    await writer.close()
+    with store_engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT count(*), min(sample_weight), max(sample_weight) FROM predictions "
+                 "WHERE role = 'stable' AND canary_weight_bp = 500")
+        ).one()  # fmt: skip
+        others = conn.execute(
+            text("SELECT count(*) FROM predictions WHERE sample_weight IS NOT NULL "
+                 "AND NOT (role = 'stable' AND canary_weight_bp = 500)")
+        ).scalar_one()  # fmt: skip
+    assert abs(kept[0] - 500) < 5 * math.sqrt(5000 * 0.1 * 0.9)
+    assert (kept[1], kept[2]) == (10.0, 10.0)
+    assert others == 0
+    # shadow-step stable rows and outside-rollout rows (rate 1 by default) kept in full
+    assert count(store_engine, "iris", role="stable") == kept[0] + 300 + 200
+    for role, n in [("canary", 400), ("paired", 100), ("baseline", 100), ("shadow", 100)]:
+        assert count(store_engine, "iris", role=role) == n
+
+
+def test_the_rollout_rate_is_refused_outside_0_to_1_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="stable_sample_rate_during_rollouts"):
+        LoggingConfig.model_validate({"stable_sample_rate_during_rollouts": 0})

@@ -162,7 +162,16 @@ def test_a_failed_over_request_is_one_routing_decision(tmp_path: Path) -> None:
     try:
         upto, groups = repo.split_counts(rec.state, since=100.0, after_id=0)
         assert upto == len(rows)
-        assert groups == [(500, 2, 2), (2500, 0, 1)]  # (weight, candidate, others)
+        assert groups == [(500, 2, 2, 1.0), (2500, 0, 1, 1.0)]  # (weight, cand, others, rate)
         assert repo.split_counts(rec.state, since=100.0, after_id=upto) == (upto, [])
+        # stable rows sampled at 10% (sample_weight 10): logged counts, and the others' rate
+        sampled = [{**row(f"s{i}", "stable", "v1"), "sample_weight": 10.0} for i in range(4)]
+        with engine.begin() as conn:
+            conn.execute(
+                predictions.insert(),
+                [*sampled, {**row("z", "canary", "v2"), "sample_weight": None}],
+            )
+        _, groups = repo.split_counts(rec.state, since=100.0, after_id=upto)
+        assert groups == [(500, 1, 4, pytest.approx(0.1))]
     finally:
         engine.dispose()
