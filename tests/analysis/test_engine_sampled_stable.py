@@ -1,0 +1,42 @@
+"""The Evaluator reads each row's sample_weight from the log: with production's rows of a
+canary step logged at 10%, an as-good candidate's error count is judged against its share
+of LOGGED rows (real SQLite; the rows as the gateway's writer stores them)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import Engine
+
+from coalmine.analysis.criteria import Criterion
+from coalmine.analysis.engine import Evaluator
+from coalmine.analysis.sequential import Verdict
+from coalmine.store.schema import predictions
+
+
+def test_sampled_stable_rows_are_weighted_in_the_count_test(store_engine: Engine) -> None:
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(60_000):
+        canary = rng.random() < 0.05
+        if not canary and rng.random() >= 0.1:
+            continue  # a stable call the writer did not keep
+        rows.append({
+            "request_id": f"r{i}", "model": "m", "version": "v2" if canary else "v1",
+            "role": "canary" if canary else "stable", "ts": 1_000.0 + i, "latency_ms": 5.0,
+            "status": 500 if rng.random() < 0.03 else 200, "canary_weight_bp": 500,
+            "rollout_id": 1, "sample_weight": None if canary else 10.0,
+        })  # fmt: skip
+    with store_engine.begin() as conn:
+        conn.execute(predictions.insert(), rows)
+    ev = Evaluator(
+        store_engine, model="m", candidate="v2", baseline="v1", mode="canary", rollout_id=1,
+        criteria=[Criterion.model_validate({"metric": "error_rate", "max_ratio": 1.5})],
+    )  # fmt: skip
+    judgement = ev.evaluate(now=2_000.0)
+    assert ev.analysis.logged_rate.rate(500) == 0.1
+    # ~3,000 candidate and ~5,700 logged production rows, the same error rate: about a third
+    # of the logged errors are the candidate's, as its logged share (34%) says. Read as a
+    # 5% share (the rows unweighted) that is a 7x error ratio and a FAIL.
+    assert judgement.verdict is not Verdict.FAIL
+    e = next(iter(ev.analysis.evalues.values()))
+    assert 0.6 < e.ratio_estimate < 1.5
