@@ -423,6 +423,13 @@ class Analysis:
                     f"{h.high:,.0f} ms, beyond the quantile histogram, so quantile criteria "
                     "cannot decide; if these are microseconds, pass latency_unit='us'"
                 )
+        if self.logged_rate.sampled:
+            rows = overall.baseline.requests
+            calls = self.logged_rate.calls()
+            notes.append(
+                f"sampled: production's {rows:,} logged rows stand for ~{calls:,.0f} calls "
+                f"(logged at {rows / calls:.3g}); counts of production below are of logged rows"
+            )
         return notes
 
     def judge(self, now: float | None = None) -> Judgement:

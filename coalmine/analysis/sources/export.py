@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ def _obs(row: Mapping[str, Any], latency_unit: str = "ms") -> Obs:
         latency = None if latency == "" else _num(latency, 0.0)
     [lat] = inputs.latencies_ms([latency], latency_unit) or [None]
     [step] = inputs.steps_bp([_num(row.get("canary_weight_bp"), 0)]) or [0]
+    weight = _num(row.get("sample_weight"), 1.0)  # 1/rate of a sampled stable row
+    if not (math.isfinite(weight) and weight >= 1.0):
+        raise ValueError(f"sample_weight: must be ≥ 1, the inverse of a rate (got {weight!r})")
     return Obs(
         prediction=_json(row.get("prediction")),
         scores=_json(row.get("scores")),  # logged beside it, read as the live engine does
@@ -90,6 +94,7 @@ def _obs(row: Mapping[str, Any], latency_unit: str = "ms") -> Obs:
         error_class=error_class,
         slices=slices if isinstance(slices, dict) else None,
         step=step,
+        weight=weight,
         label=label,
         has_label=label is not None,
         outcomes=outcomes if isinstance(outcomes, dict) else None,
@@ -149,8 +154,10 @@ def analyze_export(
     a = Analysis(criteria, task=task, mode=mode, alpha=alpha, max_slices=max_slices,
                  noise_floor=noise_floor, like_for_like=like_for_like,
                  latency_unit=latency_unit)  # fmt: skip
-    a.observe_requests("candidate", [o for _, o in cand])
+    # production's first: the count test needs the rate its rows were logged at
+    # (sample_weight) for the candidate's errors (analysis/sampling.py)
     a.observe_requests("baseline", [o for _, o in base])
+    a.observe_requests("candidate", [o for _, o in cand])
     a.observe_labels("candidate", [o for _, o in cand if o.has_label or o.outcomes])
     a.observe_labels("baseline", [o for _, o in base if o.has_label or o.outcomes])
     if mode == "shadow":
