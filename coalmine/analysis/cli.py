@@ -106,6 +106,12 @@ def plan_command(
         help="paired: share of requests on which exactly one version is right "
         "(default: the worst case, errors that never coincide)",
     ),
+    stable_sample_rate: float = typer.Option(
+        1.0,
+        "--stable-sample-rate",
+        help="share of production's calls logged during canary steps "
+        "(logging.stable_sample_rate_during_rollouts)",
+    ),
 ) -> None:
     """Print the samples and the time each canary step needs to decide."""
     from coalmine.analysis.plan import format_duration, plan_steps
@@ -115,7 +121,7 @@ def plan_command(
         plans = plan_steps(
             shares, rps=rps, label_rate=label_rate, min_effect=min_effect, base=base,
             margin=margin, alpha=alpha, power=power, tests=tests, max_duration_s=max_duration,
-            paired=paired, disagreement=disagreement,
+            paired=paired, disagreement=disagreement, stable_sample_rate=stable_sample_rate,
         )  # fmt: skip
     except ValueError as exc:
         err_console.print(f"[red]error[/red]: {exc}", highlight=False)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from coalmine.analysis.sampling import logged_share
 from coalmine.analysis.sequential import anytime_sample_size, fixed_horizon_sample_size
 from coalmine.routing.split import candidate_fraction
 
@@ -160,6 +161,7 @@ def step_can_decide(
     paired: bool = False,
     disagreement: float | None = None,
     as_good: bool = False,
+    stable_sample_rate: float = 1.0,
 ) -> StepPlan:
     """The wait of one step for a proportion metric (accuracy, error rate) at `base`.
 
@@ -174,6 +176,9 @@ def step_can_decide(
     share, so the comparison arm has as many samples as the candidate (not the rest of
     the traffic): the wait is longer at small shares. `paired=True`: a paired canary's
     quality metric, judged on same-request pairs (`paired_variance`; see the module doc).
+    `stable_sample_rate`: production's calls logged at that rate during the step
+    (`logging.stable_sample_rate_during_rollouts`): fewer production samples per candidate
+    sample, r(1 − π)/π instead of (1 − π)/π (a baseline or paired copy is kept in full).
     """
     _check(rps, label_rate, min_effect, 0.0 if as_good else margin, base)
     if tests < 1:
@@ -184,8 +189,9 @@ def step_can_decide(
     if share_percent >= 100:
         return StepPlan(share_percent, rate, None, None, 0.0, 0.0, max_duration_s)
     share = share_percent / 100
-    if like_for_like:  # the baseline gets the canary's share while it fits
-        share = candidate_fraction(share)
+    # like for like, the baseline gets the canary's share while it fits; against
+    # production, the candidate's share of the LOGGED rows (analysis/sampling.py)
+    share = candidate_fraction(share) if like_for_like else logged_share(share, stable_sample_rate)
     a = alpha / tests
     threshold = min_effect if as_good else margin  # how far below production it is tested
     truth = 0.0 if as_good else min_effect  # how far below production the candidate is
@@ -219,6 +225,7 @@ def plan_steps(
     like_for_like: bool = False,
     paired: bool = False,
     disagreement: float | None = None,
+    stable_sample_rate: float = 1.0,
 ) -> list[StepPlan]:
     return [
         step_can_decide(
@@ -235,6 +242,7 @@ def plan_steps(
             like_for_like=like_for_like,
             paired=paired,
             disagreement=disagreement,
+            stable_sample_rate=stable_sample_rate,
         )
         for s in steps_percent
     ]

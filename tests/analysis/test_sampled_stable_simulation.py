@@ -170,3 +170,21 @@ def test_the_sample_ratio_test_reads_the_logged_share() -> None:
         for k, t in tests.items():
             flagged[k] += t.mismatch(0.001)
     assert flagged == {"logged": 0, "uncorrected": 50}
+
+
+def test_the_planner_counts_only_the_logged_production_samples() -> None:
+    """`coalmine plan --stable-sample-rate`: at a 5% canary with production logged at 10%
+    the candidate waits for more samples (production has ~1.9 per candidate sample, not 19),
+    the same as a plan at the candidate's logged share; baseline and paired unaffected."""
+    from coalmine.analysis.plan import step_can_decide
+
+    kw: dict[str, Any] = {"rps": 100.0, "label_rate": 1.0, "min_effect": 0.02}
+    full = step_can_decide(share_percent=5, **kw)
+    sampled = step_can_decide(share_percent=5, stable_sample_rate=0.1, **kw)
+    assert full.anytime_samples is not None and sampled.anytime_samples is not None
+    assert sampled.anytime_samples > 1.2 * full.anytime_samples
+    same = step_can_decide(share_percent=100 * sampling.logged_share(0.05, 0.1), **kw)
+    assert sampled.anytime_samples == same.anytime_samples
+    for extra in ({"like_for_like": True}, {"paired": True}):
+        assert (step_can_decide(share_percent=5, stable_sample_rate=0.1, **kw, **extra)
+                == step_can_decide(share_percent=5, **kw, **extra))  # fmt: skip
