@@ -46,6 +46,7 @@ class Call:
     group: str  # production | candidate (canary) | shadow | baseline
     latency_ms: float
     error: bool
+    weight: float = 1.0  # calls the row stands for (1/rate of a sampled stable row)
 
 
 @dataclass(slots=True)
@@ -113,17 +114,19 @@ def latency_error_series(
 def share_series(
     calls: Iterable[Call], start: float, width: float, *, part: str, whole: Sequence[str]
 ) -> Series:
-    """Per bucket, the share of `whole` groups' calls that went to `part` (observed split)."""
-    counts: dict[float, Counter[str]] = defaultdict(Counter)
+    """Per bucket, the share of `whole` groups' calls that went to `part` (observed split);
+    a sampled row counts for the calls it stands for, so a 5% canary shows 5%, not its share
+    of logged rows."""
+    counts: dict[float, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for call in calls:
-        counts[_bucket(call.ts, start, width)][call.group] += 1
+        counts[_bucket(call.ts, start, width)][call.group] += call.weight
     xs = sorted(counts)
     ys: list[float | None] = []
     ns: list[int] = []
     for x in xs:
         total = sum(counts[x][g] for g in whole)
         ys.append(counts[x][part] / total if total else None)
-        ns.append(total)
+        ns.append(round(total))
     return Series(xs, ys, ns)
 
 
@@ -266,15 +269,18 @@ def class_distribution(predictions: Iterable[Any], limit: int = 12) -> dict[str,
 
 
 def totals(calls: Iterable[Call]) -> dict[str, dict[str, float]]:
-    """Per group over the whole window: calls, p50 and p95 latency (ms), error rate."""
+    """Per group over the whole window: calls (sampled rows counting for the calls they
+    stand for), p50 and p95 latency (ms), error rate (of the rows: a uniform subsample)."""
     latencies: dict[str, list[float]] = defaultdict(list)
     errors: Counter[str] = Counter()
+    made: dict[str, float] = defaultdict(float)
     for call in calls:
         latencies[call.group].append(call.latency_ms)
         errors[call.group] += int(call.error)
+        made[call.group] += call.weight
     return {
         group: {
-            "n": float(len(values)),
+            "n": round(made[group]) * 1.0,
             "p50": quantile(values, 0.5) or 0.0,
             "p95": quantile(values, 0.95) or 0.0,
             "error_rate": errors[group] / len(values),

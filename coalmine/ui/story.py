@@ -239,6 +239,7 @@ def _calls(conn: Connection, rollout: dict[str, Any], start: float, end: float) 
         predictions.c.status,
         predictions.c.error_class,
         predictions.c.prediction,
+        predictions.c.sample_weight,
     ).where(where)
     return conn.execute(stmt), every
 
@@ -301,11 +302,12 @@ def load_story(engine: Engine, rollout_id: int, *, now: float | None = None) -> 
         result, story.sampled_every = _calls(conn, rollout, start, end)
         calls: list[Call] = []
         preds: dict[str, list[Any]] = {}
-        for ts, role, version, latency_ms, status, error_class, prediction in result:
+        for ts, role, version, latency_ms, status, error_class, prediction, weight in result:
             group = _group(role, version, rollout)
             if group is None:
                 continue
-            calls.append(Call(ts, group, float(latency_ms), is_error(status, error_class)))
+            error = is_error(status, error_class)
+            calls.append(Call(ts, group, float(latency_ms), error, float(weight or 1.0)))
             if prediction is not None and status == 200:
                 preds.setdefault(group, []).append(point_of_json(prediction))
         story.latency = latency_error_series(calls, start, width)
