@@ -80,16 +80,21 @@ def observed_rates(engine: Engine, model: str, now: float | None = None) -> Obse
         & (predictions.c.ts >= since)
         & (predictions.c.role.in_(("stable", "canary")))
     )
-    served = select(func.count(), func.min(predictions.c.ts)).where(mine)
-    labelled = (
-        select(func.count(func.distinct(feedback.c.request_id)))
-        .select_from(feedback.join(predictions, predictions.c.request_id == feedback.c.request_id))
-        .where(mine & feedback.c.label.is_not(None) & (feedback.c.label != "null"))
-    )
+    # calls, not rows: a sampled stable row stands for 1/rate calls (logging.
+    # stable_sample_rate), and its labels for as many labelled calls
+    weight = func.coalesce(predictions.c.sample_weight, 1.0)
+    served = select(func.sum(weight), func.min(predictions.c.ts)).where(mine)
+    has_label = (
+        select(feedback.c.id)
+        .where((feedback.c.request_id == predictions.c.request_id)
+               & feedback.c.label.is_not(None) & (feedback.c.label != "null"))
+        .exists()
+    )  # fmt: skip
+    labelled = select(func.sum(weight)).where(mine & has_label)
     with engine.connect() as conn:
         n, first = conn.execute(served).one()
-        labels = int(conn.execute(labelled).scalar() or 0)
-    n = int(n or 0)
+        labels = round(conn.execute(labelled).scalar() or 0)
+    n = round(n or 0)
     # the span traffic was seen: from the first call in the window (at least 1 s)
     seen = max(1.0, now - float(first)) if n else 0.0
     return ObservedTraffic(calls=n, seen_s=seen, labelled=labels)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
 from coalmine.config import parse_config
 from coalmine.log.record import PredictionRecord
@@ -17,7 +17,7 @@ from coalmine.rollout.spec import parse_spec
 from coalmine.store.engine import open_engine
 from coalmine.store.predictions import insert_batch
 from coalmine.store.routes import RouteRepository
-from coalmine.store.schema import feedback
+from coalmine.store.schema import feedback, predictions
 
 SPEC = parse_spec(
     {
@@ -138,6 +138,21 @@ def test_rates_are_over_the_time_traffic_was_seen_and_this_models_labels(tmp_pat
     seen = observed_rates(engine, "iris", now)
     assert seen.rps == pytest.approx(20, rel=0.1)  # before: 400 calls / 300 s = 1.3 req/s
     assert seen.label_rate == pytest.approx(0.25)  # before: 1.0 (every model's feedback)
+    engine.dispose()
+
+
+def test_rates_count_the_calls_a_sampled_stable_row_stands_for(tmp_path: Path) -> None:
+    """logging.stable_sample_rate 0.1: each kept stable row stands for 10 calls (before:
+    the plan saw a tenth of the traffic and warned that steps could not decide)."""
+    engine = _store(tmp_path)
+    now = time.time()
+    iris = _serve(engine, "iris", 2, 20, now)  # 40 kept rows over 20 s
+    with engine.begin() as conn:
+        conn.execute(update(predictions).values(sample_weight=10.0))
+    _label(engine, iris[::4], now)
+    seen = observed_rates(engine, "iris", now)
+    assert seen.rps == pytest.approx(20, rel=0.1)
+    assert seen.label_rate == pytest.approx(0.25)
     engine.dispose()
 
 
