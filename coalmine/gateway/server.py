@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -68,6 +69,11 @@ async def start_site(
     engine = open_engine(config.store.url)
     gateway = Gateway(config, engine)
     await gateway.start()
+    # Everything loaded by now (modules, config, routes) lives as long as the process: out of
+    # the collector's sight, a full collection no longer walks those ~100k objects (≈50 ms
+    # each, a latency spike for every request in flight)
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     max_body = config.gateway.max_body_bytes
 
