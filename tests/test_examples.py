@@ -34,6 +34,7 @@ def test_gateway_quickstart_logs_every_role_and_accepts_every_label() -> None:
     assert 20 < calls["canary"] < 120  # a 20% sticky canary over 100 users
 
 
+@pytest.mark.long  # ~2 min; tests/test_testing.py runs the same pipeline path in make test
 def test_retraining_pipeline_local_promotes_the_retrained_model() -> None:
     done = _run("retraining_pipeline.py", "--local")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -124,6 +124,7 @@ def test_no_decision_at_the_boundary_beyond_alpha(name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the 200/400-run version above runs in make test
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_no_decision_at_the_boundary_beyond_alpha_1000_runs(name: str) -> None:
     _assert_both_sides(_run(name, 1_000, seed=7 + sum(map(ord, name))))

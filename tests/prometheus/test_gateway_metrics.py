@@ -165,6 +165,7 @@ def test_every_scrape_shows_the_totals_of_both_processes(
 
 
 @pytest.mark.slow  # three gateway starts
+@pytest.mark.long
 def test_a_restart_starts_from_zero_and_leaves_no_files(
     tmp_path: Path, model_server: ModelServerHandle
 ) -> None:

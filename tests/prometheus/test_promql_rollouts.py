@@ -112,6 +112,7 @@ def test_a_candidate_burning_cpu_is_rolled_back_naming_cpu(stack: Stack) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the demo rolls a leaking candidate back on memory in make test
 def test_a_candidate_leaking_memory_is_rolled_back_naming_memory(stack: Stack) -> None:
     final, _ = stack.rollout("v4", {"leak_kb": 400}, [CPU, MEMORY])
     assert final["phase"] == "rolled_back", final["reason"]

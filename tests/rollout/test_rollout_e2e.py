@@ -285,6 +285,7 @@ def test_409_gate_approve_pause_resume_and_manual_promote(
     assert 'coalmine_rollout_canary_weight_percent{model="iris"} 0.0' in metrics
 
 
+@pytest.mark.long  # ~1 min; tests/ha SIGKILLs a leader mid-rollout in make test
 def test_sigkill_of_the_controller_resumes_at_the_same_step(
     coalmine_factory: Any, traffic_factory: Any, model_servers: dict[str, str]
 ) -> None:
