@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+from tests.prometheus_process import running_prometheus
 
 CONFIG = """
 global:
@@ -49,50 +44,14 @@ class NoValues(LookupError):
 @contextmanager
 def prometheus_scraping(url: str, token: str) -> Iterator[str]:
     """Yield the URL of a Prometheus scraping `url` (http://host:port/path) with `token`."""
-    if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus not installed (Debian package `prometheus`; .ci/run installs it)")
-    root = Path(tempfile.mkdtemp(prefix="coalmine-judge-prometheus-"))
-    token_file = root / "token"
-    token_file.write_text(token)
-    target = re.sub(r"^https?://", "", url)
-    host, _, path = target.partition("/")
-    (root / "prometheus.yml").write_text(
-        CONFIG.format(path="/" + path, token_file=token_file, target=host)
-    )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    log = (root / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}",
-         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prometheus did not start: {(root / 'prometheus.log').read_text()}"
-                )
-            time.sleep(0.2)
+
+    def configure(root: Path) -> str:
+        (root / "token").write_text(token)
+        host, _, path = re.sub(r"^https?://", "", url).partition("/")
+        return CONFIG.format(path="/" + path, token_file=root / "token", target=host)
+
+    with running_prometheus("coalmine-judge-prometheus-", configure) as (base, _root):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def flagger_query(prometheus: str, query: str, variables: dict[str, str]) -> float:

@@ -8,10 +8,6 @@ serves the whole session. `.ci/run` installs the package; without it these tests
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -21,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+from tests.prometheus_process import running_prometheus
 
 CONFIG = """
 global:
@@ -34,12 +30,6 @@ scrape_configs:
       - files: ["{targets}/*.json"]
         refresh_interval: 1s
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrometheusServer:
@@ -84,41 +74,9 @@ class PrometheusServer:
 
 @pytest.fixture(scope="session")
 def prometheus() -> Iterator[PrometheusServer]:
-    if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus not installed (Debian package `prometheus`; .ci/run installs it)")
-    root = Path(tempfile.mkdtemp(prefix="coalmine-prometheus-"))
-    targets = root / "targets"
-    targets.mkdir()
-    config = root / "prometheus.yml"
-    config.write_text(CONFIG.format(targets=targets))
-    port = _free_port()
-    log = (root / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prometheus did not start: {(root / 'prometheus.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
-        yield PrometheusServer(url, targets)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+    def configure(root: Path) -> str:
+        (root / "targets").mkdir()
+        return CONFIG.format(targets=root / "targets")
+
+    with running_prometheus("coalmine-prometheus-", configure) as (url, root):
+        yield PrometheusServer(url, root / "targets")
