@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from coalmine.rollout.machine import Evidence
+from coalmine.rollout.machine import Evidence, waiting_for
 
 __all__ = ["Verdict", "answer", "decide", "no_candidate_answer"]
 
@@ -36,15 +36,7 @@ def decide(
         return "FAIL", "; ".join(ev.failing)
     if ev.error is not None:
         return "INCONCLUSIVE", f"the analysis cannot judge yet: {ev.error}"
-    waiting: list[str] = []
-    if elapsed < min_duration:
-        waiting.append(f"{elapsed:.0f}/{min_duration:g}s")
-    if ev.samples < min_samples:
-        waiting.append(f"{ev.samples}/{min_samples} samples")
-    if ev.unproven:
-        waiting.append(f"{len(ev.unproven)} criteria undecided: " + "; ".join(ev.unproven))
-    if ev.no_data:
-        waiting.append("; ".join(ev.no_data))
+    waiting = waiting_for(ev, elapsed, min_duration=min_duration, min_samples=min_samples)
     if waiting:
         return "INCONCLUSIVE", "waiting (" + ", ".join(waiting) + ")"
     parts = [f"{ev.must_pass} must-pass PASS"] if ev.must_pass else []

@@ -40,6 +40,7 @@ __all__ = [
     "Transition",
     "awaiting_approval",
     "step",
+    "waiting_for",
 ]
 
 
@@ -331,6 +332,14 @@ def _judge_window(
             f"{what} still inconclusive at its max duration {max_duration:g}s ({detail}); "
             f"on_inconclusive: {on_inconclusive}, {verb}"
         )
+    waiting = waiting_for(ev, elapsed, min_duration=min_duration, min_samples=min_samples)
+    return "wait", f"{what}: waiting ({', '.join(waiting)})"
+
+
+def waiting_for(
+    ev: Evidence, elapsed: float, *, min_duration: float, min_samples: int
+) -> list[str]:
+    """What a step still waits for, in words (the controller's and the judge-only answer's)."""
     waiting = []
     if ev.error is not None:
         waiting.append(f"the analysis failed: {ev.error}")
@@ -342,7 +351,7 @@ def _judge_window(
         waiting.append(f"{len(ev.unproven)} criteria undecided: " + "; ".join(ev.unproven))
     if ev.no_data:
         waiting.append("; ".join(ev.no_data))
-    return "wait", f"{what}: waiting ({', '.join(waiting)})"
+    return waiting
 
 
 def _advanced(what: str, elapsed: float, ev: Evidence) -> str:
