@@ -73,9 +73,8 @@ CASES = [
         "latency_p99",
         {"max_ratio": 2.0},
         bad="slow",
-        known="open: the identical shadow's p99 now matches production's (1.07x live), but "
-        "under machine load the p99 ratio CS after 7,000 pairs is still 0.68x to 2.40x: it "
-        "cannot PASS 2.0x within the case's 150 s",
+        # passes on an idle machine (58 s); with the machine at a load of ~15 the p99 ratio's
+        # CS after 7,000 pairs was still 0.68x to 2.40x, so it can exceed the case's 150 s
     ),
     Case("accuracy", {"margin": 0.05}),
     Case("log_loss", {"margin": 0.1}),
