@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from coalmine.analysis.result import Judgement
-from coalmine.rollout.judge import read_results
+from coalmine.rollout.judge import evidence_from, read_results
 from coalmine.rollout.machine import Evidence
 
 __all__ = ["evidence_of"]
@@ -28,16 +28,7 @@ def evidence_of(
     """`floors`: criterion name -> the regression the current canary step must rule out."""
     must, failing, unproven, no_data, ruled_out = read_results(judgement, criteria, floors)
     data = judgement.to_dict()
-    data.update(mode=mode, must=must, rule_out=floors, no_data=list(no_data),
-                undecided=list(unproven))  # fmt: skip
-    return Evidence(
-        failing=tuple(failing),
-        unproven=tuple(unproven),
-        no_data=tuple(no_data),
-        ruled_out=tuple(ruled_out),
-        samples=samples,
-        must_pass=sum(1 for m in must.values() if m == "pass"),
-        must_not_fail=sum(1 for m in must.values() if m == "not_fail"),
-        summary=judgement.summary(),
-        judgement=data,
+    data.update(mode=mode, rule_out=floors)
+    return evidence_from(
+        judgement, data, must, failing, unproven, no_data, ruled_out, samples=samples
     )

@@ -30,6 +30,7 @@ __all__ = [
     "build_criteria",
     "build_guard_rails",
     "default_must",
+    "evidence_from",
     "guard_rail_paths",
     "read_results",
 ]
@@ -170,6 +171,34 @@ def build_guard_rails(spec: RolloutSpec, mode: str) -> list[Any]:
     return out
 
 
+def evidence_from(
+    judgement: Any,
+    data: dict[str, Any],
+    must: dict[str, Any],
+    failing: list[str],
+    unproven: list[str],
+    no_data: list[str],
+    ruled_out: list[str],
+    *,
+    samples: int,
+) -> Evidence:
+    """The Evidence a step decides on, from `read_results`' sentences (pure); `data` is the
+    judgement's JSON, given what holds the step now so it can be read while the step waits
+    (GET .../judgement, the dashboard, the judge-only answers)."""
+    data.update(must=must, no_data=list(no_data), undecided=list(unproven))
+    return Evidence(
+        failing=tuple(failing),
+        unproven=tuple(unproven),
+        no_data=tuple(no_data),
+        ruled_out=tuple(ruled_out),
+        samples=samples,
+        must_pass=sum(1 for m in must.values() if m == "pass"),
+        must_not_fail=sum(1 for m in must.values() if m == "not_fail"),
+        summary=judgement.summary(),
+        judgement=data,
+    )
+
+
 def read_results(
     judgement: Any, criteria: list[Any], floors: dict[str, float]
 ) -> tuple[dict[str, Any], list[str], list[str], list[str], list[str]]:
@@ -305,23 +334,11 @@ class EngineJudge:
         data = judgement.to_dict()
         data["results"] = [*data.get("results", []), *(r.to_dict() for r, _ in rail_results)]
         data["mode"] = mode
-        data["must"] = must
         data["rule_out"] = floors
-        # what holds the step now, readable while it waits (GET .../judgement, dashboard)
-        data["no_data"] = list(no_data)
-        data["undecided"] = list(unproven)
         # each version's newest CPU/memory window: the dashboard draws them over time
         data["resources"] = evaluator.resource_windows.latest()
-        return Evidence(
-            failing=tuple(failing),
-            unproven=tuple(unproven),
-            no_data=tuple(no_data),
-            ruled_out=tuple(ruled_out),
-            samples=samples,
-            must_pass=sum(1 for m in must.values() if m == "pass"),
-            must_not_fail=sum(1 for m in must.values() if m == "not_fail"),
-            summary=judgement.summary(),
-            judgement=data,
+        return evidence_from(
+            judgement, data, must, failing, unproven, no_data, ruled_out, samples=samples
         )
 
     def _guard_rails(self, record: RolloutRecord, mode: str, now: float) -> list[Any]:
