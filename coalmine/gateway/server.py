@@ -171,7 +171,11 @@ async def serve(
 
 
 def _announce(bound: int, host: str) -> None:
-    print(f"coalmine gateway listening on http://{host}:{bound} (pid {os.getpid()})", flush=True)
+    # one write(2) of the whole line: every worker announces on the same stdout, and print()
+    # writes the text and its newline apart, so two workers' lines could interleave
+    sys.stdout.flush()
+    line = f"coalmine gateway listening on http://{host}:{bound} (pid {os.getpid()})\n"
+    os.write(sys.stdout.fileno(), line.encode())
 
 
 def _child(config: CoalmineConfig, port: int, metrics_dir: Path | None = None) -> None:

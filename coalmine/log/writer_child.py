@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import pickle
 import signal
 import sys
@@ -35,8 +36,11 @@ class _Reports(logging.Handler):
 
 
 def _report(report: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(report) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(report) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the gateway died: nobody to tell, the rows are written anyway
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of the run
 
 
 def _counts(writer: BatchWriter) -> dict[str, int]:
@@ -112,4 +116,5 @@ if __name__ == "__main__":
     handler = _Reports()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its "setup plugin" lines: noise
     asyncio.run(main())

@@ -105,6 +105,16 @@ def _send(nginx: Any, n: int, start: int = 0) -> dict[str, str]:
     return served
 
 
+def _wait_for_lines(path: Path, n: int) -> None:
+    """nginx writes a request's log line after it sent the answer: wait for the line too."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} did not reach {n} lines")
+
+
 def _rows(db: Path) -> dict[str, tuple[str, str, int, float]]:
     with sqlite3.connect(db) as conn:
         return {
@@ -137,12 +147,14 @@ def test_rows_from_a_followed_file_across_a_rotation(
         served = _send(nginx, 60)
         access.rename(tmp_path / "access.json.1")  # logrotate: rename, then USR1
         served |= _send(nginx, 20, start=60)  # still written to the renamed file
+        _wait_for_lines(tmp_path / "access.json.1", 80)
         collector.collect_once()
         reopen_logs(nginx)
         deadline = time.monotonic() + 5
         while not access.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         served |= _send(nginx, 40, start=80)  # the new file
+        _wait_for_lines(access, 40)
         collector.collect_once()
         collector.close()
     _check(_rows(db), served)

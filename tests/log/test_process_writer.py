@@ -84,3 +84,39 @@ async def test_stable_rows_sampled_out_by_the_child_leave_the_buffer(tmp_path: P
     assert all(writer.submit(r) for r in stable)  # room again: nothing dropped
     await writer.close()
     assert writer.dropped == 0 and count(engine) == writer.written
+
+
+def test_rows_are_written_when_the_gateway_died_before_the_childs_last_report(
+    tmp_path: Path,
+) -> None:
+    """A gateway that dies closes both pipes: the child still writes what it was given and
+    exits cleanly (its last report used to raise BrokenPipeError with a traceback)."""
+    import json
+    import pickle
+    import subprocess
+    import sys
+
+    from coalmine.log.process_writer import CONFIG, FIELDS, ROWS, frame
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = open_engine(url)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "coalmine.log.writer_child"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    settings = {"url": url, "logging": config(batch_size=50).model_dump()}
+    child.stdin.write(frame(CONFIG, json.dumps(settings).encode()))
+    child.stdin.flush()
+    while b"ready" not in (line := child.stdout.readline()):
+        assert line, "the writer exited before it was ready"
+    rows = [tuple(getattr(record(i), f) for f in FIELDS) for i in range(120)]
+    child.stdout.close()  # the gateway is gone: nobody reads the reports any more
+    child.stdin.write(frame(ROWS, pickle.dumps(rows)))
+    child.stdin.close()
+    assert child.wait(timeout=60) == 0
+    assert child.stderr is not None
+    err = child.stderr.read().decode()
+    child.stderr.close()
+    assert "Traceback" not in err, err
+    assert count(engine) == 120
