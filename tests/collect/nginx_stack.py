@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from contextlib import AbstractContextManager
 
-from coalmine.config import NginxTraffic
-from tests.providers.nginx_harness import NGINX, Nginx, free_port, main_config
+from tests.providers.nginx_harness import Nginx, running_nginx
 
 
 def with_access_log(snippet: str, *targets: str) -> str:
@@ -21,39 +17,11 @@ def with_access_log(snippet: str, *targets: str) -> str:
     return snippet.replace("location / {\n", "location / {\n" + lines, 1)
 
 
-@contextmanager
-def nginx_with(tmp: Path, first: str, locations: str, http_extra: str) -> Iterator[Nginx]:
-    prefix = tmp / "nginx"
-    (prefix / "tmp").mkdir(parents=True)
-    include = prefix / "coalmine-iris.conf"
-    include.write_text(first)
-    port = free_port()
-    main = prefix / "nginx.conf"
-    text = main_config(prefix, port, include, locations)
-    main.write_text(text.replace("http {\n", "http {\n  " + http_extra + "\n", 1))
-    settings = NginxTraffic(
-        provider="nginx", config_path=include, main_config=main,
-        pid_file=prefix / "nginx.pid", nginx_binary=NGINX, prefix=prefix,
-    )  # fmt: skip
-    process = subprocess.Popen(
-        [str(NGINX), "-p", str(prefix), "-c", str(main)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    nginx = Nginx(prefix, port, settings, process)
-    try:
-        deadline = time.monotonic() + 10
-        while not (prefix / "nginx.pid").exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not start: {nginx.error_log()}")
-            time.sleep(0.05)
-        yield nginx
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def nginx_with(
+    tmp: Path, first: str, locations: str, http_extra: str
+) -> AbstractContextManager[Nginx]:
+    """The provider tests' nginx, with `http_extra` in its http block."""
+    return running_nginx(tmp, first, locations, http_extra)
 
 
 def reopen_logs(nginx: Nginx) -> None:

@@ -134,8 +134,9 @@ def main_config(prefix: Path, port: int, include: Path, locations: str) -> str:
 
 
 @contextmanager
-def running_nginx(tmp: Path, first: str, locations: str) -> Iterator[Nginx]:
-    """nginx serving `locations`, including a model file that starts as `first`."""
+def running_nginx(tmp: Path, first: str, locations: str, http_extra: str = "") -> Iterator[Nginx]:
+    """nginx serving `locations`, including a model file that starts as `first`; `http_extra`
+    goes into the http block (e.g. a log_format)."""
     if not NGINX.exists():
         raise FileNotFoundError(NGINX)
     prefix = tmp / "nginx"
@@ -144,7 +145,8 @@ def running_nginx(tmp: Path, first: str, locations: str) -> Iterator[Nginx]:
     include.write_text(first)
     port = free_port()
     main = prefix / "nginx.conf"
-    main.write_text(main_config(prefix, port, include, locations))
+    text = main_config(prefix, port, include, locations)
+    main.write_text(text.replace("http {\n", "http {\n  " + http_extra + "\n", 1))
     settings = NginxTraffic(
         provider="nginx",
         config_path=include,
