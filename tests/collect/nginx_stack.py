@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 from tests.providers.nginx_harness import Nginx, running_nginx
 
