@@ -1,10 +1,14 @@
-"""The gateway's aiohttp application: the data plane, and nothing that controls it.
+"""The gateway's request path: the data plane, and nothing that controls it.
 
 Per inference request: resolve the model's compiled route, derive the sticky key, pick
 stable, canary or baseline, queue mirror copies for the shadow (and the baseline), forward,
 and hand one log record per upstream call to the prediction log's buffer. Nothing on this
 path touches the database or blocks: route changes arrive through the table's poller thread,
 and records are written in batches by the log writer.
+
+The path is apart from any HTTP server: it takes a `wire.Request` and its body (read whole
+by the server, under the body limit and deadline) and returns a `wire.Answer`. The servers
+are `protocol_server` (asyncio Protocol + httptools) and aiohttp (`aiohttp_adapter`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-from multidict import CIMultiDict
 from sqlalchemy import Engine
 
 from coalmine.binary_tensors import HEADER_LENGTH, BinaryTensorError, decode_body, header_length
@@ -49,7 +52,8 @@ from coalmine.gateway.upstream.base import (
     end_to_end,
 )
 from coalmine.gateway.upstream.registry import make_client
-from coalmine.log.feedback_http import FeedbackStore, make_feedback_handler
+from coalmine.gateway.wire import Answer, Request, json_answer
+from coalmine.log.feedback_http import FeedbackEndpoint, FeedbackStore
 from coalmine.log.policy import (
     InputPolicy,
     JsonTooDeep,
@@ -65,12 +69,11 @@ from coalmine.routing.split import mirror_sampled
 from coalmine.routing.split import route as pick_role
 from coalmine.store.routes import RouteRepository
 
-__all__ = ["Gateway", "build_app"]
+__all__ = ["Endpoint", "Gateway"]
 
 log = logging.getLogger(__name__)
 _throttled = ThrottledLog(log)  # lines any client can cause at will
 
-GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("coalmine_gateway")
 _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
 MAX_REQUEST_ID = 128  # characters: the prediction log's column and the feedback API's limit
@@ -80,18 +83,21 @@ _OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
 _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
 
 
-def _error(status: int, message: str, request_id: str | None = None) -> web.Response:
-    headers = {"X-Request-ID": request_id} if request_id else None
-    return web.json_response({"error": message}, status=status, headers=headers)
+Endpoint = Callable[[Request, bytes], Awaitable[Answer]]
 
 
-def _not_allowed(message: str, allowed: list[str]) -> web.Response:
-    response = _error(405, message)
-    response.headers["Allow"] = ", ".join(allowed)  # a 405 must say what is (RFC 9110)
-    return response
+def _error(status: int, message: str, request_id: str | None = None) -> Answer:
+    headers = [("X-Request-ID", request_id)] if request_id else []
+    return json_answer({"error": message}, status, headers)
 
 
-def _long_request_id() -> web.Response:
+def _not_allowed(message: str, allowed: list[str]) -> Answer:
+    answer = _error(405, message)
+    answer.headers.append(("Allow", ", ".join(allowed)))  # a 405 must say what is (RFC 9110)
+    return answer
+
+
+def _long_request_id() -> Answer:
     # refused rather than cut: the id is echoed to the client, who sends it back with the
     # label, so the log must hold exactly what was echoed
     REJECTED.labels("request_id_too_long").inc()
@@ -100,13 +106,6 @@ def _long_request_id() -> web.Response:
         f"X-Request-ID: longer than {MAX_REQUEST_ID} characters (the most the prediction "
         "log and /v1/feedback keep)",
     )
-
-
-async def _continue(request: web.BaseRequest) -> None:
-    # aiohttp's router answers `Expect: 100-continue`; the low-level server leaves it to us,
-    # and clients such as curl would otherwise wait a second before sending the body
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _binary_request(body: bytes, length: str) -> Any:
@@ -178,16 +177,16 @@ class Gateway:
         self.ready = False
         self._background: set[asyncio.Task[Any]] = set()
         # unknown ids are re-checked once the log's next batch has surely been written
-        feedback = make_feedback_handler(
+        self._feedback = FeedbackEndpoint(
             FeedbackStore(engine),
             grace_s=2 * config.logging.flush_interval_s,
             token=gateway.resolved_feedback_token(),
         )
-        self._endpoints: dict[tuple[str, str], Any] = {
+        self._endpoints: dict[tuple[str, str], Endpoint] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
             ("GET", "/metrics"): self.metrics,
-            ("POST", "/v1/feedback"): feedback,
+            ("POST", "/v1/feedback"): self.feedback,
         }
 
     # lifecycle -------------------------------------------------------------------------
@@ -209,7 +208,7 @@ class Gateway:
         await self.writer.close()
 
     # request path ----------------------------------------------------------------------
-    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def dispatch(self, request: Request, body: bytes) -> Answer:
         """Every request of the data plane: a hand-written router, cheaper than aiohttp's."""
         path = request.raw_path
         inference = match_inference_path(path)
@@ -217,7 +216,7 @@ class Gateway:
             if request.method != "POST":
                 return _not_allowed("inference endpoints take POST", ["POST"])
             try:
-                return await self.forward(request, *inference)
+                return await self.forward(request, body, *inference)
             except Exception:
                 # nothing a request does may take the gateway down: answer and carry on
                 log.exception("unhandled error serving %s", path)
@@ -235,52 +234,33 @@ class Gateway:
         path = path.split("?", 1)[0]
         endpoint = self._endpoints.get((request.method, path))
         if endpoint is not None:
-            if "Expect" in request.headers:
-                await _continue(request)
-            if request.can_read_body:
-                try:
-                    await self.read_body(request)  # kept by aiohttp for the endpoint's read()
-                except TimeoutError:
-                    return self._body_timeout(None)
-            return await endpoint(request)
+            return await endpoint(request, body)
         allowed = sorted(m for m, p in self._endpoints if p == path)
         if allowed:
             return _not_allowed(f"method {request.method} not allowed on {path}", allowed)
         return _error(404, f"no such endpoint {path}")
 
-    async def read_body(self, request: web.BaseRequest) -> bytes:
-        """The request's body; TimeoutError when it takes longer than body_timeout_s to arrive
-        (a client that sends half a body must not hold the connection for ever)."""
-        async with asyncio.timeout(self.body_timeout):
-            return await request.read()
+    # the servers' refusals of a body, with the same figures and wording on both
+    def too_large_answer(self, request: Request) -> Answer:
+        """A body over `max_body_bytes` (declared, or found so as it streamed)."""
+        REJECTED.labels("too_large").inc()
+        return _error(413, f"body over {self.max_body} bytes", _echoed_id(request))
 
-    async def _inference_body(self, request: web.BaseRequest) -> bytes:
-        """`read_body` for the request path: a body that has already arrived whole (most of
-        them) is taken as it is, with no timer and no copy; else read under the deadline.
-        The endpoints' `read_body` is kept for them by aiohttp; this one is not."""
-        content = request.content
-        if not content.is_eof():
-            return await self.read_body(request)
-        body = content.read_nowait()  # one chunk: that very bytes object
-        if len(body) > self.max_body:  # chunked: no Content-Length was checked
-            raise web.HTTPRequestEntityTooLarge(self.max_body, len(body))
-        return body
-
-    def _body_timeout(self, request_id: str | None) -> web.Response:
+    def body_timeout_answer(self, request: Request) -> Answer:
+        """A body that did not arrive whole within `body_timeout_s`: the connection closes
+        (a client that sends half a body must not hold it for ever)."""
         REJECTED.labels("body_timeout").inc()
-        response = _error(
-            408, f"request body not received within {self.body_timeout:g}s", request_id
+        answer = _error(
+            408, f"request body not received within {self.body_timeout:g}s", _echoed_id(request)
         )
-        response.force_close()
-        return response
+        answer.close = True
+        return answer
 
     def _new_request_id(self) -> str:
         # time-ordered (UUIDv7) and unguessable (os.urandom): see gateway/ids.py
         return new_request_id()
 
-    def _sticky_key(
-        self, route: CompiledRoute, request: web.BaseRequest, parsed: Any
-    ) -> str | None:
+    def _sticky_key(self, route: CompiledRoute, request: Request, parsed: Any) -> str | None:
         if route.sticky_header is not None:
             return request.headers.get(route.sticky_header)
         if route.sticky_cookie is not None:
@@ -290,9 +270,7 @@ class Gateway:
             return None if value is None else str(value)
         return None
 
-    async def forward(
-        self, request: web.BaseRequest, protocol: Protocol, name: str
-    ) -> web.StreamResponse:
+    async def forward(self, request: Request, body: bytes, protocol: Protocol, name: str) -> Answer:
         headers = request.headers
         request_id = headers.get("X-Request-ID") or self._new_request_id()
         if len(request_id) > MAX_REQUEST_ID:
@@ -301,19 +279,6 @@ class Gateway:
         if route is None:
             REJECTED.labels("unknown_model").inc()
             return _error(404, f"unknown model {name!r}", request_id)
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            REJECTED.labels("too_large").inc()
-            return _error(413, f"body over {self.max_body} bytes", request_id)
-        if "Expect" in headers:
-            await _continue(request)
-        try:
-            body = await self._inference_body(request)
-        except web.HTTPRequestEntityTooLarge:
-            REJECTED.labels("too_large").inc()
-            return _error(413, f"body over {self.max_body} bytes", request_id)
-        except TimeoutError:
-            return self._body_timeout(request_id)
 
         parsed: Any = _NOT_PARSED
         binary = headers.get(HEADER_LENGTH) if protocol is V2 else None
@@ -411,10 +376,10 @@ class Gateway:
                     version, url, metrics = route.targets[role]
                     continue
                 status = 504 if error_class == "timeout" else 502
-                return web.json_response(
+                return json_answer(
                     {"error": f"upstream {version} {error_class}: {exc}"},
-                    status=status,
-                    headers={"X-Request-ID": request_id, "X-Model-Version": version},
+                    status,
+                    (("X-Request-ID", request_id), ("X-Model-Version", version)),
                 )
             elapsed = time.perf_counter() - start
             status = response.status
@@ -450,7 +415,7 @@ class Gateway:
                 continue
             return _respond(response, request_id, version)
 
-    async def pass_through(self, request: web.BaseRequest, name: str | None) -> web.Response:
+    async def pass_through(self, request: Request, name: str | None) -> Answer:
         """A health, readiness or metadata GET, answered by the stable version; not logged.
 
         Server health (`name` None) asks every model's stable version: with one model its
@@ -471,15 +436,13 @@ class Gateway:
         answers = await asyncio.gather(*(self._get_stable(request, r, request_id) for r in routes))
         statuses = {r.model: a.status for r, a in zip(routes, answers, strict=True)}
         ok = bool(statuses) and all(s == 200 for s in statuses.values())
-        return web.json_response(
+        return json_answer(
             {"ready": ok, "models": statuses},
-            status=200 if ok else 503,
-            headers={"X-Request-ID": request_id},
+            200 if ok else 503,
+            (("X-Request-ID", request_id),),
         )
 
-    async def _get_stable(
-        self, request: web.BaseRequest, route: CompiledRoute, request_id: str
-    ) -> web.Response:
+    async def _get_stable(self, request: Request, route: CompiledRoute, request_id: str) -> Answer:
         version, url, _ = route.targets["stable"]
         headers = end_to_end(request.headers.items(), HOP_BY_HOP)
         if "X-Request-ID" not in request.headers:
@@ -487,10 +450,10 @@ class Gateway:
         try:
             response = await self.client.get(url + request.raw_path, headers, self.timeout)
         except UpstreamError as exc:
-            return web.json_response(
+            return json_answer(
                 {"error": f"upstream {version} {exc.error_class}: {exc}"},
-                status=504 if exc.error_class == "timeout" else 502,
-                headers={"X-Request-ID": request_id, "X-Model-Version": version},
+                504 if exc.error_class == "timeout" else 502,
+                (("X-Request-ID", request_id), ("X-Model-Version", version)),
             )
         return _respond(response, request_id, version)
 
@@ -602,58 +565,35 @@ class Gateway:
             log.error("could not record a fast-guard trip: %s", task.exception())
 
     # operational endpoints -------------------------------------------------------------
-    async def healthz(self, request: web.BaseRequest) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(self, request: Request, body: bytes) -> Answer:
+        return json_answer({"status": "ok"})
 
-    async def readyz(self, request: web.BaseRequest) -> web.Response:
+    async def readyz(self, request: Request, body: bytes) -> Answer:
         ready = self.ready and self.table.loaded
-        return web.json_response(
-            {"ready": ready, "models": sorted(self.table.routes)}, status=200 if ready else 503
+        return json_answer(
+            {"ready": ready, "models": sorted(self.table.routes)}, 200 if ready else 503
         )
 
-    async def metrics(self, request: web.BaseRequest) -> web.Response:
-        body, content_type = exposition()  # with several processes, the totals over all
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        return response
+    async def metrics(self, request: Request, body: bytes) -> Answer:
+        payload, content_type = exposition()  # with several processes, the totals over all
+        return Answer(200, [("Content-Type", content_type)], payload)
+
+    async def feedback(self, request: Request, body: bytes) -> Answer:
+        reply = self._feedback.refused(request.headers.get("Authorization"))
+        status, payload, headers = reply or await self._feedback.answer(body)
+        return json_answer(payload, status, headers)
 
 
-def _respond(response: UpstreamResponse, request_id: str, version: str) -> web.Response:
+def _echoed_id(request: Request) -> str | None:
+    """The client's X-Request-ID, when it is one the gateway would accept."""
+    request_id = request.headers.get("X-Request-ID")
+    return request_id if request_id and len(request_id) <= MAX_REQUEST_ID else None
+
+
+def _respond(response: UpstreamResponse, request_id: str, version: str) -> Answer:
     """The upstream's answer as the client gets it: its status, body and end-to-end headers
     (e.g. `Inference-Header-Content-Length`, which a V2 client needs to read a binary
     answer), plus the gateway's X-Request-ID and X-Model-Version."""
     headers = end_to_end(response.headers, _NOT_PASSED_BACK)
     headers += (("X-Request-ID", request_id), ("X-Model-Version", version))
-    return web.Response(body=response.body, status=response.status, headers=CIMultiDict(headers))
-
-
-def build_app(
-    config: CoalmineConfig,
-    engine: Engine,
-    *,
-    client: UpstreamClient | None = None,
-    writer: BatchWriter | None = None,
-) -> web.Application:
-    """The gateway as an aiohttp Application, to mount or run beside other apps in-process.
-
-    Starting the app loads the routes and starts the log writer; cleaning it up flushes
-    the log. Routes are NOT seeded here: the caller seeds once
-    (`RouteRepository.seed_from_config`), so several gateway processes do not race on it.
-    `coalmine gateway` itself serves `Gateway.dispatch` on aiohttp's low-level server
-    (`server.start_site`), which skips the Application's router and middleware per request.
-    """
-    gateway = Gateway(config, engine, client=client, writer=writer)
-    # aiohttp enforces the limit on bodies without Content-Length (chunked) as they stream
-    app = web.Application(client_max_size=config.gateway.max_body_bytes)
-    app[GATEWAY_KEY] = gateway
-    app.router.add_route("*", "/{tail:.*}", gateway.dispatch)
-
-    async def on_startup(_: web.Application) -> None:
-        await gateway.start()
-
-    async def on_cleanup(_: web.Application) -> None:
-        await gateway.stop()
-
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    return app
+    return Answer(response.status, headers, response.body)

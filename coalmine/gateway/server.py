@@ -23,18 +23,16 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import uvloop
-from aiohttp import web
-from sqlalchemy import Engine
 
 from coalmine.config import CoalmineConfig
 from coalmine.gateway import multiproc
+from coalmine.gateway.aiohttp_adapter import start_aiohttp
 from coalmine.gateway.app import Gateway
 from coalmine.gateway.connections import (
     ConnectionLimits,
-    GatewayServer,
     connection_cap,
     fd_limit,
     raise_fd_limit,
@@ -42,7 +40,7 @@ from coalmine.gateway.connections import (
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 
-__all__ = ["run_gateway", "seed_routes", "serve", "start_site"]
+__all__ = ["Runner", "run_gateway", "seed_routes", "serve", "start_site"]
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +56,16 @@ def seed_routes(config: CoalmineConfig) -> None:
         engine.dispose()
 
 
-async def start_site(
-    config: CoalmineConfig, *, port: int | None = None
-) -> tuple[web.BaseRunner, int]:
-    """Start the gateway listening (SO_REUSEPORT); returns its runner and bound port.
+class Runner(Protocol):
+    """A started gateway server. `cleanup()` stops it gracefully: stop accepting, let
+    in-flight requests finish, then drain the mirror and flush the prediction log."""
 
-    `runner.cleanup()` stops it gracefully: stop accepting, let in-flight requests finish,
-    then drain the mirror and flush the prediction log.
-    """
-    engine = open_engine(config.store.url)
-    gateway = Gateway(config, engine)
-    await gateway.start()
-    # Everything loaded by now (modules, config, routes) lives as long as the process: out of
-    # the collector's sight, a full collection no longer walks those ~100k objects (≈50 ms
-    # each, a latency spike for every request in flight)
-    gc.collect()
-    gc.freeze()
-    loop = asyncio.get_running_loop()
-    max_body = config.gateway.max_body_bytes
+    gateway: Gateway
 
-    def make_request(
-        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
-    ) -> web.BaseRequest:
-        # the body limit, enforced by aiohttp as a body streams in (chunked bodies too)
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, loop, client_max_size=max_body
-        )
+    async def cleanup(self) -> None: ...
 
+
+def connection_limits(config: CoalmineConfig) -> ConnectionLimits:
     settings = config.gateway
     limits = ConnectionLimits(
         max_connections=connection_cap(settings.max_connections, fd_limit()),
@@ -98,45 +79,31 @@ async def start_site(
             settings.max_connections,
             fd_limit(),
         )
-    server = GatewayServer(
-        gateway.dispatch,
-        request_factory=make_request,
-        access_log=None,
-        limits=limits,
-        keepalive_timeout=settings.keepalive_timeout_s,
-        # after an early answer (413, 408...) aiohttp reads and discards the rest of the body
-        # for up to this long: no longer than the body was allowed in the first place
-        lingering_time=min(settings.body_timeout_s, 10.0),
+    return limits
+
+
+async def start_site(config: CoalmineConfig, *, port: int | None = None) -> tuple[Runner, int]:
+    """Start the gateway listening (SO_REUSEPORT); returns its runner and bound port.
+
+    `runner.cleanup()` stops it gracefully: stop accepting, let in-flight requests finish,
+    then drain the mirror and flush the prediction log.
+    """
+    engine = open_engine(config.store.url)
+    gateway = Gateway(config, engine)
+    await gateway.start()
+    # Everything loaded by now (modules, config, routes) lives as long as the process: out of
+    # the collector's sight, a full collection no longer walks those ~100k objects (≈50 ms
+    # each, a latency spike for every request in flight)
+    gc.collect()
+    gc.freeze()
+    return await start_aiohttp(
+        gateway,
+        engine,
+        connection_limits(config),
+        host=config.gateway.host,
+        port=config.gateway.port if port is None else port,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
-    runner = _GatewayRunner(server, gateway, engine, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.gateway.host,
-        config.gateway.port if port is None else port,
-        reuse_port=True,
-        backlog=4096,
-    )
-    await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else config.gateway.port
-    return runner, bound
-
-
-class _GatewayRunner(web.ServerRunner):
-    """A runner that, after the server's graceful shutdown, stops the gateway's parts."""
-
-    def __init__(
-        self, server: GatewayServer, gateway: Gateway, engine: Engine, **kwargs: Any
-    ) -> None:
-        super().__init__(server, handle_signals=False, **kwargs)
-        self.gateway = gateway
-        self._engine = engine
-
-    async def _cleanup_server(self) -> None:
-        await super()._cleanup_server()
-        await self.gateway.stop()
-        await asyncio.to_thread(self._engine.dispose)
 
 
 async def serve(

@@ -1,4 +1,5 @@
-"""`POST /v1/feedback`: the aiohttp handler that hands feedback to a FeedbackStore.
+"""`POST /v1/feedback`: hands feedback to a FeedbackStore (`FeedbackEndpoint`, apart from any
+HTTP server; `make_feedback_handler` wraps it for aiohttp).
 
 Body: one item `{"request_id", "label"?, "outcomes"?}`, a list of items, or
 `{"items": [...]}`. The status says whether the request as a whole was understood; the body
@@ -39,7 +40,10 @@ from coalmine.log.policy import JsonTooDeep, loads_bounded
 from coalmine.log.throttle import ThrottledLog
 from coalmine.store.feedback import UNKNOWN_REQUEST_ID, FeedbackStore
 
-__all__ = ["MAX_ITEMS", "FeedbackStore", "feedback_items", "make_feedback_handler"]
+__all__ = [
+    "MAX_ITEMS", "FeedbackEndpoint", "FeedbackStore", "Reply", "feedback_items",
+    "make_feedback_handler",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 _throttled = ThrottledLog(log)  # an unauthenticated endpoint: its clients must not flood the log
@@ -70,8 +74,11 @@ def feedback_items(body: Any) -> list[Any]:
     return items
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+Reply = tuple[int, dict[str, Any], list[tuple[str, str]]]  # status, JSON body, headers
+
+
+def _error(status: int, message: str) -> Reply:
+    return status, {"error": message}, []
 
 
 async def _add_with_grace(store: FeedbackStore, items: list[Any], grace_s: float) -> list[Any]:
@@ -91,36 +98,45 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _presented(request: web.Request) -> str | None:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+def _presented(authorization: str | None) -> str | None:
+    scheme, _, credentials = (authorization or "").partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
-def _unauthorized() -> web.Response:
+def _unauthorized() -> Reply:
     UNAUTHORIZED.inc()
-    response = _error(401, "feedback needs the feedback token (Authorization: Bearer <token>)")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="coalmine-feedback"'
-    return response
+    status, body, _ = _error(
+        401, "feedback needs the feedback token (Authorization: Bearer <token>)"
+    )
+    return status, body, [("WWW-Authenticate", 'Bearer realm="coalmine-feedback"')]
 
 
-def make_feedback_handler(
-    store: FeedbackStore, grace_s: float = 0.5, token: str | None = None
-) -> Handler:
-    """The `POST /v1/feedback` handler for `store`; database work runs in a thread.
+class FeedbackEndpoint:
+    """`POST /v1/feedback` apart from any HTTP server: `refused` checks the token (before
+    the body is read), `answer` reads a body; both give (status, JSON body, headers).
+    Database work runs in a thread."""
 
-    With `token`, only requests carrying it as a bearer token are read (401 otherwise).
-    """
-    if token is not None and not token:
-        raise ValueError("feedback token: empty; give a token or None (no token required)")
-    expected = _digest(token) if token else None
+    def __init__(
+        self, store: FeedbackStore, grace_s: float = 0.5, token: str | None = None
+    ) -> None:
+        if token is not None and not token:
+            raise ValueError("feedback token: empty; give a token or None (no token required)")
+        self._store = store
+        self._grace_s = grace_s
+        self._expected = _digest(token) if token else None
 
-    async def handle_feedback(request: web.Request) -> web.Response:
-        if expected is not None:
-            given = _presented(request)
-            if given is None or not hmac.compare_digest(_digest(given), expected):
-                return _unauthorized()
+    def refused(self, authorization: str | None) -> Reply | None:
+        """A 401 unless the request carries the token (when one is configured)."""
+        if self._expected is None:
+            return None
+        given = _presented(authorization)
+        if given is None or not hmac.compare_digest(_digest(given), self._expected):
+            return _unauthorized()
+        return None
+
+    async def answer(self, raw: bytes) -> Reply:
         try:
-            body = loads_bounded(await request.read())
+            body = loads_bounded(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"malformed JSON: {exc}")
         except JsonTooDeep as exc:
@@ -133,17 +149,33 @@ def make_feedback_handler(
         if len(items) > MAX_ITEMS:
             return _error(413, f"{len(items)} items; at most {MAX_ITEMS} per request")
         try:
-            results = await _add_with_grace(store, items, grace_s)
+            results = await _add_with_grace(self._store, items, self._grace_s)
         except Exception:
             log.exception("feedback store failed")
             return _error(503, "feedback store unavailable; nothing was stored, retry later")
         out = [r.as_dict() for r in results]
-        return web.json_response(
-            {
-                "accepted": sum(r.ok for r in results),
-                "errors": [o for o, r in zip(out, results, strict=True) if not r.ok],
-                "results": out,
-            }
-        )
+        accepted = {
+            "accepted": sum(r.ok for r in results),
+            "errors": [o for o, r in zip(out, results, strict=True) if not r.ok],
+            "results": out,
+        }
+        return 200, accepted, []
+
+
+def make_feedback_handler(
+    store: FeedbackStore, grace_s: float = 0.5, token: str | None = None
+) -> Handler:
+    """`FeedbackEndpoint` as an aiohttp handler (for an aiohttp application).
+
+    With `token`, only requests carrying it as a bearer token are read (401 otherwise).
+    """
+    endpoint = FeedbackEndpoint(store, grace_s, token)
+
+    async def handle_feedback(request: web.Request) -> web.Response:
+        reply = endpoint.refused(request.headers.get("Authorization"))
+        if reply is None:
+            reply = await endpoint.answer(await request.read())
+        status, body, headers = reply
+        return web.json_response(body, status=status, headers=headers or None)
 
     return handle_feedback

@@ -206,7 +206,7 @@ async def test_build_app_serves_the_same_data_plane_as_an_application(
 ) -> None:
     from aiohttp.test_utils import TestServer
 
-    from coalmine.gateway.app import build_app
+    from coalmine.gateway.aiohttp_adapter import build_app
     from coalmine.gateway.server import seed_routes
     from coalmine.store.engine import open_engine
 
