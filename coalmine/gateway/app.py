@@ -46,6 +46,7 @@ from coalmine.gateway.table import CompiledRoute, RouteTable
 from coalmine.gateway.upstream.base import (
     HOP_BY_HOP,
     RESPONSE_NOT_FORWARDED,
+    RequestHeaders,
     UpstreamClient,
     UpstreamError,
     UpstreamResponse,
@@ -306,9 +307,10 @@ class Gateway:
             if route.slice_fields
             else _NO_SLICES
         )
-        forward_headers = end_to_end(headers.items(), HOP_BY_HOP)
+        kept = end_to_end(headers.items(), HOP_BY_HOP)
         if "X-Request-ID" not in headers:
-            forward_headers.append(("X-Request-ID", request_id))
+            kept.append(("X-Request-ID", request_id))
+        forward_headers = RequestHeaders(kept)  # encoded once for the call and its copies
         path = request.raw_path
 
         role = (
@@ -464,7 +466,7 @@ class Gateway:
         protocol: Protocol,
         path: str,
         body: bytes,
-        forward_headers: list[tuple[str, str]],
+        forward_headers: RequestHeaders,
         request_id: str,
         shaped: str | None,
         slices: dict[str, Any],

@@ -36,7 +36,7 @@ from typing import Any
 from coalmine.binary_tensors import HEADER_LENGTH
 from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
 from coalmine.gateway.protocols import Protocol, parse_response
-from coalmine.gateway.upstream.base import Headers, UpstreamClient, UpstreamError
+from coalmine.gateway.upstream.base import Headers, RequestHeaders, UpstreamClient, UpstreamError
 from coalmine.log.record import PredictionRecord, PredictionSink
 
 __all__ = ["ShadowJob", "ShadowMirror", "mirror_headers"]
@@ -44,13 +44,17 @@ __all__ = ["ShadowJob", "ShadowMirror", "mirror_headers"]
 log = logging.getLogger(__name__)
 
 
-def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> list[tuple[str, str]]:
+_MARK = RequestHeaders([("X-Shadow", "1")])
+
+
+def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> RequestHeaders:
     """The headers of a mirror copy: production's, less those named in `strip` (lower case;
     by default the end user's credentials, which a shadow has no business receiving), and
-    marked X-Shadow so the shadow's server can tell a copy from a user's request."""
-    kept = [(k, v) for k, v in forward_headers if k.lower() not in strip]
-    kept.append(("X-Shadow", "1"))
-    return kept
+    marked X-Shadow so the shadow's server can tell a copy from a user's request. Made once
+    per request however many copies it has (shadow, baseline, paired)."""
+    if not isinstance(forward_headers, RequestHeaders):
+        forward_headers = RequestHeaders(list(forward_headers))
+    return forward_headers.without(strip, _MARK)
 
 
 class ShadowJob:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import ssl
 import subprocess
 import zlib
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from coalmine.gateway.upstream.base import (
+    RequestHeaders,
     UpstreamClient,
     UpstreamConnectionError,
     UpstreamTimeout,
@@ -78,6 +80,15 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
         return web.Response(body=request.headers["X-Custom"].encode("utf-8", "surrogateescape"))
 
     app.router.add_post("/header", header)
+
+    async def headers(request: web.Request) -> web.Response:
+        # every header the server received, in order, less those a client adds itself
+        own = {"host", "content-length", "content-type", "user-agent", "accept",
+               "accept-encoding", "connection"}  # fmt: skip
+        got = [[k, v] for k, v in request.headers.items() if k.lower() not in own]
+        return web.json_response(got)
+
+    app.router.add_post("/headers", headers)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, keepalive_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -252,3 +263,24 @@ async def test_non_ascii_header_values_are_forwarded_as_sent(
     url, _ = server
     response = await client.post(url + "/header", b"x", [("X-Custom", "café")], 5)
     assert (response.status, response.body) == (200, "café".encode())
+
+
+async def test_pre_encoded_headers_and_their_mirror_variant_are_sent_as_given(
+    client: UpstreamClient, server: tuple[str, list[str]]
+) -> None:
+    # the gateway hands the client one RequestHeaders per request, and its copies a variant
+    url, _ = server
+    mark = RequestHeaders([("X-Shadow", "1")])
+    production = RequestHeaders([("X-Custom", "café"), ("Authorization", "Bearer s3cret")])
+    copy = production.without(frozenset({"authorization"}), mark)
+    same = RequestHeaders([("X-Custom", "a"), ("X-Other", "b")]).without(
+        frozenset({"authorization"}), mark
+    )
+    for headers, expected in (
+        (production, [["X-Custom", "café"], ["Authorization", "Bearer s3cret"]]),
+        (copy, [["X-Custom", "café"], ["X-Shadow", "1"]]),
+        (same, [["X-Custom", "a"], ["X-Other", "b"], ["X-Shadow", "1"]]),
+    ):
+        for _ in range(2):  # encoded once, sent twice: the production call and a retry
+            response = await client.post(url + "/headers", b"{}", headers, 5)
+            assert json.loads(response.body) == expected

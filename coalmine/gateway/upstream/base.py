@@ -8,13 +8,14 @@ keep-alive client on httptools.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "HOP_BY_HOP",
     "RESPONSE_NOT_FORWARDED",
+    "RequestHeaders",
     "UpstreamClient",
     "UpstreamConnectionError",
     "UpstreamError",
@@ -64,6 +65,65 @@ def end_to_end(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str
         return kept
     also = {t.strip().lower() for v in named for t in v.split(",")}
     return [(k, v) for k, v in kept if k.lower() not in also]
+
+
+class RequestHeaders:
+    """One request's end-to-end headers, encoded once for every upstream call that sends
+    them: the production call, a failover's retry and the mirror copies (whose own variant,
+    `without`, is also made once). Iterating yields the (name, value) pairs, so it is
+    `Headers` to any client; a client that writes HTTP/1.1 itself takes `encoded()`."""
+
+    __slots__ = ("_encoded", "_pairs", "_parent", "_suffix", "_variant", "_variant_of")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        self._encoded: bytes | None = None
+        self._parent: RequestHeaders | None = None  # encoded as the parent's block + suffix
+        self._suffix = b""
+        self._variant: RequestHeaders | None = None
+        self._variant_of: tuple[frozenset[str], RequestHeaders | None] | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def encoded(self) -> bytes:
+        """The header lines, `Name: value\r\n` each, as the upstream receives them."""
+        if self._encoded is None:
+            if self._parent is not None:
+                self._encoded = self._parent.encoded() + self._suffix
+            else:
+                self._encoded = encode_headers(self._pairs)
+        return self._encoded
+
+    def without(
+        self, dropped: frozenset[str], added: RequestHeaders | None = None
+    ) -> RequestHeaders:
+        """These headers less those named in `dropped` (lower case), then `added`'s. Kept:
+        a request's copies all ask for the same variant, filtered and encoded once; when it
+        drops none of these headers, its block is this one's with `added`'s appended, so
+        the headers are encoded once in all."""
+        of = (dropped, added)
+        variant = self._variant
+        if variant is None or self._variant_of != of:
+            kept = [(k, v) for k, v in self._pairs if k.lower() not in dropped]
+            dropped_none = len(kept) == len(self._pairs)
+            if added is not None:
+                kept += added._pairs
+            variant = RequestHeaders(kept)
+            if dropped_none:
+                variant._parent = self
+                variant._suffix = b"" if added is None else added.encoded()
+            self._variant, self._variant_of = variant, of
+        return variant
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """`Name: value\r\n` lines. aiohttp's server decodes header bytes as UTF-8 with
+    surrogateescape: this re-encodes them to the bytes the client sent, whatever they were."""
+    return "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("utf-8", "surrogateescape")
 
 
 @dataclass(slots=True)

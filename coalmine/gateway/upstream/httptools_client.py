@@ -21,12 +21,14 @@ import httptools
 
 from coalmine.gateway.upstream.base import (
     Headers,
+    RequestHeaders,
     UpstreamClient,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeout,
     UpstreamTooLarge,
+    encode_headers,
 )
 
 __all__ = ["HttptoolsClient"]
@@ -38,6 +40,17 @@ _Target = tuple[_Key, bytes]  # b"POST /path HTTP/1.1\r\nHost: ..\r\n"
 _C_OR_T = frozenset(b"CcTt")
 # zlib's wbits for each Content-Encoding it decodes (+32 = gzip or zlib header, auto)
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": 0}
+# the head's last line by body length: a model's requests come in few distinct lengths
+_CONTENT_LENGTH: dict[int, bytes] = {}
+
+
+def _content_length(n: int) -> bytes:
+    line = _CONTENT_LENGTH.get(n)
+    if line is None:
+        line = b"Content-Length: %d\r\n\r\n" % n
+        if len(_CONTENT_LENGTH) < 4096:
+            _CONTENT_LENGTH[n] = line
+    return line
 
 
 class _StaleConnection(UpstreamConnectionError):
@@ -169,7 +182,9 @@ class _Connection(asyncio.Protocol):
         )
 
     # the client's side
-    def send(self, head: bytes, body: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
+    def send(self, message: tuple[bytes, ...], timeout: float) -> asyncio.Future[UpstreamResponse]:
+        """Write the request, whose `message` is its pieces in order (head lines, body), in
+        one call: one system call (writev) and no copy of the body."""
         self._waiter = waiter = self._loop.create_future()
         self._body = []
         self._size = 0
@@ -178,9 +193,7 @@ class _Connection(asyncio.Protocol):
         self._got_bytes = self._headers_done = self._chunked_or_sized = False
         self._timer = self._loop.call_later(timeout, self._on_timeout, timeout)
         assert self.transport is not None
-        self.transport.write(head + body if len(body) < 16384 else head)
-        if len(body) >= 16384:
-            self.transport.write(body)
+        self.transport.writelines(message)
         return waiter
 
     def _on_timeout(self, timeout: float) -> None:
@@ -290,15 +303,10 @@ class HttptoolsClient(UpstreamClient):
     ) -> UpstreamResponse:
         if self._closed:
             raise UpstreamConnectionError("client is closed")
-        key, head_start = self._target(method, url)
-        extra = "".join([f"{k}: {v}\r\n" for k, v in headers])
-        # aiohttp's server decodes header bytes as UTF-8 with surrogateescape: this re-encodes
-        # them to the bytes the client sent, whatever they were
-        head = b"%s%sContent-Length: %d\r\n\r\n" % (
-            head_start,
-            extra.encode("utf-8", "surrogateescape"),
-            len(body),
-        )
+        key, request_line = self._target(method, url)
+        # a request's headers are encoded once for its production call and mirror copies
+        block = headers.encoded() if type(headers) is RequestHeaders else encode_headers(headers)
+        message = (request_line, block, _content_length(len(body)), body)
         idle = self._idle.get(key)
         if idle is None:
             idle = self._idle[key] = deque()
@@ -313,7 +321,7 @@ class HttptoolsClient(UpstreamClient):
             if conn is None:
                 conn = await self._connect(key, timeout)
             try:
-                response = await conn.send(head, body, timeout)
+                response = await conn.send(message, timeout)
             except _StaleConnection:
                 # the upstream closed an idle keep-alive connection: it never saw the request
                 if reused:
