@@ -40,7 +40,6 @@ from coalmine.gateway.protocols import (
     Protocol,
     match_inference_path,
     match_model_route,
-    parse_response,
 )
 from coalmine.gateway.table import CompiledRoute, RouteTable
 from coalmine.gateway.upstream.base import (
@@ -54,6 +53,7 @@ from coalmine.gateway.upstream.base import (
 )
 from coalmine.gateway.upstream.registry import make_client
 from coalmine.gateway.wire import Answer, Request, json_answer
+from coalmine.log.answers import raw_record
 from coalmine.log.feedback_http import FeedbackEndpoint, FeedbackStore
 from coalmine.log.policy import (
     InputPolicy,
@@ -63,7 +63,6 @@ from coalmine.log.policy import (
     loads_bounded,
 )
 from coalmine.log.process_writer import ProcessWriter
-from coalmine.log.record import PredictionRecord
 from coalmine.log.throttle import ThrottledLog
 from coalmine.log.writer import BatchWriter
 from coalmine.routing.split import mirror_sampled
@@ -78,7 +77,6 @@ _throttled = ThrottledLog(log)  # lines any client can cause at will
 _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
 MAX_REQUEST_ID = 128  # characters: the prediction log's column and the feedback API's limit
-_NO_ANSWER = (None, None)  # (prediction, scores) of a call that got no response
 # the gateway's own answer headers: an upstream's value of these is replaced, not repeated
 _OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
 _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
@@ -292,7 +290,7 @@ class Gateway:
                     parsed = loads_bounded(body)
                 except (ValueError, UnicodeDecodeError):
                     parsed = None  # no key and no JSON slices; the model judges the body
-            shaped = self.policy.shape_input(
+            shaped = self.policy.shape_later(
                 body if parsed is _NOT_PARSED or parsed is None else parsed
             )
         except JsonTooDeep as exc:
@@ -360,7 +358,9 @@ class Gateway:
                     elapsed,
                     0,
                     error_class,
-                    _NO_ANSWER,
+                    protocol,
+                    None,
+                    None,
                     shaped,
                     slices,
                 )
@@ -396,13 +396,9 @@ class Gateway:
                 elapsed,
                 status,
                 error_class,
-                parse_response(
-                    protocol,
-                    response.body,
-                    status,
-                    response.header(HEADER_LENGTH) if protocol is V2 else None,
-                    route.scores_field,
-                ),
+                protocol,
+                response.body,
+                response.header(HEADER_LENGTH) if protocol is V2 else None,
                 shaped,
                 slices,
             )
@@ -468,7 +464,7 @@ class Gateway:
         body: bytes,
         forward_headers: RequestHeaders,
         request_id: str,
-        shaped: str | None,
+        shaped: str | bytes | None,
         slices: dict[str, Any],
     ) -> None:
         """Queue the sampled request's copies: the shadow's and, with a baseline, the baseline's.
@@ -510,12 +506,15 @@ class Gateway:
         elapsed: float,
         status: int,
         error_class: str | None,
-        answer: tuple[Any, Any],  # (prediction, scores)
-        shaped: str | None,
+        protocol: Protocol,
+        answer: bytes | None,  # the upstream's body; None when no response arrived
+        header_length: str | None,
+        shaped: str | bytes | None,
         slices: dict[str, Any],
     ) -> None:
+        # the answer is decoded (and a deferred input shaped) by the log's writer
         self.writer.submit(
-            PredictionRecord(
+            raw_record(
                 request_id,
                 route.model,
                 version,
@@ -524,12 +523,14 @@ class Gateway:
                 elapsed * 1000.0,
                 status,
                 error_class,
-                answer[0],
+                protocol.name,
+                answer,
+                header_length,
+                route.scores_field,
                 shaped,
                 slices,
                 route.weight_bp,
                 route.rollout_id,
-                answer[1],
             )
         )
 

@@ -35,9 +35,10 @@ from typing import Any
 
 from coalmine.binary_tensors import HEADER_LENGTH
 from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
-from coalmine.gateway.protocols import Protocol, parse_response
+from coalmine.gateway.protocols import Protocol
 from coalmine.gateway.upstream.base import Headers, RequestHeaders, UpstreamClient, UpstreamError
-from coalmine.log.record import PredictionRecord, PredictionSink
+from coalmine.log.answers import raw_record
+from coalmine.log.record import PredictionSink
 
 __all__ = ["ShadowJob", "ShadowMirror", "mirror_headers"]
 
@@ -73,7 +74,7 @@ class ShadowJob:
         body: bytes,
         headers: Headers,
         request_id: str,
-        input: str | None,
+        input: str | bytes | None,  # bytes: for the log's writer to shape
         slices: dict[str, Any],
         # or "baseline": the copy for the stable version's fresh instance; or "paired": the
         # stable version's copy of a canary request (paired canary)
@@ -208,7 +209,8 @@ class ShadowMirror:
         start = time.perf_counter()
         status = 0
         error_class: str | None = None
-        prediction = scores = None
+        answer: bytes | None = None
+        header_length: str | None = None
         try:
             response = await self._client.post(job.url, job.body, job.headers, self._timeout)
         except UpstreamError as exc:
@@ -219,13 +221,7 @@ class ShadowMirror:
                 error_class = "http_5xx"
             elif status >= 400:
                 error_class = "http_4xx"
-            prediction, scores = parse_response(
-                job.protocol,
-                response.body,
-                status,
-                response.header(HEADER_LENGTH),
-                route.scores_field,
-            )
+            answer, header_length = response.body, response.header(HEADER_LENGTH)
         elapsed = time.perf_counter() - start
         if job.role == "baseline":
             metrics, version = route.baseline_metrics, route.stable
@@ -234,8 +230,8 @@ class ShadowMirror:
         else:
             metrics, version = route.shadow_metrics, route.shadow
         metrics.observe(elapsed, error_class)
-        self._sink.submit(
-            PredictionRecord(
+        self._sink.submit(  # the answer is decoded by the log's writer
+            raw_record(
                 job.request_id,
                 route.model,
                 version,
@@ -244,11 +240,13 @@ class ShadowMirror:
                 elapsed * 1000.0,
                 status,
                 error_class,
-                prediction,
+                job.protocol.name,
+                answer,
+                header_length,
+                route.scores_field,
                 job.input,
                 job.slices,
                 route.weight_bp,
                 route.rollout_id,
-                scores,
             )
         )

@@ -13,6 +13,10 @@ Input modes (`LoggingConfig.inputs`):
 Text longer than `max_input_bytes` (UTF-8) is cut there and ends with TRUNCATION_MARKER;
 0 means no cap. A digest is never cut.
 
+`shape_later` is what the gateway calls: in redacted and hashed modes it hands a small raw
+body on as it is, for the log's writer to shape with `shape_input` off the request path
+(parsing, redacting and re-encoding a body is most of what logging an input costs).
+
 JSON nested deeper than MAX_JSON_DEPTH is refused (`JsonTooDeep`) wherever a body is read
 (`loads_bounded`): walking it would exhaust Python's recursion limit, and no model input
 needs it.
@@ -29,6 +33,7 @@ from typing import Any
 from coalmine.config import LoggingConfig, SliceField
 
 __all__ = [
+    "MAX_DEFERRED_INPUT_BYTES",
     "MAX_JSON_DEPTH",
     "REDACTED",
     "TRUNCATION_MARKER",
@@ -44,7 +49,10 @@ __all__ = [
 REDACTED = "[redacted]"
 TRUNCATION_MARKER = "…[truncated]"
 MAX_JSON_DEPTH = 100
+# a body larger than this is shaped where it arrives: the writer's pipe carries small ones
+MAX_DEFERRED_INPUT_BYTES = 64 << 10
 _NOT_JSON = object()
+_DEFERRED_MODES = ("redacted", "hashed")
 
 
 class JsonTooDeep(Exception):
@@ -167,6 +175,23 @@ class InputPolicy:
         if self.mode == "redacted":
             body = _redact(body, self.redact_names)
         return truncate(_compact_json(body), self.max_bytes)
+
+    def shape_later(self, body: Any) -> str | bytes | None:
+        """`shape_input(body)`, or the raw `body` itself for the log's writer to shape.
+
+        Deferred only when `shape_input` would give the writer the same text and cannot
+        refuse it: raw bytes in redacted or hashed mode, at most MAX_DEFERRED_INPUT_BYTES,
+        with no more brackets than MAX_JSON_DEPTH (so never JsonTooDeep, which the request
+        path must answer with a 400). Full mode only decodes and cuts: nothing to save.
+        """
+        if (
+            type(body) is bytes
+            and self.mode in _DEFERRED_MODES
+            and len(body) <= MAX_DEFERRED_INPUT_BYTES
+            and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+        ):
+            return body
+        return self.shape_input(body)
 
 
 def shape_input(body: Any, config: LoggingConfig) -> str | None:

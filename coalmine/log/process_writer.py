@@ -3,11 +3,12 @@
 `ProcessWriter` is a `PredictionSink` like `BatchWriter`, whose work it moves out of the
 gateway's process: `submit()` keeps the record as a plain tuple; every few milliseconds the
 tuples go down a pipe to `python -m coalmine.log.writer_child` in one pickled frame, and the
-child encodes and writes them in batches with a `BatchWriter` of its own (COPY on
-PostgreSQL, retries, row by row for a rejected batch). Measured, this is cheaper per request
-than the writer thread: the thread's batches held the GIL, and every hand-off of it (each
-`to_thread`, each syscall that releases it) stalled the event loop for up to a switch
-interval; the pipe costs one pickle and one write per frame.
+child decodes (a `RawRecord`'s answer and deferred input), encodes and writes them in batches
+with a `BatchWriter` of its own (COPY on PostgreSQL, retries, row by row for a rejected
+batch). A tuple's length tells the child which kind of record it is. Measured, this is
+cheaper per request than the writer thread: the thread's batches held the GIL, and every
+hand-off of it (each `to_thread`, each syscall that releases it) stalled the event loop for
+up to a switch interval; the pipe costs one pickle and one write per frame.
 
 What it keeps of `BatchWriter`'s contract:
 - never blocks, never raises; past `buffer_size` rows not yet written (here and in the
@@ -34,14 +35,17 @@ from typing import Any
 
 from coalmine.config import LoggingConfig
 from coalmine.log import metrics
-from coalmine.log.record import PredictionRecord
+from coalmine.log.record import LogRecord, PredictionRecord, RawRecord
 
-__all__ = ["FIELDS", "ProcessWriter", "frame"]
+__all__ = ["FIELDS", "RAW_FIELDS", "ProcessWriter", "frame", "record_of"]
 
 log = logging.getLogger("coalmine.log.writer")
 
-FIELDS = tuple(PredictionRecord.__dataclass_fields__)  # the tuple's order
+FIELDS = tuple(PredictionRecord.__dataclass_fields__)  # a decoded record's tuple
+RAW_FIELDS = tuple(RawRecord.__dataclass_fields__)  # a raw record's tuple
+assert len(FIELDS) != len(RAW_FIELDS)  # the length tells them apart
 _as_tuple = operator.attrgetter(*FIELDS)
+_raw_as_tuple = operator.attrgetter(*RAW_FIELDS)
 _LENGTH = struct.Struct(">I")
 SEND_INTERVAL_S = 0.005  # how long a record may wait before its frame goes
 SEND_ROWS = 256  # or as soon as this many are waiting
@@ -52,6 +56,11 @@ ROWS, FLUSH, CONFIG, END = b"R", b"F", b"C", b"E"  # frame kinds
 def frame(kind: bytes, payload: bytes) -> bytes:
     """A frame on the pipe: its length, its kind, its payload."""
     return _LENGTH.pack(len(payload) + 1) + kind + payload
+
+
+def record_of(row: tuple[Any, ...]) -> LogRecord:
+    """The record a tuple on the pipe stands for (in the child)."""
+    return RawRecord(*row) if len(row) == len(RAW_FIELDS) else PredictionRecord(*row)
 
 
 class ProcessWriter:
@@ -84,14 +93,16 @@ class ProcessWriter:
         """Rows accepted but not yet written (here, in the pipe, or in the child)."""
         return len(self._pending) + self._sent - self._child_done
 
-    def submit(self, record: PredictionRecord) -> bool:
+    def submit(self, record: LogRecord) -> bool:
         """Queue one record; False when it was dropped. Never blocks, never raises."""
         try:
             pending = self._pending
             if self._closed or self._dead or self.buffered() >= self.buffer_size:
                 self._drop(1)
                 return False
-            pending.append(_as_tuple(record))
+            pending.append(
+                _raw_as_tuple(record) if type(record) is RawRecord else _as_tuple(record)
+            )
             if len(pending) >= SEND_ROWS:
                 self._send()
             elif self._timer is None and self._loop is not None:

@@ -7,6 +7,8 @@ is kept at `logging.stable_sample_rate`, one made during a canary step at
 `logging.stable_sample_rate_during_rollouts`, its row weighted 1/rate: stable rows are most
 of the log, and a uniform subsample of them judges as well (analysis/sampling.py). A full
 buffer drops the record and counts it.
+A `RawRecord` (a gateway call, its answer still bytes) is decoded here, a batch at a time in
+the worker thread before its insert (`answers.finish_all`), not on the request path.
 `close()` writes everything still buffered: the gateway calls it on SIGTERM/SIGINT, which is
 what makes a graceful stop lose nothing. A failed write is retried with backoff; a batch the
 database rejects for its content (not a lost connection) is written row by row so one bad
@@ -28,7 +30,9 @@ from sqlalchemy import exc as sa_exc
 
 from coalmine.config import LoggingConfig
 from coalmine.log import metrics
-from coalmine.log.record import PredictionRecord
+from coalmine.log.answers import finish_all
+from coalmine.log.policy import InputPolicy
+from coalmine.log.record import LogRecord, PredictionRecord, RawRecord
 from coalmine.store.predictions import write_batch
 
 __all__ = ["BatchWriter"]
@@ -64,7 +68,8 @@ class BatchWriter:
         self.stable_rate_in_rollouts = config.stable_sample_rate_during_rollouts
         self._rng = random.Random()
         self._insert = inserter
-        self._buffer: collections.deque[PredictionRecord] = collections.deque()
+        self.policy = InputPolicy(config)  # shapes the inputs the gateway deferred
+        self._buffer: collections.deque[LogRecord] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -79,7 +84,7 @@ class BatchWriter:
         """Rows accepted but not yet written (the buffer-depth gauge)."""
         return len(self._buffer)
 
-    def submit(self, record: PredictionRecord) -> bool:
+    def submit(self, record: LogRecord) -> bool:
         """Queue one record; False when it was dropped. Never blocks, never raises."""
         try:
             if self._closed or len(self._buffer) >= self.buffer_size:
@@ -140,7 +145,12 @@ class BatchWriter:
 
     async def _drain(self) -> None:
         while self._buffer and time.monotonic() < self._deadline:
-            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            taken = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            # answers decoded once, before any retry; in the worker thread when there are any
+            if any(type(r) is RawRecord for r in taken):
+                batch = await asyncio.to_thread(finish_all, taken, self.policy)
+            else:
+                batch = finish_all(taken, self.policy)
             await self._write(batch)
 
     async def _write(self, batch: list[PredictionRecord]) -> None:
@@ -182,7 +192,7 @@ class BatchWriter:
         self.written += n
         metrics.WRITTEN.inc(n)
 
-    def _stable_rate_for(self, record: PredictionRecord) -> float:
+    def _stable_rate_for(self, record: LogRecord) -> float:
         """The probability of keeping this row: 1 but for stable calls (module doc).
 
         During a rollout only while a canary split is in force: the analysis then compares

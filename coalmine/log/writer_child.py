@@ -1,7 +1,9 @@
 """The prediction log's writer process (`python -m coalmine.log.writer_child`).
 
 Started by `ProcessWriter`: reads frames from stdin (settings first, then pickled lists of
-record tuples, flush requests, and the end), writes the records with a `BatchWriter`, and
+record tuples, flush requests, and the end), writes the records with a `BatchWriter` (which
+decodes the gateway's raw answers: the model's bytes are only ever read as JSON or binary
+tensors, never unpickled — inside a frame they are a `bytes` value), and
 reports on stdout, one JSON object a line: its counts after every write, each flush done,
 and its log lines (logged again by the gateway). SIGINT and SIGTERM are ignored: it stops
 when the gateway closes the pipe (or dies), after writing everything it was given.
@@ -23,8 +25,7 @@ import sys
 from typing import Any
 
 from coalmine.config import LoggingConfig
-from coalmine.log.process_writer import CONFIG, END, FLUSH, ROWS
-from coalmine.log.record import PredictionRecord
+from coalmine.log.process_writer import CONFIG, END, FLUSH, ROWS, record_of
 from coalmine.log.writer import BatchWriter
 
 
@@ -93,7 +94,7 @@ async def main() -> None:
             rows = pickle.loads(payload)
             received += len(rows)
             for row in rows:
-                writer.submit(PredictionRecord(*row))
+                writer.submit(record_of(row))
         elif kind == FLUSH:
             await writer.flush()
             # a batch the writer's own task took may still be in flight: wait for it too
