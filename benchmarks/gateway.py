@@ -7,11 +7,13 @@ after 50 ms for the slow-shadow rows. Coalmine runs with a sticky 90/10 split, a
 mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`.
 
     .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
-        [--processes 2] [--json FILE]
+        [--processes 2] [--json FILE] [--inputs redacted]
 
 `--processes N` (N > 1) adds two rows: Coalmine with `gateway.processes: N` against nginx
 with N workers, both spread over cores 0-1 (with wrk and the upstreams, on a 2-core machine).
 `--json FILE` writes every run's figures (req/s, p50, p99, CPU us/req) and the ratios.
+`--inputs` is the prediction log's `logging.inputs` (default full; `redacted` redacts
+`email` and `user_id`, as the example configuration does).
 
 Prints a table (with the load averages before and after it): req/s, p50, p99 at the
 given concurrency, the gateway's CPU time per request (its process and children, user +
@@ -205,7 +207,7 @@ class Stack:
         return process, url
 
     def start_coalmine(
-        self, *, client: str, slow_shadow: bool, processes: int = 1
+        self, *, client: str, slow_shadow: bool, processes: int = 1, inputs: str = "full"
     ) -> tuple[subprocess.Popen[bytes], str]:
         p = self.ports
         port = free_port()
@@ -214,7 +216,7 @@ class Stack:
         config = {
             "gateway": {"host": "127.0.0.1", "port": port, "processes": processes,
                         "upstream_client": client},
-            "logging": {"inputs": "full"},
+            "logging": {"inputs": inputs, "redact_fields": ["email", "user_id"]},
             "store": {"url": f"sqlite:///{self.workdir / (name + '.db')}"},
             "models": [{
                 "name": "m",
@@ -301,6 +303,12 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument(
+        "--inputs",
+        default="full",
+        choices=["full", "redacted", "hashed", "none"],
+        help="the prediction log's logging.inputs",
+    )
+    parser.add_argument(
         "--no-aiohttp", action="store_true", help="skip the aiohttp-client row (quicker)"
     )
     parser.add_argument("--slow-shadow", type=int, help=argparse.SUPPRESS)
@@ -341,7 +349,7 @@ def main() -> int:
             coalmine_runs.append((f"Coalmine (httptools), {n} processes", "httptools", False, n))
         for label, client, slow, processes in coalmine_runs:
             process, url = stack.start_coalmine(
-                client=client, slow_shadow=slow, processes=processes
+                client=client, slow_shadow=slow, processes=processes, inputs=args.inputs
             )
             results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
             if not slow and processes == 1:
