@@ -290,6 +290,12 @@ class GatewayConfig(Strict):
         "once. Also capped by the file-descriptor limit, so the process keeps descriptors "
         "for its store, upstreams and (in `coalmine serve`) the control plane",
     )
+    server: Literal["protocol", "aiohttp"] = Field(
+        default="aiohttp",
+        description="the HTTP server of the data plane: protocol = an asyncio Protocol with "
+        "httptools' parser and no framework on the request path (gateway/protocol_server.py); "
+        "aiohttp = aiohttp's low-level server",
+    )
     # httptools: the thin keep-alive client, 1.5-4x cheaper per call; aiohttp: ClientSession
     upstream_client: Literal["aiohttp", "httptools"] = "httptools"
     canary_failover: bool = True

@@ -1,6 +1,8 @@
 """The gateway's client connections: timeouts, a connection cap, quiet malformed requests.
 
-aiohttp's low-level server, tightened for a data plane any client can reach:
+The rules both servers keep (the cap, the canned answers, one quiet line per malformed
+request), and aiohttp's low-level server tightened to them for a data plane any client can
+reach (`protocol_server` keeps the same rules its own way):
 
 - keep-alive: a connection idle for `keepalive_timeout_s` is closed; aiohttp's timer starts
   at accept, so a client that connects and never sends a byte is closed too;
@@ -21,7 +23,7 @@ import json
 import logging
 import resource
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -30,7 +32,10 @@ from aiohttp.web_protocol import RequestHandler
 from coalmine.gateway.metrics import REJECTED
 from coalmine.log.throttle import ThrottledLog
 
-__all__ = ["ConnectionLimits", "GatewayServer", "connection_cap", "fd_limit", "raise_fd_limit"]
+__all__ = [
+    "BUSY", "HEAD_TIMEOUT", "ConnectionLimits", "GatewayServer", "connection_cap", "fd_limit",
+    "log_malformed", "raise_fd_limit", "refuse_over_cap",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 _throttled = ThrottledLog(log)
@@ -46,8 +51,28 @@ def _canned(status: str, message: str) -> bytes:
     return head.encode() + body
 
 
-_BUSY = _canned("503 Service Unavailable", "too many connections; retry later")
-_HEAD_TIMEOUT = _canned("408 Request Timeout", "request head not received in time")
+BUSY = _canned("503 Service Unavailable", "too many connections; retry later")
+HEAD_TIMEOUT = _canned("408 Request Timeout", "request head not received in time")
+
+
+def refuse_over_cap(transport: Any, open_connections: int) -> None:
+    """Answer a connection past the cap with 503 and close it (counted, one quiet line)."""
+    REJECTED.labels("connection_cap").inc()
+    _throttled.warning(
+        "cap",
+        "gateway at its connection cap (%d open): refusing new connections with 503",
+        open_connections,
+    )
+    transport.write(BUSY)
+    transport.close()
+
+
+def log_malformed(peer: Any, exc: BaseException) -> None:
+    """A client's malformed request is not the gateway's fault: one line, rate-limited."""
+    REJECTED.labels("malformed").inc()
+    # its text may quote the client's bytes over several lines: one line, bounded
+    reason = " ".join(str(getattr(exc, "message", "") or exc).split())[:200]
+    _throttled.warning("malformed", "malformed HTTP request from %s: %s", peer, reason or type(exc))
 
 
 def fd_limit() -> int | None:
@@ -102,15 +127,7 @@ class _Connection(RequestHandler):
         server = self._server
         if server.open_connections >= self._limits.max_connections:
             self._refused = True
-            REJECTED.labels("connection_cap").inc()
-            _throttled.warning(
-                "cap",
-                "gateway at its connection cap (%d open): refusing new connections with 503",
-                server.open_connections,
-            )
-            transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
-            transport.write(_BUSY)
-            transport.close()
+            refuse_over_cap(transport, server.open_connections)
             return
         server.open_connections += 1
         super().connection_made(transport)
@@ -148,19 +165,13 @@ class _Connection(RequestHandler):
             return  # a request is being served: its body has its own deadline
         REJECTED.labels("header_timeout").inc()
         if self.transport is not None:
-            self.transport.write(_HEAD_TIMEOUT)
+            self.transport.write(HEAD_TIMEOUT)
         self.force_close()
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
         if isinstance(exc, HttpProcessingError):
-            # a client's malformed request, not the gateway's fault: one line, rate-limited
-            peer = self.peername
-            # its text quotes the client's bytes over several lines: one line, bounded
-            reason = " ".join(str(getattr(exc, "message", "") or exc).split())[:200]
-            _throttled.warning(
-                "malformed", "malformed HTTP request from %s: %s", peer, reason or type(exc)
-            )
+            log_malformed(self.peername, exc)
             return
         super().log_exception(*args, **kwargs)
 

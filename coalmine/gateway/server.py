@@ -37,6 +37,7 @@ from coalmine.gateway.connections import (
     fd_limit,
     raise_fd_limit,
 )
+from coalmine.gateway.protocol_server import start_protocol
 from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 
@@ -96,7 +97,8 @@ async def start_site(config: CoalmineConfig, *, port: int | None = None) -> tupl
     # each, a latency spike for every request in flight)
     gc.collect()
     gc.freeze()
-    return await start_aiohttp(
+    start = start_protocol if config.gateway.server == "protocol" else start_aiohttp
+    return await start(
         gateway,
         engine,
         connection_limits(config),

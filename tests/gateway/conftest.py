@@ -146,11 +146,28 @@ class RunningGateway:
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
 
+SERVERS = ("protocol", "aiohttp")  # gateway.server: one contract suite for both
+
+
+def on_server(config: CoalmineConfig, server: str) -> CoalmineConfig:
+    """`config` with `gateway.server` set to `server`."""
+    gateway = config.gateway.model_copy(update={"server": server})
+    return config.model_copy(update={"gateway": gateway})
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+async def start_gateway(tmp_path: Path, server: str) -> AsyncIterator[StartGateway]:
+    """Starts gateways on each of the data plane's servers in turn (the test runs once per
+    server): whatever a test asserts holds for both implementations."""
     started: list[RunningGateway] = []
 
     async def start(config: CoalmineConfig) -> RunningGateway:
+        config = on_server(config, server)
         seed_routes(config)
         runner, port = await start_site(config, port=0)
         session = aiohttp.ClientSession()
