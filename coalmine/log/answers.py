@@ -114,7 +114,11 @@ def _shape(request_id: str, body: bytes, policy: InputPolicy, shaped: _Shaped) -
     return text
 
 
-def finish_all(records: Iterable[LogRecord], policy: InputPolicy) -> list[PredictionRecord]:
-    """`records` as rows: raw ones finished, decoded ones as they are."""
-    shaped: _Shaped = {}
+def finish_all(
+    records: Iterable[LogRecord], policy: InputPolicy, shaped: _Shaped | None = None
+) -> list[PredictionRecord]:
+    """`records` as rows: raw ones finished, decoded ones as they are. `shaped` remembers
+    the inputs shaped so far (a request's rows may come in different batches); the caller
+    bounds it."""
+    shaped = {} if shaped is None else shaped
     return [finish(r, policy, shaped) if type(r) is RawRecord else r for r in records]  # type: ignore[misc]

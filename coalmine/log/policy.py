@@ -49,7 +49,8 @@ __all__ = [
 REDACTED = "[redacted]"
 TRUNCATION_MARKER = "…[truncated]"
 MAX_JSON_DEPTH = 100
-# a body larger than this is shaped where it arrives: the writer's pipe carries small ones
+# a body larger than this (or than max_input_bytes) is shaped where it arrives: the writer's
+# pipe and buffers carry small ones
 MAX_DEFERRED_INPUT_BYTES = 64 << 10
 _NOT_JSON = object()
 _DEFERRED_MODES = ("redacted", "hashed")
@@ -153,6 +154,12 @@ class InputPolicy:
         self.mode = config.inputs
         self.max_bytes = config.max_input_bytes
         self.redact_names = frozenset(name.lower() for name in config.redact_fields)
+        # no larger than the text it becomes may be: a buffer of deferred bodies holds no
+        # more than one of shaped texts would
+        self.defer_bytes = (
+            min(self.max_bytes, MAX_DEFERRED_INPUT_BYTES) if self.max_bytes > 0
+            else MAX_DEFERRED_INPUT_BYTES
+        )  # fmt: skip
 
     def shape_input(self, body: Any) -> str | None:
         """The text to log for `body`: parsed JSON (any JSON value, as `loads_bounded`
@@ -180,14 +187,15 @@ class InputPolicy:
         """`shape_input(body)`, or the raw `body` itself for the log's writer to shape.
 
         Deferred only when `shape_input` would give the writer the same text and cannot
-        refuse it: raw bytes in redacted or hashed mode, at most MAX_DEFERRED_INPUT_BYTES,
-        with no more brackets than MAX_JSON_DEPTH (so never JsonTooDeep, which the request
-        path must answer with a 400). Full mode only decodes and cuts: nothing to save.
+        refuse it: raw bytes in redacted or hashed mode, at most `defer_bytes` long
+        (max_input_bytes, at most MAX_DEFERRED_INPUT_BYTES), with no more brackets than
+        MAX_JSON_DEPTH (so never JsonTooDeep, which the request path must answer with a
+        400). Full mode only decodes and cuts: nothing to save.
         """
         if (
             type(body) is bytes
             and self.mode in _DEFERRED_MODES
-            and len(body) <= MAX_DEFERRED_INPUT_BYTES
+            and len(body) <= self.defer_bytes
             and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
         ):
             return body

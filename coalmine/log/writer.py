@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 Inserter = Callable[[Engine, Sequence[PredictionRecord]], int]
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+# request ids whose shaped input is remembered: a request's production row and its mirror
+# copies' rows, shaped once, may land in different batches
+_SHAPED_KEPT = 4096
 
 
 def _transient(error: BaseException) -> bool:
@@ -69,6 +72,7 @@ class BatchWriter:
         self._rng = random.Random()
         self._insert = inserter
         self.policy = InputPolicy(config)  # shapes the inputs the gateway deferred
+        self._shaped: dict[str, tuple[bytes, str | None]] = {}  # of the last requests
         self._buffer: collections.deque[LogRecord] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +152,9 @@ class BatchWriter:
             taken = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
             # answers decoded once, before any retry; in the worker thread when there are any
             if any(type(r) is RawRecord for r in taken):
-                batch = await asyncio.to_thread(finish_all, taken, self.policy)
+                if len(self._shaped) > _SHAPED_KEPT:
+                    self._shaped = {}
+                batch = await asyncio.to_thread(finish_all, taken, self.policy, self._shaped)
             else:
                 batch = finish_all(taken, self.policy)
             await self._write(batch)

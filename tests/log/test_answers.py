@@ -39,7 +39,7 @@ BODIES = [
     b'{"user_id": "u", "x": [1, 2]}',
     b"not json",
     b"[" * 60 + b"]" * 60,  # 120 brackets: shaped now
-    json.dumps({"user_id": "u", "pad": "x" * MAX_DEFERRED_INPUT_BYTES}).encode(),
+    json.dumps({"user_id": "u", "pad": "x" * 5000}).encode(),  # over max_input_bytes
     b"",
 ]
 
@@ -54,10 +54,19 @@ def test_an_input_is_deferred_only_when_the_writer_would_shape_it_the_same(
     deferred = isinstance(later, bytes)
     assert deferred == (
         inputs in ("redacted", "hashed")
-        and len(body) <= MAX_DEFERRED_INPUT_BYTES
+        and len(body) <= min(MAX_DEFERRED_INPUT_BYTES, p.max_bytes)
         and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
     )
     assert (p.shape_input(later) if deferred else later) == p.shape_input(body)
+
+
+def test_bodies_are_deferred_up_to_max_input_bytes_or_64_kib_without_a_cap() -> None:
+    big = json.dumps({"user_id": "u", "pad": "x" * (MAX_DEFERRED_INPUT_BYTES - 40)}).encode()
+    capped = InputPolicy(LoggingConfig(inputs="hashed", max_input_bytes=len(big) - 1))
+    assert isinstance(capped.shape_later(big), str)
+    uncapped = InputPolicy(LoggingConfig(inputs="hashed", max_input_bytes=0))
+    assert uncapped.shape_later(big) == big
+    assert isinstance(uncapped.shape_later(big + b" " * 64), str)  # past 64 KiB
 
 
 def test_a_body_too_deep_to_redact_is_still_refused_on_the_request_path() -> None:
@@ -124,3 +133,8 @@ def test_a_requests_body_is_shaped_once_for_all_its_rows() -> None:
         '{"x":1}',
     ]  # fmt: skip
     assert Counted.calls == 2  # once per request, as the gateway shaped it
+    # a request's later row in a later batch: remembered by the writer's dict
+    kept: dict[str, tuple[bytes, str | None]] = {}
+    finish_all([production], p, kept)
+    assert finish_all([shadow], p, kept)[0].input == '{"user_id":"[redacted]"}'
+    assert Counted.calls == 3
