@@ -31,6 +31,7 @@ from coalmine.modelserver import ModelServerHandle, start_model_server
 
 # the gateway in the test's own loop (real sockets), for faults of the processes behind it
 from tests.gateway.conftest import start_gateway  # noqa: F401
+from tests.gateway.default_server import server  # noqa: F401
 
 TOKEN = "fault-suite-token"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]

@@ -149,8 +149,10 @@ StartGateway = Callable[..., Awaitable[RunningGateway]]
 SERVERS = ("protocol", "aiohttp")  # gateway.server: one contract suite for both
 
 
-def on_server(config: CoalmineConfig, server: str) -> CoalmineConfig:
-    """`config` with `gateway.server` set to `server`."""
+def on_server(config: CoalmineConfig, server: str | None) -> CoalmineConfig:
+    """`config` with `gateway.server` set to `server` (None: as the config says)."""
+    if server is None:
+        return config
     gateway = config.gateway.model_copy(update={"server": server})
     return config.model_copy(update={"gateway": gateway})
 
@@ -161,7 +163,7 @@ def server(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def start_gateway(tmp_path: Path, server: str) -> AsyncIterator[StartGateway]:
+async def start_gateway(tmp_path: Path, server: str | None) -> AsyncIterator[StartGateway]:
     """Starts gateways on each of the data plane's servers in turn (the test runs once per
     server): whatever a test asserts holds for both implementations."""
     started: list[RunningGateway] = []
