@@ -34,7 +34,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import Stack, load_average
 
-from coalmine.gateway.mirror import ShadowJob, ShadowMirror
+from coalmine.gateway.mirror import ShadowMirror
 from coalmine.gateway.protocols import V1
 from coalmine.gateway.upstream.base import UpstreamClient
 from coalmine.gateway.upstream.registry import make_client
@@ -119,7 +119,7 @@ async def _copies(client: UpstreamClient, url: str, window: int, duration: float
             serving.enter_context(mirror.serving("m"))
         while time.monotonic() < deadline:
             while offered - sink.records < window:
-                mirror.offer(ShadowJob(route, V1, url, BODY, HEADERS, "id", None, {}))
+                mirror.offer(route, V1, url, BODY, HEADERS, "id", None, {})
                 offered += 1
             await sink.wait_for(sink.records + 1)
         await sink.wait_for(offered)

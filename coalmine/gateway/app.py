@@ -33,7 +33,7 @@ from coalmine.gateway.metrics import (
     REJECTED,
     exposition,
 )
-from coalmine.gateway.mirror import ShadowJob, ShadowMirror, mirror_headers
+from coalmine.gateway.mirror import ShadowMirror, mirror_headers
 from coalmine.gateway.protocols import (
     MAX_LOGGED_TENSOR_BYTES,
     V2,
@@ -324,17 +324,15 @@ class Gateway:
             # queued before the canary is called, and never awaited: a slow or dead stable
             # copy cannot delay or change the canary's answer
             self.mirror.offer(
-                ShadowJob(
-                    route,
-                    protocol,
-                    route.stable_url + path,
-                    body,
-                    mirror_headers(forward_headers, self.mirror_strip),
-                    request_id,
-                    shaped,
-                    slices,
-                    "paired",
-                )
+                route,
+                protocol,
+                route.stable_url + path,
+                body,
+                mirror_headers(forward_headers, self.mirror_strip),
+                request_id,
+                shaped,
+                slices,
+                "paired",
             )
 
         version, url, metrics = route.targets[role]
@@ -477,23 +475,19 @@ class Gateway:
         headers = mirror_headers(forward_headers, self.mirror_strip)
         mirror = self.mirror
         mirror.offer(
-            ShadowJob(
-                route, protocol, route.shadow_url + path, body, headers, request_id, shaped, slices
-            )
+            route, protocol, route.shadow_url + path, body, headers, request_id, shaped, slices
         )
         if route.baseline_url is not None and role != "baseline":
             mirror.offer(
-                ShadowJob(
-                    route,
-                    protocol,
-                    route.baseline_url + path,
-                    body,
-                    headers,
-                    request_id,
-                    shaped,
-                    slices,
-                    "baseline",
-                )
+                route,
+                protocol,
+                route.baseline_url + path,
+                body,
+                headers,
+                request_id,
+                shaped,
+                slices,
+                "baseline",
             )
 
     def _log(

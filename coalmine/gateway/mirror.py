@@ -1,9 +1,12 @@
 """The shadow mirror: copies of production requests sent to the shadow, off the request path.
 
-A bounded queue with its own worker tasks and its own timeout. The request path only does a
-`put_nowait`; a full queue drops the copy and counts it, so a slow, failing or unreachable
-shadow can never add latency to, or change the status of, a production response. The
-shadow's answer is parsed and logged (role "shadow"), never returned.
+A bounded queue of plain tuples, at most `workers` copies in flight, and its own timeout.
+The request path only appends a tuple (a full queue drops the copy and counts it), so a
+slow, failing or unreachable shadow can never add latency to, or change the status of, a
+production response. The shadow's answer is parsed and logged (role "shadow"), never
+returned. Copies go out from one callback the loop runs after the request path has yielded,
+with `UpstreamClient.post_soon`: no task and no future per copy (the httptools client writes
+on a pooled connection and is called back with the answer).
 
 With a baseline on the route, each sampled request is also copied to the baseline (a fresh
 instance of the stable version) through the same queue, logged as role "baseline" with the
@@ -17,7 +20,7 @@ request is then judged unpaired only by error rate and latency, like every canar
 
 Like-for-like concurrency: a copy goes out only while fewer copies of its model and role are
 in flight than production calls of that model were in flight when it was queued (its own
-included). Without that cap the workers (16 by default) pile up to 16 copies on a shadow that
+included). Without that cap the workers (16 by default) piled up to 16 copies on a shadow that
 stalls for a moment, each timed with the whole stall, while production's clients had only a
 few calls in flight: measured in a live shadow of an identical model on a loaded 2-core
 machine (3 client threads), the shadow's p99 was 3.5× production's with 16 workers and 1.2×
@@ -30,13 +33,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from coalmine.binary_tensors import HEADER_LENGTH
 from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
 from coalmine.gateway.protocols import Protocol
-from coalmine.gateway.upstream.base import Headers, RequestHeaders, UpstreamClient, UpstreamError
+from coalmine.gateway.upstream.base import (
+    Headers,
+    RequestHeaders,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+)
 from coalmine.log.answers import raw_record
 from coalmine.log.record import PredictionSink
 
@@ -58,38 +68,11 @@ def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> RequestHe
     return forward_headers.without(strip, _MARK)
 
 
-class ShadowJob:
-    """One mirror copy: everything the worker needs to call the shadow and log its answer."""
-
-    __slots__ = (
-        "body", "cap", "headers", "input", "protocol", "request_id", "role", "route", "slices",
-        "url",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        route: Any,  # CompiledRoute, at the time of the production request
-        protocol: Protocol,
-        url: str,
-        body: bytes,
-        headers: Headers,
-        request_id: str,
-        input: str | bytes | None,  # bytes: for the log's writer to shape
-        slices: dict[str, Any],
-        # or "baseline": the copy for the stable version's fresh instance; or "paired": the
-        # stable version's copy of a canary request (paired canary)
-        role: str = "shadow",
-    ) -> None:
-        self.route = route
-        self.role = role
-        self.protocol = protocol
-        self.url = url
-        self.body = body
-        self.headers = headers
-        self.request_id = request_id
-        self.input = input
-        self.slices = slices
-        self.cap = 1  # copies of its model and role that may be in flight (set by `offer`)
+# A queued copy: (route, protocol, url, body, headers, request_id, input, slices, role, cap),
+# route being the CompiledRoute at the time of the production request, role "shadow",
+# "baseline" (the stable version's fresh instance) or "paired" (the stable version's copy of
+# a canary request), and cap the copies of its model and role that may be in flight.
+ShadowJob = tuple[Any, Protocol, str, bytes, Headers, str, Any, dict[str, Any], str, int]
 
 
 class ShadowMirror:
@@ -104,15 +87,21 @@ class ShadowMirror:
     ) -> None:
         self._client = client
         self._sink = sink
-        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(queue_size)
-        self._workers = workers
+        self._queue: deque[ShadowJob] = deque()  # in the order offered
+        # per (model, role): copies that found their model and role at its cap, in order
+        self._parked: dict[tuple[str, str], deque[ShadowJob]] = {}
+        self._queued = 0  # in both
+        self._queue_size = queue_size
+        self._workers = workers  # copies in flight at most
         self._timeout = timeout_s
-        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._started = self._stopped = False
+        self._pump_due = False
+        self._idle: asyncio.Future[None] | None = None  # close() waits for the last answer
         self._drops: dict[str, Any] = {}
         self.dropped = 0
         self._serving: dict[str, int] = {}  # production calls in flight per model
         self._copies: dict[tuple[str, str], int] = {}  # copies in flight per (model, role)
-        self._done = asyncio.Condition()
 
     @contextlib.contextmanager
     def serving(self, model: str) -> Iterator[None]:
@@ -123,50 +112,75 @@ class ShadowMirror:
         finally:
             self._serving[model] -= 1
 
-    def offer(self, job: ShadowJob) -> bool:
+    def offer(
+        self,
+        route: Any,  # CompiledRoute, at the time of the production request
+        protocol: Protocol,
+        url: str,
+        body: bytes,
+        headers: Headers,
+        request_id: str,
+        input: str | bytes | None,  # bytes: for the log's writer to shape
+        slices: dict[str, Any],
+        role: str = "shadow",
+    ) -> bool:
         """Queue a copy without waiting; False (and counted) when the queue is full."""
-        # production's calls in flight now, and the one this request is about to make
-        job.cap = self._serving.get(job.route.model, 0) + 1
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self._count_drop(job)
+        if self._queued >= self._queue_size or self._stopped:
+            self._count_drop(route.model)
             return False
+        # production's calls in flight now, and the one this request is about to make
+        cap = self._serving.get(route.model, 0) + 1
+        self._queue.append(
+            (route, protocol, url, body, headers, request_id, input, slices, role, cap)
+        )
+        self._queued += 1
+        if not self._pump_due and self._started:
+            # after the request path yields: its own upstream call is written first
+            self._pump_due = True
+            asyncio.get_running_loop().call_soon(self._pump)
         return True
 
-    def _count_drop(self, job: ShadowJob) -> None:
+    def _count_drop(self, model: str) -> None:
         self.dropped += 1
-        model = job.route.model
         child = self._drops.get(model)
         if child is None:
             child = self._drops[model] = SHADOW_DROPS.labels(model)
         child.inc()
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        return self._queued
 
     def start(self) -> None:
-        SHADOW_QUEUE.set_function(self._queue.qsize)
-        self._tasks = [
-            asyncio.create_task(self._work(), name=f"coalmine-shadow-{i}")
-            for i in range(self._workers)
-        ]
+        SHADOW_QUEUE.set_function(self.depth)
+        self._started = True
+        if self._queue:
+            self._pump_due = True
+            asyncio.get_running_loop().call_soon(self._pump)
 
     async def close(self, drain_s: float = 2.0) -> None:
-        """Let queued copies go out for up to `drain_s` seconds, then stop the workers."""
-        if not self._tasks:
+        """Let queued copies go out for up to `drain_s` seconds, then stop: copies still in
+        flight or queued are dropped, and counted as such. Idempotent."""
+        if not self._started or self._stopped:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(drain_s):
-                await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self._queued or self._in_flight:
+            self._idle = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    await self._idle
+        self._stopped = True
+        for (model, _), n in self._copies.items():  # stopped mid-call: no answer to log
+            for _ in range(n):
+                self._count_drop(model)
+        self._copies.clear()
+        self._in_flight = 0
         unsent = 0
-        while not self._queue.empty():  # copies never sent: dropped, and counted as such
-            self._count_drop(self._queue.get_nowait())
+        waiting = [*self._queue, *(job for parked in self._parked.values() for job in parked)]
+        for job in waiting:  # copies never sent: dropped, and counted as such
+            self._count_drop(job[0].model)
             unsent += 1
+        self._queue.clear()
+        self._parked.clear()
+        self._queued = 0
         if unsent:
             log.warning(
                 "mirror stopped with %d cop%s still queued after %g s of draining; dropped "
@@ -176,76 +190,111 @@ class ShadowMirror:
                 drain_s,
             )
 
-    async def _work(self) -> None:
-        queue = self._queue
-        while True:
-            job = await queue.get()
-            try:
-                await self._call_in_turn(job)
-            except asyncio.CancelledError:
-                self._count_drop(job)  # stopped mid-call: no answer to log
-                queue.task_done()
-                raise
-            except Exception:
-                log.exception("shadow call for %s failed unexpectedly", job.request_id)
-            queue.task_done()
+    def _pump(self) -> None:
+        """Send queued copies while fewer than `workers` are in flight, each only while its
+        model and role are under its cap (else it waits, parked in order, for a turn)."""
+        self._pump_due = False
+        queue, parked, copies = self._queue, self._parked, self._copies
+        while queue and self._in_flight < self._workers and not self._stopped:
+            job = queue.popleft()
+            key = (job[0].model, job[8])
+            waiting = parked.get(key)
+            if waiting or copies.get(key, 0) >= job[9]:
+                if waiting is None:
+                    waiting = parked[key] = deque()
+                waiting.append(job)
+                continue
+            self._send(job, key)
 
-    async def _call_in_turn(self, job: ShadowJob) -> None:
-        """`_call` once fewer than `job.cap` copies of its model and role are in flight."""
-        key = (job.route.model, job.role)
-        async with self._done:
-            await self._done.wait_for(lambda: self._copies.get(key, 0) < job.cap)
-            self._copies[key] = self._copies.get(key, 0) + 1
+    def _send(self, job: ShadowJob, key: tuple[str, str]) -> None:
+        self._queued -= 1
+        self._copies[key] = self._copies.get(key, 0) + 1
+        self._in_flight += 1
         try:
-            await self._call(job)
-        finally:
-            self._copies[key] -= 1  # before any await: a cancelled worker still frees its turn
-            async with self._done:
-                self._done.notify_all()
+            self._client.post_soon(
+                job[2], job[3], job[4], self._timeout, self._answered,
+                (job, key, time.time(), time.perf_counter()),
+            )  # fmt: skip
+        except Exception:
+            log.exception("shadow call for %s failed unexpectedly", job[5])
+            self._copies[key] -= 1
+            self._in_flight -= 1
 
-    async def _call(self, job: ShadowJob) -> None:
-        route = job.route
-        ts = time.time()
-        start = time.perf_counter()
+    def _answered(
+        self,
+        context: tuple[ShadowJob, tuple[str, str], float, float],
+        response: UpstreamResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        """A copy's outcome (from the client): logged, then its turn passes on."""
+        job, key, ts, start = context
+        elapsed = time.perf_counter() - start
+        if self._stopped:  # counted as dropped by close()
+            return
+        self._copies[key] -= 1
+        self._in_flight -= 1
+        if response is not None or isinstance(error, UpstreamError):
+            try:
+                self._log(job, ts, elapsed, response, error)
+            except Exception:
+                log.exception("shadow call for %s failed unexpectedly", job[5])
+        elif error is not None:
+            log.error("shadow call for %s failed unexpectedly", job[5], exc_info=error)
+        # the next copy of this model and role whose turn it is, then any other
+        waiting = self._parked.get(key)
+        while waiting and self._in_flight < self._workers and self._copies[key] < waiting[0][9]:
+            self._send(waiting.popleft(), key)
+        if self._queue:
+            self._pump()
+        idle = self._idle
+        if idle is not None and not self._in_flight and not self._queued and not idle.done():
+            idle.set_result(None)  # close() drained them all
+
+    def _log(
+        self,
+        job: ShadowJob,
+        ts: float,
+        elapsed: float,
+        response: UpstreamResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        route, protocol, _, _, _, request_id, input, slices, role, _ = job
         status = 0
         error_class: str | None = None
         answer: bytes | None = None
         header_length: str | None = None
-        try:
-            response = await self._client.post(job.url, job.body, job.headers, self._timeout)
-        except UpstreamError as exc:
-            error_class = exc.error_class
-        else:
+        if isinstance(error, UpstreamError):
+            error_class = error.error_class
+        elif response is not None:
             status = response.status
             if status >= 500:
                 error_class = "http_5xx"
             elif status >= 400:
                 error_class = "http_4xx"
             answer, header_length = response.body, response.header(HEADER_LENGTH)
-        elapsed = time.perf_counter() - start
-        if job.role == "baseline":
+        if role == "baseline":
             metrics, version = route.baseline_metrics, route.stable
-        elif job.role == "paired":
+        elif role == "paired":
             metrics, version = route.paired_metrics, route.stable
         else:
             metrics, version = route.shadow_metrics, route.shadow
         metrics.observe(elapsed, error_class)
         self._sink.submit(  # the answer is decoded by the log's writer
             raw_record(
-                job.request_id,
+                request_id,
                 route.model,
                 version,
-                job.role,
+                role,
                 ts,
                 elapsed * 1000.0,
                 status,
                 error_class,
-                job.protocol.name,
+                protocol.name,
                 answer,
                 header_length,
                 route.scores_field,
-                job.input,
-                job.slices,
+                input,
+                slices,
                 route.weight_bp,
                 route.rollout_id,
             )

@@ -18,6 +18,7 @@ from coalmine.gateway.upstream.base import (
     RequestHeaders,
     UpstreamClient,
     UpstreamConnectionError,
+    UpstreamResponse,
     UpstreamTimeout,
 )
 from coalmine.gateway.upstream.registry import CLIENTS, make_client, register_client
@@ -284,3 +285,146 @@ async def test_pre_encoded_headers_and_their_mirror_variant_are_sent_as_given(
         for _ in range(2):  # encoded once, sent twice: the production call and a retry
             response = await client.post(url + "/headers", b"{}", headers, 5)
             assert json.loads(response.body) == expected
+
+
+class Outcomes:
+    """What `post_soon` calls back with, by context."""
+
+    def __init__(self, expected: int) -> None:
+        self.got: dict[object, tuple[UpstreamResponse | None, BaseException | None]] = {}
+        self.expected = expected
+        self.all_in = asyncio.Event()
+
+    def answered(
+        self, context: object, response: UpstreamResponse | None, error: BaseException | None
+    ) -> None:
+        assert context not in self.got  # once per call
+        self.got[context] = (response, error)
+        if len(self.got) >= self.expected:
+            self.all_in.set()
+
+
+async def test_post_soon_calls_back_once_with_the_answer_or_the_error(
+    client: UpstreamClient, server: tuple[str, list[str]]
+) -> None:
+    url, _ = server
+    outcomes = Outcomes(22)
+    for i in range(20):
+        client.post_soon(url + "/echo", b"%d" % i, [("X-Custom", "c")], 5, outcomes.answered, i)
+    refused = f"http://127.0.0.1:{free_port()}/echo"
+    client.post_soon(refused, b"", [], 5, outcomes.answered, "refused")
+    client.post_soon("ftp://127.0.0.1/x", b"", [], 5, outcomes.answered, "not http")
+    assert not outcomes.got  # never from within the call: the caller goes on first
+    async with asyncio.timeout(10):
+        await outcomes.all_in.wait()
+    for i in range(20):
+        response, error = outcomes.got[i]
+        assert error is None and response is not None
+        assert (response.status, response.body) == (200, b"%d" % i)
+    for context in ("refused", "not http"):
+        response, error = outcomes.got[context]
+        assert response is None and isinstance(error, UpstreamConnectionError)
+    # the connections went back to the pool: a second round reuses them
+    again = Outcomes(1)
+    client.post_soon(url + "/echo", b"x", [], 5, again.answered, "again")
+    async with asyncio.timeout(10):
+        await again.all_in.wait()
+    assert again.got["again"][0].body == b"x"  # type: ignore[union-attr]
+
+
+async def test_post_soon_timeout(client: UpstreamClient, server: tuple[str, list[str]]) -> None:
+    url, _ = server
+    outcomes = Outcomes(1)
+    client.post_soon(url + "/slow", b"", [], 0.2, outcomes.answered, "slow")
+    async with asyncio.timeout(5):
+        await outcomes.all_in.wait()
+    assert isinstance(outcomes.got["slow"][1], UpstreamTimeout)
+
+
+async def test_close_stops_post_soon_calls_in_flight(
+    client: UpstreamClient, server: tuple[str, list[str]]
+) -> None:
+    url, _ = server
+    outcomes = Outcomes(1)
+    client.post_soon(url + "/slow", b"", [], 5, outcomes.answered, "slow")
+    await asyncio.sleep(0.2)  # sent, and waiting for its answer (2 s)
+    await client.close()
+    await asyncio.sleep(0.3)
+    # stopped: no answer arrives; at most the error of the closed connection
+    response, error = outcomes.got.get("slow", (None, None))
+    assert response is None
+    assert error is None or isinstance(error, UpstreamConnectionError)
+
+
+@pytest.fixture
+async def closes_second_request() -> AsyncIterator[tuple[str, list[int]]]:
+    """An upstream whose first connection answers one request, keeps alive, then closes
+    without a word when the next request arrives (as an idle timeout racing a request
+    does); later connections answer every request. Yields its URL and each request's
+    connection number."""
+    served: list[int] = []
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        try:
+            answered = 0
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                if number == 1 and answered == 1:
+                    return  # closed, unanswered
+                served.append(number)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                answered += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", served
+    server.close()
+
+
+@pytest.fixture
+async def httptools_client() -> AsyncIterator[UpstreamClient]:
+    # aiohttp's client does not retry a POST whose pooled connection was closed under it
+    made = make_client("httptools")
+    yield made
+    await made.close()
+
+
+async def test_stale_pooled_connection_is_retried_on_a_new_one(
+    httptools_client: UpstreamClient, closes_second_request: tuple[str, list[int]]
+) -> None:
+    client = httptools_client
+    url, served = closes_second_request
+    assert (await client.post(url + "/p", b"1", [], 5)).body == b"ok"
+    # the pooled connection is closed by the upstream as this request arrives: it never
+    # saw the request, so it is sent again on a new connection
+    assert (await client.post(url + "/p", b"2", [], 5)).body == b"ok"
+    assert served == [1, 2]
+
+
+async def test_stale_pooled_connection_is_retried_for_post_soon(
+    httptools_client: UpstreamClient, closes_second_request: tuple[str, list[int]]
+) -> None:
+    client = httptools_client
+    url, served = closes_second_request
+    assert (await client.post(url + "/p", b"1", [], 5)).body == b"ok"
+    outcomes = Outcomes(1)
+    client.post_soon(url + "/p", b"2", [], 5, outcomes.answered, "copy")
+    async with asyncio.timeout(5):
+        await outcomes.all_in.wait()
+    response, error = outcomes.got["copy"]
+    assert error is None and response is not None and response.body == b"ok"
+    assert served == [1, 2]

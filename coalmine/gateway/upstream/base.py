@@ -7,14 +7,17 @@ keep-alive client on httptools.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "HOP_BY_HOP",
     "RESPONSE_NOT_FORWARDED",
+    "Answered",
     "RequestHeaders",
     "UpstreamClient",
     "UpstreamConnectionError",
@@ -46,6 +49,8 @@ HOP_BY_HOP = CONNECTION_HEADERS | {"host", "content-length", "accept-encoding", 
 RESPONSE_NOT_FORWARDED = CONNECTION_HEADERS | {"content-length", "content-encoding"}
 
 Headers = Iterable[tuple[str, str]]
+# `post_soon`'s callback: (its context, the response or None, the error or None)
+Answered = Callable[[Any, "UpstreamResponse | None", "BaseException | None"], None]
 
 
 def end_to_end(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
@@ -178,6 +183,25 @@ class UpstreamClient(ABC):
         UpstreamConnectionError when the connection fails or the response is malformed.
         """
 
+    def post_soon(
+        self,
+        url: str,
+        body: bytes,
+        headers: Headers,
+        timeout: float,
+        answered: Answered,
+        context: Any,
+    ) -> None:
+        """`post` without awaiting it, for calls whose answer nobody waits for (the mirror's
+        copies): `answered(context, response, None)` or `answered(context, None, error)`
+        is called once, later, never from within this call. `close` stops the calls still
+        in flight; their callbacks may then not be called at all.
+
+        This default runs `post` in a task; a client can do it with less (no task, no
+        future: `HttptoolsClient`)."""
+        task = asyncio.ensure_future(self.post(url, body, headers, timeout))
+        task.add_done_callback(lambda done: _report(done, answered, context))
+
     @abstractmethod
     async def get(self, url: str, headers: Headers, timeout: float) -> UpstreamResponse:
         """GET the absolute `url` (health, readiness, metadata); errors as for `post`."""
@@ -185,3 +209,11 @@ class UpstreamClient(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Close every pooled connection; idempotent."""
+
+
+def _report(task: asyncio.Future[UpstreamResponse], answered: Answered, context: Any) -> None:
+    """A finished `post` task's outcome to its `post_soon` callback (none when cancelled)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    answered(context, None if error is not None else task.result(), error)

@@ -15,11 +15,13 @@ import asyncio
 import ssl
 import zlib
 from collections import deque
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 
 from coalmine.gateway.upstream.base import (
+    Answered,
     Headers,
     RequestHeaders,
     UpstreamClient,
@@ -58,13 +60,21 @@ class _StaleConnection(UpstreamConnectionError):
 
 
 class _Connection(asyncio.Protocol):
-    """One upstream connection; carries one request at a time."""
+    """One upstream connection; carries one request at a time.
+
+    Its outcome goes to whoever asked: an awaited future (`send`), or the client's
+    `_settled` with the caller's callback (`send_soon`: no future, no task).
+    """
 
     __slots__ = (
+        "_active",
+        "_answered",
         "_body",
         "_chunked_or_sized",
+        "_client",
         "_content_encoding",
         "_content_type",
+        "_context",
         "_got_bytes",
         "_headers",
         "_headers_done",
@@ -76,16 +86,28 @@ class _Connection(asyncio.Protocol):
         "_waiter",
         "closed",
         "keep_alive",
+        "key",
+        "message",
+        "timeout",
         "transport",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limit: int, client: HttptoolsClient, key: _Key
+    ) -> None:
         self._loop = loop
         self._limit = limit  # bytes of body, encoded here and decoded in _decode
+        self._client = client
+        self.key = key
         self._size = 0
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
+        self._active = False  # a request is out and its outcome not yet settled
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._answered: Answered | None = None
+        self._context: Any = None
+        self.message: tuple[bytes, ...] = ()  # of a send_soon request, to retry it elsewhere
+        self.timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._body: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
@@ -111,8 +133,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self._active:
             return
         if self._headers_done and not self._chunked_or_sized:
             # a response delimited by the connection closing is complete now
@@ -148,8 +169,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self._active:
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200:
@@ -160,8 +180,6 @@ class _Connection(asyncio.Protocol):
             self._content_type = self._content_encoding = b""
             self._headers_done = self._chunked_or_sized = False
             return
-        if self._timer is not None:
-            self._timer.cancel()
         self.keep_alive = self._parser.should_keep_alive()
         chunks = self._body
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -170,22 +188,23 @@ class _Connection(asyncio.Protocol):
                 body = _decode(body, self._content_encoding, self._limit)
             except UpstreamTooLarge as exc:
                 self.keep_alive = False
-                waiter.set_exception(exc)
+                self._settle(None, exc)
                 return
             except (zlib.error, ValueError) as exc:
                 self.keep_alive = False
-                waiter.set_exception(UpstreamConnectionError(f"undecodable upstream body: {exc}"))
+                self._settle(None, UpstreamConnectionError(f"undecodable upstream body: {exc}"))
                 return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
-        waiter.set_result(
-            UpstreamResponse(status, body, self._content_type.decode("latin-1"), headers)
+        self._settle(
+            UpstreamResponse(status, body, self._content_type.decode("latin-1"), headers), None
         )
 
     # the client's side
-    def send(self, message: tuple[bytes, ...], timeout: float) -> asyncio.Future[UpstreamResponse]:
+    def _start(self, message: tuple[bytes, ...], timeout: float) -> None:
         """Write the request, whose `message` is its pieces in order (head lines, body), in
         one call: one system call (writev) and no copy of the body."""
-        self._waiter = waiter = self._loop.create_future()
+        self._active = True
+        self.timeout = timeout
         self._body = []
         self._size = 0
         self._headers = []
@@ -194,18 +213,48 @@ class _Connection(asyncio.Protocol):
         self._timer = self._loop.call_later(timeout, self._on_timeout, timeout)
         assert self.transport is not None
         self.transport.writelines(message)
+
+    def send(self, message: tuple[bytes, ...], timeout: float) -> asyncio.Future[UpstreamResponse]:
+        """Send the request; its outcome is the future's."""
+        self._waiter = waiter = self._loop.create_future()
+        self._start(message, timeout)
         return waiter
+
+    def send_soon(
+        self, message: tuple[bytes, ...], timeout: float, answered: Answered, context: Any
+    ) -> None:
+        """Send the request; its outcome goes to the client's `_settled` with `answered`."""
+        self._waiter = None
+        self._answered, self._context, self.message = answered, context, message
+        self._start(message, timeout)
+
+    def _settle(self, response: UpstreamResponse | None, error: UpstreamError | None) -> None:
+        """The request's outcome, once: later events (a close after an error) are ignored."""
+        if not self._active:
+            return
+        self._active = False
+        if self._timer is not None:
+            self._timer.cancel()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # else cancelled by its caller, who aborts this connection
+                if error is None:
+                    waiter.set_result(response)  # type: ignore[arg-type]
+                else:
+                    waiter.set_exception(error)
+            return
+        answered, context = self._answered, self._context
+        self._answered = self._context = None
+        assert answered is not None
+        self._client._settled(self, response, error, answered, context)
 
     def _on_timeout(self, timeout: float) -> None:
         self._fail(UpstreamTimeout(f"no complete response within {timeout}s"))
         self.abort()
 
     def _fail(self, exc: UpstreamError) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        self._settle(None, exc)
 
     def abort(self) -> None:
         self.closed = True
@@ -248,6 +297,8 @@ class HttptoolsClient(UpstreamClient):
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context  # None: the system's CAs, made on the first https:// upstream
         self._closed = False
+        self._busy: set[_Connection] = set()  # with a post_soon request out
+        self._tasks: set[asyncio.Future[UpstreamResponse]] = set()  # post_soon's slow path
 
     def _target(self, method: str, url: str) -> _Target:
         target = self._targets.get((method, url))
@@ -278,7 +329,7 @@ class HttptoolsClient(UpstreamClient):
         try:
             async with asyncio.timeout(min(timeout, self._connect_timeout)):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(loop, self.max_response_bytes),
+                    lambda: _Connection(loop, self.max_response_bytes, self, key),
                     host,
                     port,
                     ssl=context,
@@ -288,6 +339,9 @@ class HttptoolsClient(UpstreamClient):
             raise UpstreamTimeout(f"connect to {host}:{port} timed out") from exc
         except OSError as exc:  # ssl.SSLError (a failed certificate check) is an OSError
             raise UpstreamConnectionError(f"connect to {host}:{port}: {exc}") from exc
+        if self._closed:  # closed while connecting
+            protocol.abort()
+            raise UpstreamConnectionError("client is closed")
         return protocol
 
     async def post(
@@ -298,25 +352,45 @@ class HttptoolsClient(UpstreamClient):
     async def get(self, url: str, headers: Headers, timeout: float) -> UpstreamResponse:
         return await self._request("GET", url, b"", headers, timeout)
 
+    def _message(
+        self, method: str, url: str, body: bytes, headers: Headers
+    ) -> tuple[_Key, tuple[bytes, ...]]:
+        key, request_line = self._target(method, url)
+        # a request's headers are encoded once for its production call and mirror copies
+        block = headers.encoded() if type(headers) is RequestHeaders else encode_headers(headers)
+        return key, (request_line, block, _content_length(len(body)), body)
+
     async def _request(
         self, method: str, url: str, body: bytes, headers: Headers, timeout: float
     ) -> UpstreamResponse:
         if self._closed:
             raise UpstreamConnectionError("client is closed")
-        key, request_line = self._target(method, url)
-        # a request's headers are encoded once for its production call and mirror copies
-        block = headers.encoded() if type(headers) is RequestHeaders else encode_headers(headers)
-        message = (request_line, block, _content_length(len(body)), body)
+        key, message = self._message(method, url, body, headers)
+        return await self._exchange(key, message, timeout)
+
+    def _idle_connection(self, key: _Key) -> _Connection | None:
         idle = self._idle.get(key)
+        while idle:
+            candidate = idle.pop()
+            if not candidate.closed:
+                return candidate
+        return None
+
+    def _release(self, conn: _Connection) -> None:
+        """Back to the pool when the upstream keeps it alive, else closed."""
+        idle = self._idle.get(conn.key)
         if idle is None:
-            idle = self._idle[key] = deque()
+            idle = self._idle[conn.key] = deque()
+        if conn.keep_alive and not conn.closed and len(idle) < self._max_idle and not self._closed:
+            idle.append(conn)
+        else:
+            conn.abort()
+
+    async def _exchange(
+        self, key: _Key, message: tuple[bytes, ...], timeout: float
+    ) -> UpstreamResponse:
         while True:
-            conn: _Connection | None = None
-            while idle:
-                candidate = idle.pop()
-                if not candidate.closed:
-                    conn = candidate
-                    break
+            conn = self._idle_connection(key)
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(key, timeout)
@@ -330,15 +404,86 @@ class HttptoolsClient(UpstreamClient):
             except BaseException:
                 conn.abort()  # cancelled or failed mid-request: the connection is unusable
                 raise
-            if conn.keep_alive and not conn.closed and len(idle) < self._max_idle:
-                idle.append(conn)
-            else:
-                conn.abort()
+            self._release(conn)
             return response
 
+    def post_soon(
+        self,
+        url: str,
+        body: bytes,
+        headers: Headers,
+        timeout: float,
+        answered: Answered,
+        context: Any,
+    ) -> None:
+        """On an idle keep-alive connection (the usual case) the request is written now and
+        the connection reports its outcome: no task and no future. Else (a connection to
+        open, a stale one to replace) a task does what `post` does."""
+        loop = asyncio.get_running_loop()
+        try:
+            if self._closed:
+                raise UpstreamConnectionError("client is closed")
+            key, message = self._message("POST", url, body, headers)
+        except UpstreamError as exc:
+            loop.call_soon(answered, context, None, exc)
+            return
+        conn = self._idle_connection(key)
+        if conn is None:
+            self._exchange_soon(key, message, timeout, answered, context)
+            return
+        self._busy.add(conn)
+        conn.send_soon(message, timeout, answered, context)
+
+    def _settled(
+        self,
+        conn: _Connection,
+        response: UpstreamResponse | None,
+        error: UpstreamError | None,
+        answered: Answered,
+        context: Any,
+    ) -> None:
+        """A `send_soon` request's outcome (from its connection, never within `post_soon`)."""
+        self._busy.discard(conn)
+        if error is None:
+            self._release(conn)
+        elif isinstance(error, _StaleConnection) and not self._closed:
+            # a pooled connection the upstream had closed: it never saw the request
+            self._exchange_soon(conn.key, conn.message, conn.timeout, answered, context)
+            return
+        else:
+            conn.abort()
+        answered(context, response, error)
+
+    def _exchange_soon(
+        self,
+        key: _Key,
+        message: tuple[bytes, ...],
+        timeout: float,
+        answered: Answered,
+        context: Any,
+    ) -> None:
+        task = asyncio.ensure_future(self._exchange(key, message, timeout))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._exchanged(done, answered, context))
+
+    def _exchanged(
+        self, task: asyncio.Future[UpstreamResponse], answered: Answered, context: Any
+    ) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():  # by close: nobody waits for it any more
+            return
+        error = task.exception()
+        answered(context, None if error is not None else task.result(), error)
+
     async def close(self) -> None:
+        """Closes every connection, pooled or busy with a `post_soon` request (whose
+        callback is then called with the error or not at all)."""
         self._closed = True
         for idle in self._idle.values():
             while idle:
                 idle.pop().abort()
         self._idle.clear()
+        for conn in list(self._busy):
+            conn.abort()
+        for task in list(self._tasks):
+            task.cancel()
