@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -97,6 +98,7 @@ def main() -> None:
                           f"{own + kids:8.1f}  {'':12}  {load:.2f}", flush=True)  # fmt: skip
     finally:
         stack.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
     loads.append(bench.load_average())
     print(f"\nMedians of {args.rounds} runs each; load average (1, 5, 15 min) {loads[0]} before, "
           f"{loads[1]} after:")  # fmt: skip
