@@ -291,7 +291,7 @@ class GatewayConfig(Strict):
         "for its store, upstreams and (in `coalmine serve`) the control plane",
     )
     server: Literal["protocol", "aiohttp"] = Field(
-        default="aiohttp",
+        default="protocol",
         description="the HTTP server of the data plane: protocol = an asyncio Protocol with "
         "httptools' parser and no framework on the request path (gateway/protocol_server.py); "
         "aiohttp = aiohttp's low-level server",

@@ -2,7 +2,7 @@
 
 For the single-machine case. All three share one uvloop event loop:
 
-- the gateway's aiohttp app (`coalmine.gateway.server.start_site`) on `gateway.port`; with
+- the gateway (`coalmine.gateway.server.start_site`, on `gateway.server`) on `gateway.port`; with
   `gateway.processes` other than 1, a child `coalmine gateway` with that many workers
   sharing the port instead (0 = one per core);
 - the FastAPI control API under uvicorn on `api.port` (its own port: the data plane

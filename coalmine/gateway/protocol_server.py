@@ -189,7 +189,7 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._request = None
-        if self._state != _LINGER:
+        if not self._discarding:  # (a refused body's, or one pipelined after it: dropped)
             self._state = _HEAD
             self._deadline = self._loop.time() + self._server.limits.header_timeout_s
 
@@ -200,7 +200,7 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._state == _LINGER:
+        if self._discarding:
             return
         parser = self._parser
         # decoded as aiohttp's server does (the upstream client re-encodes them so)
@@ -341,7 +341,7 @@ class _Connection(asyncio.Protocol):
 
     def _finish_then_close(self) -> None:
         if self._task is None and not self._queue:
-            self._close()
+            self._close(drain=True)
         else:
             self._state = _BUSY  # closes after the last answer (keep_alive False)
             self._server_close_after_queue()

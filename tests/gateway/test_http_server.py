@@ -193,3 +193,39 @@ async def test_a_client_gone_mid_request_loses_nothing_else(
     # the abandoned request was served to the end and logged; the half-sent one never began
     assert logged == ["gone", "other-0", "other-1", "other-2"]
     assert all(row.status == 200 for row in gw.rows())
+
+
+async def test_expect_continue_over_the_limit_is_a_413_without_the_100(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    config = make_config(tmp_path, {"v1": upstreams["v1"].url}, gateway={"max_body_bytes": 1000})
+    gw = await start_gateway(config)
+    reader, writer = await _connect(gw.url)
+    writer.write(
+        f"POST {V1} HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n"
+        "Content-Length: 5000\r\n\r\n".encode()
+    )
+    status, _, body = await _answer(reader)  # no interim 100 before it
+    writer.close()
+    assert status == 413
+    assert json.loads(body) == {"error": "body over 1000 bytes"}
+
+
+async def test_a_stop_lets_requests_in_flight_finish_and_closes_idle_connections(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    upstreams["v1"].mode, upstreams["v1"].delay_s = "slow", 0.5
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    idle_reader, idle_writer = await _connect(gw.url)
+    busy_reader, busy_writer = await _connect(gw.url)
+    busy_writer.write(_post("in-flight"))
+    await busy_writer.drain()
+    await asyncio.sleep(0.2)  # with the model now
+    stopping = asyncio.create_task(gw.stop())
+    assert await _until_closed(idle_reader) == b""  # idle: closed at once
+    status, headers, _ = await _answer(busy_reader)
+    assert (status, headers["x-request-id"]) == (200, "in-flight")
+    await asyncio.wait_for(stopping, BOUND_S)
+    for writer in (idle_writer, busy_writer):
+        writer.close()
+    assert [row.request_id for row in gw.rows()] == ["in-flight"]  # flushed by the stop
