@@ -428,3 +428,81 @@ async def test_stale_pooled_connection_is_retried_for_post_soon(
     response, error = outcomes.got["copy"]
     assert error is None and response is not None and response.body == b"ok"
     assert served == [1, 2]
+
+
+async def _scripted(pieces: list[bytes], close: bool = False) -> asyncio.Server:
+    """An upstream that answers every request with `pieces`, written apart (so they
+    arrive in separate reads), then closes the connection when `close`."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                for piece in pieces:
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
+                if close:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_headers_as_received_across_reads_and_after_an_interim_answer(
+    client: UpstreamClient,
+) -> None:
+    server = await _scripted(
+        [
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Multi: one\r\n",
+            b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Multi:  two \r\nConte",
+            b'nt-Length: 13\r\nInference-Header-Content-Length: 7\r\n\r\n{"a": ',
+            b"[1, 2]}",
+        ]
+    )
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        for _ in range(2):  # the second on the kept-alive connection
+            response = await client.post(url + "/p", b"{}", [], 5)
+            assert (response.status, response.body) == (200, b'{"a": [1, 2]}')
+            got = [(k, v) for k, v in response.headers if k.lower() not in {"date", "server"}]
+            assert got == [
+                ("Content-Type", "application/json"),
+                ("X-Multi", "one"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("X-Multi", "two"),
+                ("Content-Length", "13"),
+                ("Inference-Header-Content-Length", "7"),
+            ]
+            assert response.header("x-multi") == "one"
+            assert response.header("inference-header-content-length") == "7"
+            assert response.header("Link") is None  # the interim answer's
+            assert response.content_type == "application/json"
+    finally:
+        server.close()
+
+
+async def test_answer_delimited_by_the_close_of_the_connection(client: UpstreamClient) -> None:
+    server = await _scripted(
+        [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n", b"\r\npart one,", b" part two"],
+        close=True,
+    )
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        response = await client.post(url + "/p", b"{}", [], 5)
+        assert (response.status, response.body) == (200, b"part one, part two")
+        assert response.header("Content-Length") is None
+        assert response.headers[0] == ("Content-Type", "text/plain")
+    finally:
+        server.close()

@@ -82,12 +82,7 @@ class AiohttpClient(UpstreamClient):
                 method, url, data=body, headers=list(headers), timeout=self._timeout(timeout)
             ) as response:
                 data = await _read_bounded(response, self.max_response_bytes, url)
-                return UpstreamResponse(
-                    response.status,
-                    data,
-                    response.headers.get("Content-Type", ""),
-                    list(response.headers.items()),
-                )
+                return UpstreamResponse(response.status, data, list(response.headers.items()))
         except TimeoutError as exc:
             raise UpstreamTimeout(f"no response from {url} within {timeout}s") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -131,17 +130,67 @@ def encode_headers(headers: Headers) -> bytes:
     return "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("utf-8", "surrogateescape")
 
 
-@dataclass(slots=True)
 class UpstreamResponse:
-    status: int
-    body: bytes
-    content_type: str
-    headers: list[tuple[str, str]]  # every header of the response, as received
+    """An upstream's answer: status, decoded body and every header as received.
+
+    A client that has the raw head (`from_head`) hands it over as it is: the headers are
+    split and decoded only when asked for (the gateway passes production's back; of a
+    mirror copy's it looks for one, which `header` finds in the bytes)."""
+
+    __slots__ = ("_head", "_headers", "body", "status")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.body = body
+        self._headers: list[tuple[str, str]] | None = headers
+        self._head: bytes | None = None
+
+    @classmethod
+    def from_head(cls, status: int, body: bytes, head: bytes) -> UpstreamResponse:
+        """With `head` the header lines as received (CRLF apart, no status line, no blank
+        line), parsed on first use."""
+        response = cls.__new__(cls)
+        response.status = status
+        response.body = body
+        response._head = head
+        response._headers = None
+        return response
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header of the response, as received, in order."""
+        if self._headers is None:
+            self._headers = _split_head(self._head or b"")
+        return self._headers
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type header's value, "" when absent."""
+        return self.header("Content-Type") or ""
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), None when absent."""
+        if self._headers is None and self._head is not None:
+            lowered = b"\n" + self._head.lower()
+            at = lowered.find(b"\n" + name.lower().encode("latin-1") + b":")
+            if at < 0:
+                return None  # the usual answer, without splitting the head
         lower = name.lower()
         return next((v for k, v in self.headers if k.lower() == lower), None)
+
+    def __repr__(self) -> str:
+        return f"UpstreamResponse({self.status}, {len(self.body)} bytes)"
+
+
+def _split_head(head: bytes) -> list[tuple[str, str]]:
+    """CRLF-separated header lines to (name, value) pairs, values without surrounding
+    whitespace (the parser that delimited the head refused folded lines)."""
+    pairs = []
+    for line in head.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon:
+            pairs.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+    return pairs
 
 
 class UpstreamError(Exception):

@@ -38,8 +38,6 @@ __all__ = ["HttptoolsClient"]
 _Key = tuple[str, int, bool]  # host, port, TLS
 _Target = tuple[_Key, bytes]  # b"POST /path HTTP/1.1\r\nHost: ..\r\n"
 
-# first letters of Content-Type, Content-Length, Content-Encoding, Transfer-Encoding
-_C_OR_T = frozenset(b"CcTt")
 # zlib's wbits for each Content-Encoding it decodes (+32 = gzip or zlib header, auto)
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": 0}
 # how often requests are checked against their deadlines (HttptoolsClient._watch)
@@ -75,14 +73,14 @@ class _Connection(asyncio.Protocol):
         "_chunked_or_sized",
         "_client",
         "_content_encoding",
-        "_content_type",
         "_context",
         "_got_bytes",
-        "_headers",
-        "_headers_done",
+        "_head",
+        "_head_start",
         "_limit",
         "_loop",
         "_parser",
+        "_raw",
         "_size",
         "_waiter",
         "closed",
@@ -112,11 +110,11 @@ class _Connection(asyncio.Protocol):
         self.timeout = 0.0
         self.deadline = 0.0  # loop time by which the response must be complete
         self._body: list[bytes] = []
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._content_type = b""
+        self._raw = b""  # what arrived of the response until its final head is complete
+        self._head_start = 0  # where in _raw the response (or the next after a 1xx) begins
+        self._head: bytes | None = None  # the final response's header lines, as received
         self._content_encoding = b""
         self._got_bytes = False
-        self._headers_done = False
         self._chunked_or_sized = False
         self.closed = False
         self.keep_alive = True
@@ -127,6 +125,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        if self._head is None:  # kept until the head is complete (on_headers_complete)
+            self._raw = self._raw + data if self._raw else data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -137,7 +137,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if not self._active:
             return
-        if self._headers_done and not self._chunked_or_sized:
+        if self._head is not None and not self._chunked_or_sized:
             # a response delimited by the connection closing is complete now
             self.on_message_complete()
         elif self._got_bytes:
@@ -145,21 +145,26 @@ class _Connection(asyncio.Protocol):
         else:
             self._fail(_StaleConnection("upstream closed the connection"))
 
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))  # all of them: the gateway passes them back
-        if name[0] not in _C_OR_T:  # most headers (Server, Date, ...) are none of ours
-            return
-        lower = name.lower()
-        if lower == b"content-type":
-            self._content_type = value
-        elif lower in (b"content-length", b"transfer-encoding"):
-            self._chunked_or_sized = True
-        elif lower == b"content-encoding":
-            self._content_encoding = value.strip().lower()
-
+    # httptools callbacks: no on_header; the head is taken whole from the bytes received
     def on_headers_complete(self) -> None:
-        self._headers_done = True
+        # httptools (strict) has checked that lines end with CRLF and none is folded
+        raw, start = self._raw, self._head_start
+        end = raw.find(b"\r\n\r\n", start)
+        after_status_line = raw.find(b"\r\n", start) + 2
+        self._head_start = end + 4
+        if self._parser.get_status_code() < 200:
+            return  # an interim response (100 Continue, 103 Early Hints): the final follows
+        head = raw[after_status_line:end] if after_status_line <= end else b""
+        self._head = head
+        self._raw = b""
+        lowered = b"\n" + head.lower()
+        self._chunked_or_sized = (
+            b"\ncontent-length:" in lowered or b"\ntransfer-encoding:" in lowered
+        )
+        at = lowered.find(b"\ncontent-encoding:")
+        if at >= 0:
+            line_end = lowered.find(b"\n", at + 1)
+            self._content_encoding = lowered[at + 18 : None if line_end < 0 else line_end].strip()
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -174,13 +179,9 @@ class _Connection(asyncio.Protocol):
         if not self._active:
             return
         status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            # an interim response (100 Continue, 103 Early Hints): the final one follows
+        if 100 <= status < 200:  # interim: its head was skipped, it has no body
             self._body = []
             self._size = 0
-            self._headers = []
-            self._content_type = self._content_encoding = b""
-            self._headers_done = self._chunked_or_sized = False
             return
         self.keep_alive = self._parser.should_keep_alive()
         chunks = self._body
@@ -196,10 +197,8 @@ class _Connection(asyncio.Protocol):
                 self.keep_alive = False
                 self._settle(None, UpstreamConnectionError(f"undecodable upstream body: {exc}"))
                 return
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
-        self._settle(
-            UpstreamResponse(status, body, self._content_type.decode("latin-1"), headers), None
-        )
+        assert self._head is not None
+        self._settle(UpstreamResponse.from_head(status, body, self._head), None)
 
     # the client's side
     def _start(self, message: tuple[bytes, ...], timeout: float) -> None:
@@ -209,9 +208,11 @@ class _Connection(asyncio.Protocol):
         self.timeout = timeout
         self._body = []
         self._size = 0
-        self._headers = []
-        self._content_type = self._content_encoding = b""
-        self._got_bytes = self._headers_done = self._chunked_or_sized = False
+        self._raw = b""
+        self._head_start = 0
+        self._head = None
+        self._content_encoding = b""
+        self._got_bytes = self._chunked_or_sized = False
         self.deadline = self._loop.time() + timeout
         self._client._watch(self)
         assert self.transport is not None
