@@ -34,7 +34,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 from coalmine.binary_tensors import HEADER_LENGTH
@@ -75,6 +74,23 @@ def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> RequestHe
 ShadowJob = tuple[Any, Protocol, str, bytes, Headers, str, Any, dict[str, Any], str, int]
 
 
+class _Serving:
+    """Counts a model's production calls in flight while entered (re-entrant: a count)."""
+
+    __slots__ = ("_counts", "_model")
+
+    def __init__(self, counts: dict[str, int], model: str) -> None:
+        self._counts = counts
+        self._model = model
+        counts.setdefault(model, 0)
+
+    def __enter__(self) -> None:
+        self._counts[self._model] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._counts[self._model] -= 1
+
+
 class ShadowMirror:
     def __init__(
         self,
@@ -101,16 +117,16 @@ class ShadowMirror:
         self._drops: dict[str, Any] = {}
         self.dropped = 0
         self._serving: dict[str, int] = {}  # production calls in flight per model
+        self._counters: dict[str, _Serving] = {}
         self._copies: dict[tuple[str, str], int] = {}  # copies in flight per (model, role)
 
-    @contextlib.contextmanager
-    def serving(self, model: str) -> Iterator[None]:
-        """Around a production call of `model`: counts it in flight (the copies' cap)."""
-        self._serving[model] = self._serving.get(model, 0) + 1
-        try:
-            yield
-        finally:
-            self._serving[model] -= 1
+    def serving(self, model: str) -> _Serving:
+        """Around a production call of `model`: counts it in flight (the copies' cap).
+        One reusable context manager per model (a generator-based one cost ~1.5 µs)."""
+        counter = self._counters.get(model)
+        if counter is None:
+            counter = self._counters[model] = _Serving(self._serving, model)
+        return counter
 
     def offer(
         self,
