@@ -215,12 +215,21 @@ class ShadowMirror:
             job = queue.popleft()
             key = (job[0].model, job[8])
             waiting = parked.get(key)
-            if waiting or copies.get(key, 0) >= job[9]:
+            if waiting:  # behind its model and role's earlier copies
+                waiting.append(job)
+                self._send_parked(key, waiting)
+            elif copies.get(key, 0) >= job[9]:
                 if waiting is None:
                     waiting = parked[key] = deque()
                 waiting.append(job)
-                continue
-            self._send(job, key)
+            else:
+                self._send(job, key)
+
+    def _send_parked(self, key: tuple[str, str], waiting: deque[ShadowJob]) -> None:
+        """Send `key`'s parked copies, in order, while each is under its cap."""
+        copies = self._copies
+        while waiting and self._in_flight < self._workers and copies.get(key, 0) < waiting[0][9]:
+            self._send(waiting.popleft(), key)
 
     def _send(self, job: ShadowJob, key: tuple[str, str]) -> None:
         self._queued -= 1
@@ -258,8 +267,8 @@ class ShadowMirror:
             log.error("shadow call for %s failed unexpectedly", job[5], exc_info=error)
         # the next copy of this model and role whose turn it is, then any other
         waiting = self._parked.get(key)
-        while waiting and self._in_flight < self._workers and self._copies[key] < waiting[0][9]:
-            self._send(waiting.popleft(), key)
+        if waiting:
+            self._send_parked(key, waiting)
         if self._queue:
             self._pump()
         idle = self._idle
