@@ -56,6 +56,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL = 1 << 16  # bodies up to this are joined to their head: one write, one syscall
 _LINGER_S = 10.0  # the most time spent reading and dropping a refused body
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0), "0.9": (0, 9)}
+# httptools buffers a head without bound: these bound it (aiohttp's server: 8190 a line)
+MAX_FIELD_BYTES = 8190  # the request line, or one header's name and value
+MAX_HEAD_BYTES = 64 << 10  # the whole head
 
 # what the connection's parser is waiting for; each but _BUSY has a deadline
 _BUSY = 0  # nothing with a deadline: between requests while one is served
@@ -69,6 +72,19 @@ _DRAIN_S = 2.0  # how long a half-closed connection waits for the client to clos
 
 def _malformed() -> Answer:
     answer = json_answer({"error": "malformed HTTP request"}, 400)
+    answer.close = True
+    return answer
+
+
+def _head_too_large() -> Answer:
+    REJECTED.labels("head_too_large").inc()
+    answer = json_answer(
+        {
+            "error": f"request head over its bound ({MAX_FIELD_BYTES} bytes a line, "
+            f"{MAX_HEAD_BYTES} in all)"
+        },
+        431,
+    )
     answer.close = True
     return answer
 
@@ -89,6 +105,7 @@ class _Connection(asyncio.Protocol):
         "_continue_owed",
         "_deadline",
         "_discarding",
+        "_head_bytes",
         "_headers",
         "_loop",
         "_parser",
@@ -111,6 +128,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
         self._body: list[bytes] = []
         self._size = 0
         self._request: Request | None = None
@@ -181,11 +199,18 @@ class _Connection(asyncio.Protocol):
                 log_malformed(self._peer(), exc)
             self._discarding = True
             self._refuse(_malformed())
+            return
+        if self._state == _HEAD:  # the head goes on past this read: count it
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._discarding = True
+                self._refuse(_head_too_large())
 
     # parser callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._head_bytes = 0
         self._body = []
         self._size = 0
         self._request = None
@@ -201,6 +226,15 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         if self._discarding:
+            return
+        fields = self._headers
+        if (
+            len(self._url) > MAX_FIELD_BYTES
+            or any(len(n) + len(v) > MAX_FIELD_BYTES for n, v in fields)
+            or len(self._url) + sum(len(n) + len(v) for n, v in fields) > MAX_HEAD_BYTES
+        ):
+            self._discarding = True
+            self._refuse(_head_too_large())
             return
         parser = self._parser
         # decoded as aiohttp's server does (the upstream client re-encodes them so)

@@ -229,3 +229,25 @@ async def test_a_stop_lets_requests_in_flight_finish_and_closes_idle_connections
     for writer in (idle_writer, busy_writer):
         writer.close()
     assert [row.request_id for row in gw.rows()] == ["in-flight"]  # flushed by the stop
+
+
+async def test_a_head_past_its_bound_is_refused_by_the_gateway(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway, server: str
+) -> None:
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    # one header past a line's bound: 431 here, 400 from aiohttp; the gateway's own answer
+    status, headers, _ = await gw.post(V1, headers={"X-Big": "x" * 9000})
+    assert status in (400, 431) and "X-Model-Version" not in headers
+    if server == "protocol":  # aiohttp bounds lines, not the head as a whole
+        # many small headers, sent in pieces, past the whole head's bound (64 KiB)
+        reader, writer = await _connect(gw.url)
+        writer.write(f"POST {V1} HTTP/1.1\r\nHost: gw\r\n".encode())
+        for i in range(100):
+            writer.write(f"X-Pad-{i}: {'y' * 1000}\r\n".encode())
+            await writer.drain()
+        answer = await _until_closed(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert upstreams["v1"].seen == []
+    status, _, _ = await gw.post(V1)
+    assert status == 200
