@@ -7,11 +7,13 @@ after 50 ms for the slow-shadow rows. Coalmine runs with a sticky 90/10 split, a
 mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`.
 
     .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
-        [--processes 2] [--json FILE] [--inputs redacted]
+        [--processes 2] [--json FILE] [--inputs redacted] [--servers protocol,aiohttp]
 
 `--processes N` (N > 1) adds two rows: Coalmine with `gateway.processes: N` against nginx
 with N workers, both spread over cores 0-1 (with wrk and the upstreams, on a 2-core machine).
 `--json FILE` writes every run's figures (req/s, p50, p99, CPU us/req) and the ratios.
+`--servers A,B` (`gateway.server`): the Coalmine rows run on A; each further server adds its
+own rows (one process, and N processes with `--processes N`) to compare them in one run.
 `--inputs` is the prediction log's `logging.inputs` (default full; `redacted` redacts
 `email` and `user_id`, as the example configuration does).
 
@@ -207,15 +209,16 @@ class Stack:
         return process, url
 
     def start_coalmine(
-        self, *, client: str, slow_shadow: bool, processes: int = 1, inputs: str = "full"
-    ) -> tuple[subprocess.Popen[bytes], str]:
+        self, *, client: str, slow_shadow: bool, processes: int = 1, inputs: str = "full",
+        server: str = "protocol",
+    ) -> tuple[subprocess.Popen[bytes], str]:  # fmt: skip
         p = self.ports
         port = free_port()
-        name = f"coalmine-{client}{'-slow' if slow_shadow else ''}-{processes}"
+        name = f"coalmine-{client}-{server}{'-slow' if slow_shadow else ''}-{processes}"
         shadow = p["slow" if slow_shadow else "shadow"]
         config = {
             "gateway": {"host": "127.0.0.1", "port": port, "processes": processes,
-                        "upstream_client": client},
+                        "upstream_client": client, "server": server},
             "logging": {"inputs": inputs, "redact_fields": ["email", "user_id"]},
             "store": {"url": f"sqlite:///{self.workdir / (name + '.db')}"},
             "models": [{
@@ -273,7 +276,7 @@ def reference_for(label: str) -> str:
 
 def table(rows: list[tuple[str, Result]], direct: Result, results: dict[str, Result]) -> str:
     head = (
-        f"{'run':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
+        f"{'run':50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
         f"{'/direct':>8} {'/nginx':>8}"
     )
     lines = [head, "-" * len(head)]
@@ -283,7 +286,7 @@ def table(rows: list[tuple[str, Result]], direct: Result, results: dict[str, Res
         ratio_direct = f"{r.rps / direct.rps:8.2f}" if r is not direct else f"{'':8}"
         cpu = f"{r.cpu_us:10.1f}" if r.cpu_us is not None else f"{'':10}"
         lines.append(
-            f"{label:44} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {cpu} "
+            f"{label:50} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {cpu} "
             f"{ratio_direct} {ratio_nginx}"
         )
     return "\n".join(lines)
@@ -311,6 +314,11 @@ def main() -> int:
     parser.add_argument(
         "--no-aiohttp", action="store_true", help="skip the aiohttp-client row (quicker)"
     )
+    parser.add_argument(
+        "--servers",
+        default="protocol,aiohttp",
+        help="gateway.server of the Coalmine rows, then of extra rows to compare (comma list)",
+    )
     parser.add_argument("--slow-shadow", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.slow_shadow:
@@ -320,6 +328,10 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install nginx-light wrk util-linux")
     d, c = args.duration, args.connections
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not servers or any(s not in ("protocol", "aiohttp") for s in servers):
+        sys.exit(f"--servers: expected protocol and/or aiohttp, got {args.servers!r}")
+    main_server = servers[0]
     load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="coalmine-bench-"))
     for sub in ("logs", "run"):
@@ -338,19 +350,31 @@ def main() -> int:
 
         results: dict[str, Result] = {}
         coalmine_runs = [
-            ("Coalmine (aiohttp client)", "aiohttp", False, 1),
-            ("Coalmine (httptools client)", "httptools", False, 1),
-            ("Coalmine (httptools), 50 ms shadow", "httptools", True, 1),
+            ("Coalmine (aiohttp client)", "aiohttp", False, 1, main_server),
+            ("Coalmine (httptools client)", "httptools", False, 1, main_server),
+            ("Coalmine (httptools), 50 ms shadow", "httptools", True, 1, main_server),
         ]
         if args.no_aiohttp:
             coalmine_runs.pop(0)
         n = args.processes
         if n > 1:
-            coalmine_runs.append((f"Coalmine (httptools), {n} processes", "httptools", False, n))
-        for label, client, slow, processes in coalmine_runs:
-            process, url = stack.start_coalmine(
-                client=client, slow_shadow=slow, processes=processes, inputs=args.inputs
+            coalmine_runs.append(
+                (f"Coalmine (httptools), {n} processes", "httptools", False, n, main_server)
             )
+        for other in servers[1:]:
+            coalmine_runs.append(
+                (f"Coalmine (httptools), {other} server", "httptools", False, 1, other)
+            )
+            if n > 1:
+                coalmine_runs.append(
+                    (f"Coalmine (httptools), {n} processes, {other} server", "httptools",
+                     False, n, other)
+                )  # fmt: skip
+        for label, client, slow, processes, server in coalmine_runs:
+            process, url = stack.start_coalmine(
+                client=client, slow_shadow=slow, processes=processes, inputs=args.inputs,
+                server=server,
+            )  # fmt: skip
             results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
             if not slow and processes == 1:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
@@ -368,19 +392,22 @@ def main() -> int:
         stack.stop_all()
     order = [
         "nginx split+mirror", "Coalmine (aiohttp client)", "Coalmine (httptools client)",
+        *(f"Coalmine (httptools), {other} server" for other in servers[1:]),
         "nginx, 50 ms shadow", "Coalmine (httptools), 50 ms shadow",
         f"nginx, {n} workers", f"Coalmine (httptools), {n} processes",
+        *(f"Coalmine (httptools), {n} processes, {other} server" for other in servers[1:]),
     ]  # fmt: skip
     rows += [(label, results[label]) for label in order if label in results]
     nginx = results["nginx split+mirror"]
     load_after = load_average()
     print(f"\nAt {c} connections ({d} s each); load average (1, 5, 15 min) "
-          f"{load_before} before, {load_after} after:")  # fmt: skip
+          f"{load_before} before, {load_after} after; Coalmine rows on gateway.server "
+          f"{main_server} unless they say otherwise:")  # fmt: skip
     print(table(rows, direct, results))
     print("\nAdded p50 at 1 connection (gateway p50 - direct p50):")
     base = unloaded[0][1].p50_ms
     for label, r in unloaded:
-        print(f"  {label:44} p50 {r.p50_ms:6.3f} ms   added {r.p50_ms - base:+.3f} ms")
+        print(f"  {label:50} p50 {r.p50_ms:6.3f} ms   added {r.p50_ms - base:+.3f} ms")
     best = max(r.rps for label, r in results.items() if label.startswith("Coalmine (")
                and "shadow" not in label and "processes" not in label)  # fmt: skip
     slow = results["Coalmine (httptools), 50 ms shadow"].rps
@@ -426,7 +453,7 @@ def report(
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": args.duration, "connections": args.connections,
-        "processes": args.processes,
+        "processes": args.processes, "servers": args.servers.split(","),
         "load_average_before": load_before, "load_average_after": load_after,
         "runs": runs,
         "one_connection": [
