@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from coalmine.modelserver import ModelServerHandle, start_model_server
 from coalmine.store.engine import open_engine
 from coalmine.store.schema import predictions
-from tests.gateway.conftest import StartGateway, Upstream, make_config
+from tests.gateway.conftest import StartGateway, Upstream, make_config, on_server
 
 
 def _start_gateway_process(
@@ -50,7 +50,7 @@ def _start_gateway_process(
 
 @pytest.mark.parametrize("processes", [1, 2])
 async def test_sigterm_flushes_every_log_row(
-    tmp_path: Path, upstreams: dict[str, Upstream], processes: int
+    tmp_path: Path, upstreams: dict[str, Upstream], processes: int, server: str
 ) -> None:
     urls = {v: upstreams[v].url for v in ("v1", "v2", "v3")}
     config = make_config(
@@ -60,6 +60,7 @@ async def test_sigterm_flushes_every_log_row(
         # nothing is written before the stop: only the SIGTERM flush can save these rows
         logging={"flush_interval_s": 60, "batch_size": 100_000},
     )
+    config = on_server(config, server)  # each gateway.server (conftest's `server` fixture)
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     process, url = _start_gateway_process(config_path, processes)
