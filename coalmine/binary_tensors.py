@@ -47,7 +47,7 @@ def header_length(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # '²' is a digit
         raise BinaryTensorError(f"{HEADER_LENGTH} must be a non-negative integer, got {value!r}")
     return int(value)
 

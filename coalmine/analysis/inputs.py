@@ -102,7 +102,7 @@ def _class_of(text: str, where: str) -> tuple[str | None, int | None]:
         return None, None
     if t in ERROR_CLASSES:
         return t, None
-    if t.startswith("http_") and t[5:].isdigit() and 100 <= int(t[5:]) <= 599:
+    if t.startswith("http_") and t.isascii() and t[5:].isdigit() and 100 <= int(t[5:]) <= 599:
         code = int(t[5:])
         return _code_class(code), code
     raise ValueError(f"{where}: {text!r} is not an error class; {_ERRORS_HELP}")

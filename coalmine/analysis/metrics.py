@@ -120,7 +120,7 @@ def drift_order(key: str) -> tuple[float, str]:
     """Sort key putting value bins in numeric order (categories alphabetically)."""
     if key == "0":
         return (0.0, key)
-    if key[:1] in "+-" and key[1:].lstrip("-").isdigit():
+    if key[:1] in "+-" and key.isascii() and key[1:].lstrip("-").isdigit():
         mag = 2 ** (int(key[1:]) / 4)
         return ((-mag if key[0] == "-" else mag), key)
     return (math.inf, key)

@@ -150,7 +150,7 @@ def _label_index(label: Any, classes: Sequence[Any] | None) -> int | None:
             return list(classes).index(label)
         except ValueError:
             return None
-    if isinstance(label, str) and label.lstrip("-").isdigit():
+    if isinstance(label, str) and label.isascii() and label.lstrip("-").isdigit():
         return int(label)
     return None
 

@@ -58,7 +58,7 @@ class Request:
         """The declared body length; None when absent or not a number (chunked, or a
         server that has already refused it)."""
         value = self.headers.get("Content-Length")
-        if value is None or not value.isdigit():
+        if value is None or not (value.isascii() and value.isdigit()):
             return None
         return int(value)
 

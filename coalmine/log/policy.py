@@ -220,7 +220,7 @@ def json_path(obj: Any, dotted: str) -> Any:
     for part in _split_path(dotted):
         if isinstance(obj, dict):
             obj = obj.get(part)
-        elif isinstance(obj, list) and part.isdigit():
+        elif isinstance(obj, list) and part.isascii() and part.isdigit():
             index = int(part)
             obj = obj[index] if index < len(obj) else None
         else:

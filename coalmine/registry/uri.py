@@ -39,7 +39,7 @@ def parse_model_uri(uri: str) -> ModelURI:
         raise RegistryError(uri, "expected models:/NAME/VERSION or models:/NAME@alias")
     if version == "latest":
         return ModelURI(name=name, latest=True)
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         # stages (Production, Staging) are deprecated in MLflow; aliases replace them
         raise RegistryError(
             uri, f"version {version!r} is not a version number, 'latest' or an @alias"

@@ -77,7 +77,7 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _resolve(client: Client, target: str) -> int:
     """A rollout id, or a model name meaning its active (else latest) rollout."""
-    if target.isdigit():
+    if target.isascii() and target.isdigit():
         return int(target)
     found = _call(client.rollouts, target, active=True) or _call(client.rollouts, target)
     if not found:

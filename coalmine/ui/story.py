@@ -158,7 +158,7 @@ def _rollout_row(conn: Connection, rollout_id: int) -> dict[str, Any]:
 
 def find_rollout_id(engine: Engine, ref: str) -> int:
     """A rollout id from `ref`: a number, or a model name meaning its newest rollout."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         return int(ref)
     with engine.connect() as conn:
         found = conn.execute(
