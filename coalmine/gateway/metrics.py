@@ -33,6 +33,12 @@ REJECTED = Counter(
 SHADOW_DROPS = Counter(
     "coalmine_gateway_shadow_drops", "Mirror copies dropped because the queue was full", ["model"]
 )
+SHADOW_UNREACHABLE = Counter(
+    "coalmine_gateway_shadow_unreachable",
+    "Mirror copies not sent because their target had refused or not answered a connect "
+    "moments before (each is logged as that failure)",
+    ["model", "role"],
+)
 SHADOW_QUEUE = Gauge("coalmine_gateway_shadow_queue_depth", "Mirror copies waiting for a worker")
 GUARD_TRIPS = Counter(
     "coalmine_gateway_guard_trips", "Fast-guard trips (canary routed away)", ["model", "version"]

@@ -25,6 +25,16 @@ stalls for a moment, each timed with the whole stall, while production's clients
 few calls in flight: measured in a live shadow of an identical model on a loaded 2-core
 machine (3 client threads), the shadow's p99 was 3.5× production's with 16 workers and 1.2×
 with 3. A copy waiting for its turn waits in the queue, which is not timed.
+
+A target that is down is left alone a while: after a copy's connect to a host:port is refused
+or times out, copies to it are not sent for a backoff (0.1 s, doubling to 5 s while probes
+still fail, ended by the first call that reaches it; gateway/backoff.py). Each such copy is
+logged as the failure that put the target down (error_class "connection" or "timeout", as it
+would have failed) and counted in coalmine_gateway_shadow_unreachable_total: the analysis
+still sees every copy of a dead shadow fail, as before, without a connect attempt per copy
+(which cost about as much CPU as a live shadow's call). One throttled line per target says
+when it goes down and when it is back. Production's own calls never go through this: their
+failures go to the failover and the fast guard as they come.
 """
 
 from __future__ import annotations
@@ -35,9 +45,11 @@ import logging
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from coalmine.binary_tensors import HEADER_LENGTH
-from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE
+from coalmine.gateway.backoff import Backoff
+from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE, SHADOW_UNREACHABLE
 from coalmine.gateway.protocols import Protocol
 from coalmine.gateway.upstream.base import (
     Headers,
@@ -45,9 +57,12 @@ from coalmine.gateway.upstream.base import (
     UpstreamClient,
     UpstreamError,
     UpstreamResponse,
+    UpstreamUnreachable,
+    UpstreamUnreachableTimeout,
 )
 from coalmine.log.answers import raw_record
 from coalmine.log.record import PredictionSink
+from coalmine.log.throttle import ThrottledLog
 
 __all__ = ["ShadowJob", "ShadowMirror", "mirror_headers"]
 
@@ -55,6 +70,11 @@ log = logging.getLogger(__name__)
 
 
 _MARK = RequestHeaders([("X-Shadow", "1")])
+# what a copy held back from a down target is logged as: the failure that put it down
+_HELD = {
+    "connection": UpstreamUnreachable("not sent: the target refused a connect moments before"),
+    "timeout": UpstreamUnreachableTimeout("not sent: a connect to the target timed out"),
+}
 
 
 def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> RequestHeaders:
@@ -119,6 +139,11 @@ class ShadowMirror:
         self._serving: dict[str, int] = {}  # production calls in flight per model
         self._counters: dict[str, _Serving] = {}
         self._copies: dict[tuple[str, str], int] = {}  # copies in flight per (model, role)
+        self.backoff = Backoff()  # targets down after a failed connect
+        self._targets: dict[str, str] = {}  # url -> "host:port"
+        self._unreachable: dict[tuple[str, str], Any] = {}
+        self.unreachable = 0  # copies not sent to a down target (logged as failed)
+        self._lines = ThrottledLog(log)
 
     def serving(self, model: str) -> _Serving:
         """Around a production call of `model`: counts it in flight (the copies' cap).
@@ -231,7 +256,25 @@ class ShadowMirror:
         while waiting and self._in_flight < self._workers and copies.get(key, 0) < waiting[0][9]:
             self._send(waiting.popleft(), key)
 
+    def _target(self, url: str) -> str:
+        target = self._targets.get(url)
+        if target is None:
+            parts = urlsplit(url)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            target = f"{parts.hostname}:{port or (443 if parts.scheme == 'https' else 80)}"
+            if len(self._targets) < 4096:  # urls come from the route table: a small set
+                self._targets[url] = target
+        return target
+
     def _send(self, job: ShadowJob, key: tuple[str, str]) -> None:
+        if self.backoff:
+            error_class = self.backoff.held(self._target(job[2]))
+            if error_class is not None:
+                self._hold(job, key, error_class)
+                return
         self._queued -= 1
         self._copies[key] = self._copies.get(key, 0) + 1
         self._in_flight += 1
@@ -244,6 +287,45 @@ class ShadowMirror:
             log.exception("shadow call for %s failed unexpectedly", job[5])
             self._copies[key] -= 1
             self._in_flight -= 1
+
+    def _hold(self, job: ShadowJob, key: tuple[str, str], error_class: str) -> None:
+        """Not sent (its target is down): logged as the failure that put it down, counted."""
+        self._queued -= 1
+        self.unreachable += 1
+        child = self._unreachable.get(key)
+        if child is None:
+            child = self._unreachable[key] = SHADOW_UNREACHABLE.labels(*key)
+        child.inc()
+        error = _HELD.get(error_class) or _HELD["connection"]
+        try:
+            self._log(job, time.time(), 0.0, None, error)
+        except Exception:
+            log.exception("shadow call for %s failed unexpectedly", job[5])
+        idle = self._idle
+        if idle is not None and not self._in_flight and not self._queued and not idle.done():
+            idle.set_result(None)
+
+    def _connect_failed(self, job: ShadowJob, error: UpstreamError) -> None:
+        target = self._target(job[2])
+        seconds = self.backoff.failed(target, error.error_class)
+        if seconds is not None:
+            self._lines.warning(
+                "down " + target,
+                "mirror target %s is unreachable (%s): copies to it are not sent for %g s, "
+                "then longer while it stays so, and are logged as failed (%s) and counted in "
+                "coalmine_gateway_shadow_unreachable_total",
+                target, error, seconds, error.error_class,
+            )  # fmt: skip
+
+    def _reached(self, job: ShadowJob) -> None:
+        target = self._target(job[2])
+        held = self.backoff.reached(target)
+        if held is not None:
+            self._lines.warning(
+                "up " + target,
+                "mirror target %s is reachable again (%d cop%s not sent while it was not)",
+                target, held, "y" if held == 1 else "ies",
+            )  # fmt: skip
 
     def _answered(
         self,
@@ -258,6 +340,10 @@ class ShadowMirror:
             return
         self._copies[key] -= 1
         self._in_flight -= 1
+        if isinstance(error, UpstreamError) and error.unreachable:
+            self._connect_failed(job, error)
+        elif self.backoff and (response is not None or isinstance(error, UpstreamError)):
+            self._reached(job)
         if response is not None or isinstance(error, UpstreamError):
             try:
                 self._log(job, ts, elapsed, response, error)

@@ -14,9 +14,13 @@ from coalmine.gateway.upstream.base import (
     UpstreamResponse,
     UpstreamTimeout,
     UpstreamTooLarge,
+    UpstreamUnreachable,
+    UpstreamUnreachableTimeout,
 )
 
 __all__ = ["AiohttpClient"]
+
+_CONNECT_TIMEOUT_S = 5.0  # as HttptoolsClient's
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
@@ -62,7 +66,12 @@ class AiohttpClient(UpstreamClient):
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+            # the connect's own bound (a bit under the call's, so that a host that does not
+            # answer connects shows as one, UpstreamUnreachableTimeout, not as a slow call)
+            connect = min(seconds * 0.9, _CONNECT_TIMEOUT_S)
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(
+                total=seconds, sock_connect=connect
+            )
         return timeout
 
     async def post(
@@ -83,8 +92,14 @@ class AiohttpClient(UpstreamClient):
             ) as response:
                 data = await _read_bounded(response, self.max_response_bytes, url)
                 return UpstreamResponse(response.status, data, list(response.headers.items()))
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamUnreachableTimeout(f"connect to {url} timed out") from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(f"no response from {url} within {timeout}s") from exc
+        except aiohttp.ClientSSLError as exc:  # the host answered; its certificate is wrong
+            raise UpstreamConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, no route, name not resolved
+            raise UpstreamUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
 

@@ -24,6 +24,8 @@ __all__ = [
     "UpstreamResponse",
     "UpstreamTimeout",
     "UpstreamTooLarge",
+    "UpstreamUnreachable",
+    "UpstreamUnreachableTimeout",
 ]
 
 # A model server's answer is read whole (to log and judge it); past this many bytes, decoded,
@@ -194,9 +196,12 @@ def _split_head(head: bytes) -> list[tuple[str, str]]:
 
 
 class UpstreamError(Exception):
-    """No usable response arrived; `error_class` is what the prediction log records."""
+    """No usable response arrived; `error_class` is what the prediction log records.
+    `unreachable`: no connection could be made (refused, or the connect timed out), so
+    the upstream never saw the request (the mirror then leaves that target alone a while)."""
 
     error_class = "connection"
+    unreachable = False
 
 
 class UpstreamTimeout(UpstreamError):
@@ -205,6 +210,18 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamConnectionError(UpstreamError):
     error_class = "connection"
+
+
+class UpstreamUnreachable(UpstreamConnectionError):
+    """The connect was refused or failed (no process on the port, no route to the host)."""
+
+    unreachable = True
+
+
+class UpstreamUnreachableTimeout(UpstreamTimeout):
+    """The connect did not complete in time (a host that drops the connect's packets)."""
+
+    unreachable = True
 
 
 class UpstreamTooLarge(UpstreamConnectionError):

@@ -30,6 +30,8 @@ from coalmine.gateway.upstream.base import (
     UpstreamResponse,
     UpstreamTimeout,
     UpstreamTooLarge,
+    UpstreamUnreachable,
+    UpstreamUnreachableTimeout,
     encode_headers,
 )
 
@@ -340,9 +342,11 @@ class HttptoolsClient(UpstreamClient):
                     server_hostname=host if tls else None,
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"connect to {host}:{port} timed out") from exc
-        except OSError as exc:  # ssl.SSLError (a failed certificate check) is an OSError
+            raise UpstreamUnreachableTimeout(f"connect to {host}:{port} timed out") from exc
+        except ssl.SSLError as exc:  # a failed certificate check: the host did answer
             raise UpstreamConnectionError(f"connect to {host}:{port}: {exc}") from exc
+        except OSError as exc:  # refused, no route, name not resolved
+            raise UpstreamUnreachable(f"connect to {host}:{port}: {exc}") from exc
         if self._closed:  # closed while connecting
             protocol.abort()
             raise UpstreamConnectionError("client is closed")

@@ -1,0 +1,152 @@
+"""A dead shadow (nothing listens on its port) is left alone a while (issue 12).
+
+Every mirror copy to it used to try a new connection: about as much CPU per request as a
+live shadow, for nothing. Now, after one refused connect, copies to that host:port are not
+sent for a backoff (logged as failed and counted), and the first copy after it goes out
+and finds the shadow again once something listens. The production path has no such
+backoff: its calls go out as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.gateway.conftest import (
+    RunningGateway,
+    StartGateway,
+    Upstream,
+    free_port,
+    make_config,
+)
+
+V1 = "/v1/models/m:predict"
+CLIENTS = ("httptools", "aiohttp")
+
+
+@pytest.fixture
+def server() -> None:
+    """The mirror does not depend on the data plane's server: the default one only."""
+    return None
+
+
+async def _listen(upstream: Upstream, port: int) -> None:
+    """`upstream` started on `port` (where the shadow's URL points)."""
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", upstream.handle)
+    upstream.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await upstream.runner.setup()
+    await web.TCPSite(upstream.runner, "127.0.0.1", port).start()
+
+
+async def _shadow_rows(gw: RunningGateway, n: int) -> list[object]:
+    async with asyncio.timeout(10):
+        while True:
+            rows = [r for r in gw.rows() if r.role == "shadow"]
+            if len(rows) >= n:
+                return rows
+            await asyncio.sleep(0.02)
+
+
+async def _unreachable(gw: RunningGateway) -> float:
+    async with gw.session.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    found = re.search(
+        r'^coalmine_gateway_shadow_unreachable_total\{model="m",role="shadow"\} (\S+)$',
+        text,
+        re.M,
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+async def _post(gw: RunningGateway, request_id: str) -> None:
+    status, headers, body = await gw.post(V1, headers={"X-Request-ID": request_id})
+    assert status == 200 and headers["X-Model-Version"] == "v1"  # production unaffected
+    assert b"label-v1" in body
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_dead_shadow_is_not_called_within_its_backoff_and_found_again_after(
+    tmp_path: Path,
+    upstreams: dict[str, Upstream],
+    start_gateway: StartGateway,
+    client: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "coalmine.gateway.mirror")
+    port = free_port()  # nothing listens there yet
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": f"http://127.0.0.1:{port}"},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"upstream_client": client, "shadow": {"timeout_s": 2.0}},
+    )
+    gw = await start_gateway(config)
+    mirror = gw.runner.gateway.mirror
+    mirror.backoff.first_s = 1.0  # long enough for the next copies to fall within it
+    before = await _unreachable(gw)
+
+    await _post(gw, "r0")  # its copy is refused: the shadow is down
+    [row] = await _shadow_rows(gw, 1)
+    assert (row.request_id, row.status, row.error_class) == ("r0", 0, "connection")
+    assert mirror.backoff
+
+    shadow = Upstream("v3")
+    await _listen(shadow, port)  # the shadow is up again, but within the backoff
+    try:
+        for i in range(1, 6):
+            await _post(gw, f"r{i}")
+        rows = await _shadow_rows(gw, 6)
+        # not sent (the shadow saw none of them), logged as failed, counted apart
+        assert shadow.seen == []
+        assert [(r.request_id, r.status, r.error_class) for r in rows] == [
+            (f"r{i}", 0, "connection") for i in range(6)
+        ]
+        assert mirror.unreachable == 5
+        assert await _unreachable(gw) - before == 5
+
+        await asyncio.sleep(1.1)  # the backoff is over: the next copy goes out and gets in
+        await _post(gw, "r6")
+        rows = await _shadow_rows(gw, 7)
+        assert (rows[6].request_id, rows[6].status, rows[6].error_class) == ("r6", 200, None)
+        assert not mirror.backoff  # back: the following copies all go out
+        for i in range(7, 10):
+            await _post(gw, f"r{i}")
+        rows = await _shadow_rows(gw, 10)
+        assert [r.status for r in rows[6:]] == [200] * 4
+        assert len(shadow.seen) == 4
+        assert mirror.unreachable == 5
+    finally:
+        await gw.stop()
+        await shadow.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "coalmine.gateway.mirror"]
+    target = f"127.0.0.1:{port}"
+    assert sum(f"mirror target {target} is unreachable" in line for line in lines) == 1
+    assert sum(f"mirror target {target} is reachable again" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_production_calls_are_not_held_back_after_a_refused_connect(
+    tmp_path: Path, start_gateway: StartGateway, client: str
+) -> None:
+    port = free_port()  # the stable version is down, then up: its next call goes out at once
+    config = make_config(
+        tmp_path, {"v1": f"http://127.0.0.1:{port}"}, gateway={"upstream_client": client}
+    )
+    gw = await start_gateway(config)
+    status, _, _ = await gw.post(V1)
+    assert status == 502
+    stable = Upstream("v1")
+    await _listen(stable, port)
+    try:
+        for i in range(3):
+            await _post(gw, f"p{i}")
+        assert len(stable.seen) == 3
+    finally:
+        await gw.stop()
+        await stable.stop()
