@@ -251,3 +251,25 @@ async def test_a_head_past_its_bound_is_refused_by_the_gateway(
     assert upstreams["v1"].seen == []
     status, _, _ = await gw.post(V1)
     assert status == 200
+
+
+async def test_http_1_0_closes_unless_kept_alive_and_head_answers_carry_no_body(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    reader, writer = await _connect(gw.url)
+    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    answer = await _until_closed(reader)  # HTTP/1.0: closed after the answer
+    writer.close()
+    assert answer.split(b"\r\n")[0].endswith(b"200 OK") and answer.endswith(b'{"status": "ok"}')
+    reader, writer = await _connect(gw.url)
+    writer.write(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, _ = await _answer(reader)
+    assert status == 200 and headers["connection"].lower() == "keep-alive"
+    # a HEAD answer has the head only: the next answer on the connection reads cleanly
+    writer.write(b"HEAD /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+    assert b" 405 " in head.split(b"\r\n")[0], head
+    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert (await _answer(reader))[0] == 200
+    writer.close()
