@@ -4,7 +4,9 @@ One run, side by side, same load generator and concurrency (wrk, `../shared/perf
 post.lua`): the gateway pinned to core 0, wrk and the upstreams to core 1. Upstreams are the
 trivial nginx "models" of `perf-baseline/upstreams.conf`, plus a Python shadow that answers
 after 50 ms for the slow-shadow rows. Coalmine runs with a sticky 90/10 split, a 100%
-mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`.
+mirror and the prediction log on (SQLite); nginx with `split_clients` + `mirror`. Two more
+Coalmine rows give what the shadow costs the production path: the mirror off, and a dead
+shadow (its URL a loopback port nothing listens on), each compared with the mirror-off row.
 
     .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
         [--processes 2] [--json FILE] [--inputs redacted] [--servers protocol,aiohttp]
@@ -48,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINE = Path(os.environ.get("COALMINE_PERF_BASELINE", ROOT.parent / "shared" / "perf-baseline"))
 PYTHON = sys.executable
 GATEWAY_CORE, LOAD_CORE, ALL_CORES = "0", "1", "0-1"
+MIRROR_OFF = "Coalmine (httptools), mirror off"
+DEAD_SHADOW = "Coalmine (httptools), dead shadow"
 
 
 def free_port() -> int:
@@ -210,12 +214,15 @@ class Stack:
 
     def start_coalmine(
         self, *, client: str, slow_shadow: bool, processes: int = 1, inputs: str = "full",
-        server: str = "protocol",
+        server: str = "protocol", shadow_mode: str = "live",
     ) -> tuple[subprocess.Popen[bytes], str]:  # fmt: skip
+        """`shadow_mode`: live (or slow, with `slow_shadow`), off (mirror_share 0) or dead
+        (the shadow's URL a port nothing listens on)."""
         p = self.ports
         port = free_port()
         name = f"coalmine-{client}-{server}{'-slow' if slow_shadow else ''}-{processes}"
-        shadow = p["slow" if slow_shadow else "shadow"]
+        name += "" if shadow_mode == "live" else f"-{shadow_mode}"
+        shadow = free_port() if shadow_mode == "dead" else p["slow" if slow_shadow else "shadow"]
         config = {
             "gateway": {"host": "127.0.0.1", "port": port, "processes": processes,
                         "upstream_client": client, "server": server},
@@ -229,7 +236,7 @@ class Stack:
                     {"name": "v3", "url": f"http://127.0.0.1:{shadow}"},
                 ],
                 "routing": {"stable": "v1", "canary": "v2", "canary_weight": 10,
-                            "shadow": "v3", "mirror_share": 100,
+                            "shadow": "v3", "mirror_share": 0 if shadow_mode == "off" else 100,
                             "sticky": {"header": "X-User-Id"}},
             }],
         }  # fmt: skip
@@ -379,6 +386,13 @@ def main() -> int:
             if not slow and processes == 1:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
             stack.stop(process)  # graceful: flushes its log
+        for label, mode in ((MIRROR_OFF, "off"), (DEAD_SHADOW, "dead")):
+            process, url = stack.start_coalmine(
+                client="httptools", slow_shadow=False, inputs=args.inputs, server=main_server,
+                shadow_mode=mode,
+            )  # fmt: skip
+            results[label] = run_wrk(label, url + "/v1/models/m:predict", c, d, process.pid)
+            stack.stop(process)
         nginx_runs = [("nginx split+mirror", False, 1), ("nginx, 50 ms shadow", True, 1)]
         if n > 1:
             nginx_runs.append((f"nginx, {n} workers", False, n))
@@ -393,7 +407,7 @@ def main() -> int:
     order = [
         "nginx split+mirror", "Coalmine (aiohttp client)", "Coalmine (httptools client)",
         *(f"Coalmine (httptools), {other} server" for other in servers[1:]),
-        "nginx, 50 ms shadow", "Coalmine (httptools), 50 ms shadow",
+        "nginx, 50 ms shadow", "Coalmine (httptools), 50 ms shadow", MIRROR_OFF, DEAD_SHADOW,
         f"nginx, {n} workers", f"Coalmine (httptools), {n} processes",
         *(f"Coalmine (httptools), {n} processes, {other} server" for other in servers[1:]),
     ]  # fmt: skip
@@ -409,11 +423,20 @@ def main() -> int:
     for label, r in unloaded:
         print(f"  {label:50} p50 {r.p50_ms:6.3f} ms   added {r.p50_ms - base:+.3f} ms")
     best = max(r.rps for label, r in results.items() if label.startswith("Coalmine (")
-               and "shadow" not in label and "processes" not in label)  # fmt: skip
+               and "shadow" not in label and "processes" not in label
+               and label != MIRROR_OFF)  # fmt: skip
     slow = results["Coalmine (httptools), 50 ms shadow"].rps
     print(f"\nTargets: Coalmine/nginx >= 0.50: {best / nginx.rps:.2f}; "
           f"50 ms shadow within 10% of no shadow: "
           f"{slow / results['Coalmine (httptools client)'].rps:.2f}")  # fmt: skip
+    off = results[MIRROR_OFF]
+    print("Against the mirror off (req/s, CPU us/req): " + "; ".join(
+        f"{name}: {results[label].rps / off.rps:.2f}, "
+        f"{(results[label].cpu_us or 0) / (off.cpu_us or 1):.2f}"
+        for name, label in (("live shadow", "Coalmine (httptools client)"),
+                            ("50 ms shadow", "Coalmine (httptools), 50 ms shadow"),
+                            ("dead shadow", DEAD_SHADOW))
+    ))  # fmt: skip
     if n > 1:
         one, many = (
             results["Coalmine (httptools client)"],
@@ -448,6 +471,11 @@ def report(
             entry["ratio_nginx"] = r.rps / reference.rps
             if r.cpu_us is not None and reference.cpu_us:
                 entry["cpu_ratio_nginx"] = r.cpu_us / reference.cpu_us
+            off = results.get(MIRROR_OFF)
+            if off is not None and r is not off:
+                entry["ratio_mirror_off"] = r.rps / off.rps
+                if r.cpu_us is not None and off.cpu_us:
+                    entry["cpu_ratio_mirror_off"] = r.cpu_us / off.cpu_us
         runs.append(entry)
     base = unloaded[0][1].p50_ms
     return {
