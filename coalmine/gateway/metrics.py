@@ -36,7 +36,7 @@ SHADOW_DROPS = Counter(
 SHADOW_UNREACHABLE = Counter(
     "coalmine_gateway_shadow_unreachable",
     "Mirror copies not sent because their target had refused or not answered a connect "
-    "moments before (each is logged as that failure)",
+    "moments before (one every 0.1 s per target is logged as that failure)",
     ["model", "role"],
 )
 SHADOW_QUEUE = Gauge("coalmine_gateway_shadow_queue_depth", "Mirror copies waiting for a worker")

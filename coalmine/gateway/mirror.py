@@ -28,11 +28,13 @@ with 3. A copy waiting for its turn waits in the queue, which is not timed.
 
 A target that is down is left alone a while: after a copy's connect to a host:port is refused
 or times out, copies to it are not sent for a backoff (0.1 s, doubling to 5 s while probes
-still fail, ended by the first call that reaches it; gateway/backoff.py). Each such copy is
-logged as the failure that put the target down (error_class "connection" or "timeout", as it
-would have failed) and counted in coalmine_gateway_shadow_unreachable_total: the analysis
-still sees every copy of a dead shadow fail, as before, without a connect attempt per copy
-(which cost about as much CPU as a live shadow's call). One throttled line per target says
+still fail, ended by the first call that reaches it; gateway/backoff.py). Such copies are
+counted in coalmine_gateway_shadow_unreachable_total, and one every `held_row_s` (0.1 s) per
+target is logged as the failure that put it down (error_class "connection" or "timeout", as
+it would have failed): the analysis still judges a dead shadow by a steady stream of failed
+calls (error_rate FAILs it; never "no data"), without a connect attempt per copy (which cost
+about as much CPU as a live shadow's call) or an error row per copy (about a third of the
+rest, measured: benchmarks/gateway.py "dead shadow"). One throttled line per target says
 when it goes down and when it is back. Production's own calls never go through this: their
 failures go to the failover and the fast guard as they come.
 """
@@ -142,7 +144,10 @@ class ShadowMirror:
         self.backoff = Backoff()  # targets down after a failed connect
         self._targets: dict[str, str] = {}  # url -> "host:port"
         self._unreachable: dict[tuple[str, str], Any] = {}
-        self.unreachable = 0  # copies not sent to a down target (logged as failed)
+        self.unreachable = 0  # copies not sent to a down target
+        self.unlogged = 0  # of those, not logged (the others are logged as failed)
+        self.held_row_s = 0.1  # per target, a held copy logged at most this often
+        self._row_due: dict[str, float] = {}
         self._lines = ThrottledLog(log)
 
     def serving(self, model: str) -> _Serving:
@@ -271,9 +276,10 @@ class ShadowMirror:
 
     def _send(self, job: ShadowJob, key: tuple[str, str]) -> None:
         if self.backoff:
-            error_class = self.backoff.held(self._target(job[2]))
+            target = self._target(job[2])
+            error_class = self.backoff.held(target)
             if error_class is not None:
-                self._hold(job, key, error_class)
+                self._hold(job, key, target, error_class)
                 return
         self._queued -= 1
         self._copies[key] = self._copies.get(key, 0) + 1
@@ -288,19 +294,25 @@ class ShadowMirror:
             self._copies[key] -= 1
             self._in_flight -= 1
 
-    def _hold(self, job: ShadowJob, key: tuple[str, str], error_class: str) -> None:
-        """Not sent (its target is down): logged as the failure that put it down, counted."""
+    def _hold(self, job: ShadowJob, key: tuple[str, str], target: str, error_class: str) -> None:
+        """Not sent (its target is down): counted; logged as the failure that put it down
+        when the target's last such row is `held_row_s` old."""
         self._queued -= 1
         self.unreachable += 1
         child = self._unreachable.get(key)
         if child is None:
             child = self._unreachable[key] = SHADOW_UNREACHABLE.labels(*key)
         child.inc()
-        error = _HELD.get(error_class) or _HELD["connection"]
-        try:
-            self._log(job, time.time(), 0.0, None, error)
-        except Exception:
-            log.exception("shadow call for %s failed unexpectedly", job[5])
+        now = time.monotonic()
+        if now < self._row_due.get(target, 0.0):
+            self.unlogged += 1
+        else:
+            self._row_due[target] = now + self.held_row_s
+            error = _HELD.get(error_class) or _HELD["connection"]
+            try:
+                self._log(job, time.time(), 0.0, None, error)
+            except Exception:
+                log.exception("shadow call for %s failed unexpectedly", job[5])
         idle = self._idle
         if idle is not None and not self._in_flight and not self._queued and not idle.done():
             idle.set_result(None)
