@@ -44,16 +44,18 @@ class Backoff:
         """Whether any target is down (the mirror asks nothing more while none is)."""
         return bool(self._down)
 
-    def held(self, target: str) -> str | None:
-        """None when a call to `target` may go out now (a probe, if it is down); else the
-        error class of the connect that put it down, and the copy is counted as held."""
+    def held(self, target: str, *, probe: bool = True) -> str | None:
+        """None when a call to `target` may go out now (a probe, if it is down: with
+        `probe` False, one that may become it later, so no probe starts); else the error
+        class of the connect that put it down, and the copy is counted as held."""
         down = self._down.get(target)
         if down is None:
             return None
         if down.probing or self._clock() < down.until:
             down.held += 1
             return down.error_class
-        down.probing = True
+        if probe:
+            down.probing = True
         return None
 
     def failed(self, target: str, error_class: str) -> float | None:

@@ -176,9 +176,14 @@ class ShadowMirror:
             return False
         # production's calls in flight now, and the one this request is about to make
         cap = self._serving.get(route.model, 0) + 1
-        self._queue.append(
-            (route, protocol, url, body, headers, request_id, input, slices, role, cap)
-        )
+        job = (route, protocol, url, body, headers, request_id, input, slices, role, cap)
+        if self.backoff:  # a target held back now is held here, without the queue's round
+            target = self._target(url)
+            error_class = self.backoff.held(target, probe=False)
+            if error_class is not None:
+                self._hold(job, (route.model, role), target, error_class)
+                return True
+        self._queue.append(job)
         self._queued += 1
         if not self._pump_due and self._started:
             # after the request path yields: its own upstream call is written first
@@ -279,6 +284,7 @@ class ShadowMirror:
             target = self._target(job[2])
             error_class = self.backoff.held(target)
             if error_class is not None:
+                self._queued -= 1
                 self._hold(job, key, target, error_class)
                 return
         self._queued -= 1
@@ -297,7 +303,6 @@ class ShadowMirror:
     def _hold(self, job: ShadowJob, key: tuple[str, str], target: str, error_class: str) -> None:
         """Not sent (its target is down): counted; logged as the failure that put it down
         when the target's last such row is `held_row_s` old."""
-        self._queued -= 1
         self.unreachable += 1
         child = self._unreachable.get(key)
         if child is None:

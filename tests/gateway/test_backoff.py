@@ -23,6 +23,7 @@ def test_a_target_is_held_then_probed_once_then_waits_twice_as_long() -> None:
     assert backoff.held("h:2") is None  # another target is not affected
     assert backoff.failed("h:1", "connection") is None  # a copy sent before: no change
     clock.now += 0.25
+    assert backoff.held("h:1", probe=False) is None  # may go out, but starts no probe
     assert backoff.held("h:1") is None  # the probe
     assert backoff.held("h:1") == "connection"  # the others wait for its outcome
     assert backoff.failed("h:1", "timeout") is None  # the probe failed: 0.5 s now
