@@ -155,3 +155,33 @@ async def test_production_calls_are_not_held_back_after_a_refused_connect(
     finally:
         await gw.stop()
         await stable.stop()
+
+
+async def test_a_dead_shadow_is_judged_failing_not_passed_on_no_data(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    from coalmine.analysis.criteria import Criterion
+    from coalmine.analysis.engine import Evaluator
+
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": f"http://127.0.0.1:{free_port()}"},
+        routing={"shadow": "v3", "mirror_share": 100},
+    )
+    gw = await start_gateway(config)
+    mirror = gw.runner.gateway.mirror
+    mirror.held_row_s = 0.001  # the rows of a longer run in a short test (0.1 s by default)
+    for i in range(300):
+        await _post(gw, f"r{i}")
+    await gw.stop()  # flush the log
+    shadow = [r for r in gw.rows() if r.role == "shadow"]
+    # most copies were held back unlogged, but the shadow's rows are all failures
+    assert mirror.unlogged > 0 and len(shadow) + mirror.unlogged == 300
+    assert shadow and all(r.status == 0 and r.error_class == "connection" for r in shadow)
+    ev = Evaluator(
+        gw.engine, model="m", candidate="v3", baseline="v1", mode="shadow",
+        criteria=[Criterion.model_validate({"metric": "error_rate"})],
+    )  # fmt: skip
+    [errors] = [r for r in ev.evaluate().results if r.slice is None]
+    assert errors.n_candidate == len(shadow)
+    assert errors.verdict.value == "FAIL", (errors.verdict, errors.n_candidate)
