@@ -82,6 +82,21 @@ class Upstream:
             await self.runner.cleanup()
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request off a raw upstream connection: its head and its body (Content-Length,
+    none when absent), for tests whose upstream speaks HTTP by hand."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    return head, await reader.readexactly(length)
+
+
 @pytest.fixture
 async def upstreams() -> AsyncIterator[dict[str, Upstream]]:
     ups = {v: Upstream(v) for v in ("v1", "v2", "v3")}

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gateway.conftest import BODY, StartGateway, Upstream, make_config
+from tests.gateway.conftest import BODY, StartGateway, Upstream, make_config, read_request
 
 PATHS = {
     "v1": "/v1/models/m:predict",
@@ -259,16 +259,8 @@ class _RawUpstream:
         self.url = ""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        self.requests.append(head + await reader.readexactly(length))
+        head, body = await read_request(reader)
+        self.requests.append(head + body)
         writer.write(self.response)
         await writer.drain()
         writer.close()

@@ -22,7 +22,7 @@ from coalmine.gateway.upstream.base import (
     UpstreamTimeout,
 )
 from coalmine.gateway.upstream.registry import CLIENTS, make_client, register_client
-from tests.gateway.conftest import free_port
+from tests.gateway.conftest import free_port, read_request
 
 
 @pytest.fixture(params=sorted(CLIENTS))
@@ -175,13 +175,7 @@ async def test_interim_1xx_responses_are_skipped(client: UpstreamClient) -> None
     """A server that sends 100 Continue and 103 Early Hints before its answer."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 100 Continue\r\n\r\n"
             b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
@@ -372,13 +366,7 @@ async def closes_second_request() -> AsyncIterator[tuple[str, list[int]]]:
         try:
             answered = 0
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
+                await read_request(reader)
                 if number == 1 and answered == 1:
                     return  # closed, unanswered
                 served.append(number)
@@ -437,13 +425,7 @@ async def _scripted(pieces: list[bytes], close: bool = False) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
+                await read_request(reader)
                 for piece in pieces:
                     writer.write(piece)
                     await writer.drain()
