@@ -33,6 +33,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def serve_app(
+    app: web.Application, *, ssl_context: Any = None, **runner_options: Any
+) -> tuple[web.AppRunner, str]:
+    """`app` served on an ephemeral loopback port: its runner (to clean up) and its URL."""
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"{'https' if ssl_context is not None else 'http'}://127.0.0.1:{port}"
+
+
 @dataclass
 class Upstream:
     """A fake model server. mode: ok | slow | error | reject."""
@@ -70,12 +82,7 @@ class Upstream:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("POST", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.runner, self.url = await serve_app(app, shutdown_timeout=0.1)
 
     async def stop(self) -> None:
         if self.runner is not None:

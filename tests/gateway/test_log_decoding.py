@@ -28,7 +28,7 @@ from coalmine.log.answers import MAX_SHIPPED_ANSWER_BYTES
 from coalmine.log.policy import InputPolicy
 from coalmine.log.record import LogRecord, PredictionRecord, RawRecord
 from coalmine.store.predictions import encode_record
-from tests.gateway.conftest import StartGateway, make_config
+from tests.gateway.conftest import StartGateway, make_config, serve_app
 
 PATHS = {V1: "/v1/models/m:predict", V2: "/v2/models/m/infer", PLAIN: "/models/m/predict"}
 
@@ -106,12 +106,7 @@ class Answers:
     async def start(self) -> None:
         app = web.Application(client_max_size=1 << 24)
         app.router.add_route("POST", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.runner, self.url = await serve_app(app, shutdown_timeout=0.1)
 
 
 @pytest.fixture

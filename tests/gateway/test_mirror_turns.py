@@ -13,6 +13,7 @@ from aiohttp import web
 from coalmine.gateway.mirror import ShadowMirror
 from coalmine.gateway.protocols import V1
 from coalmine.gateway.upstream.httptools_client import HttptoolsClient
+from tests.gateway.conftest import serve_app
 
 
 class Sink:
@@ -52,12 +53,8 @@ async def upstream() -> AsyncIterator[tuple[str, dict[str, int]]]:
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", most
+    runner, url = await serve_app(app)
+    yield url, most
     await runner.cleanup()
 
 

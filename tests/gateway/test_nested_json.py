@@ -14,7 +14,7 @@ from aiohttp import web
 from coalmine.gateway import app
 from coalmine.log.policy import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
 from coalmine.log.throttle import ThrottledLog
-from tests.gateway.conftest import StartGateway, Upstream, make_config
+from tests.gateway.conftest import StartGateway, Upstream, make_config, serve_app
 
 V1 = "/v1/models/m:predict"
 
@@ -102,13 +102,9 @@ async def test_a_model_answer_nested_beyond_reading_is_passed_through_without_a_
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await serve_app(app)
     try:
-        gw = await start_gateway(make_config(tmp_path, {"v1": f"http://127.0.0.1:{port}"}))
+        gw = await start_gateway(make_config(tmp_path, {"v1": url}))
         status, _, body = await gw.post(V1)
         assert (status, body) == (200, answer)
         await gw.stop()

@@ -22,7 +22,7 @@ from coalmine.gateway.upstream.base import (
     UpstreamTimeout,
 )
 from coalmine.gateway.upstream.registry import CLIENTS, make_client, register_client
-from tests.gateway.conftest import free_port, read_request
+from tests.gateway.conftest import free_port, read_request, serve_app
 
 
 @pytest.fixture(params=sorted(CLIENTS))
@@ -90,12 +90,8 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
         return web.json_response(got)
 
     app.router.add_post("/headers", headers)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, keepalive_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", peers
+    runner, url = await serve_app(app, shutdown_timeout=0.1, keepalive_timeout=0.2)
+    yield url, peers
     await runner.cleanup()
 
 
@@ -222,12 +218,8 @@ async def tls_server(certificate: tuple[Path, Path]) -> AsyncIterator[str]:
     context.load_cert_chain(*certificate)
     app = web.Application()
     app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"https://127.0.0.1:{port}"
+    runner, url = await serve_app(app, ssl_context=context, shutdown_timeout=0.1)
+    yield url
     await runner.cleanup()
 
 
