@@ -135,3 +135,29 @@ async def test_close_gives_up_on_a_dead_database_and_counts_the_loss(tmp_path: P
 def test_insert_batch_of_nothing_is_a_no_op(store_engine: Engine) -> None:
     assert insert_batch(store_engine, []) == 0
     assert read_since(store_engine, "iris") == []
+
+
+async def test_a_locked_sqlite_database_is_retried_not_dropped(tmp_path: Path) -> None:
+    """A locked database (another writer holds it) fails on the database, not the rows: the
+    batch waits and is written once the lock is released."""
+    import sqlite3
+
+    path = tmp_path / "c.db"
+    open_engine(f"sqlite:///{path}").dispose()
+    # no busy_timeout pragma here: the driver gives up on the lock after 50 ms
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    writer = BatchWriter(engine, config())
+    await writer.start()
+    for i in range(20):
+        writer.submit(record(i))
+    while writer.write_errors < 2:
+        await asyncio.sleep(0.02)
+    assert (writer.written, writer.dropped) == (0, 0)
+    holder.execute("ROLLBACK")
+    holder.close()
+    await writer.close()
+    assert (writer.written, writer.dropped) == (20, 0)
+    assert count(engine) == 20
+    engine.dispose()
