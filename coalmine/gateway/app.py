@@ -323,17 +323,21 @@ class Gateway:
         if role == "canary" and route.paired:
             # queued before the canary is called, and never awaited: a slow or dead stable
             # copy cannot delay or change the canary's answer
-            self.mirror.offer(
-                route,
-                protocol,
-                route.stable_url + path,
-                body,
-                mirror_headers(forward_headers, self.mirror_strip),
-                request_id,
-                shaped,
-                slices,
-                "paired",
-            )
+            mirror = self.mirror
+            if not mirror.down or not mirror.held(
+                route.stable_url, route, "paired", protocol, request_id, shaped, slices
+            ):
+                mirror.offer(
+                    route,
+                    protocol,
+                    route.stable_url + path,
+                    body,
+                    mirror_headers(forward_headers, self.mirror_strip),
+                    request_id,
+                    shaped,
+                    slices,
+                    "paired",
+                )
 
         version, url, metrics = route.targets[role]
         while True:
@@ -470,18 +474,34 @@ class Gateway:
         Both copies are of the same request, so the analysis pairs them by request id. A
         request the split already sent to the baseline gets no second baseline copy: its
         routed call is the baseline's row for that request id.
+
+        While a target is down (`mirror.down`), its copies are counted and held here, before
+        anything is built for them: a dead shadow costs a lookup, not a copy.
         """
-        assert route.shadow_url is not None
-        headers = mirror_headers(forward_headers, self.mirror_strip)
         mirror = self.mirror
-        mirror.offer(
-            route, protocol, route.shadow_url + path, body, headers, request_id, shaped, slices
-        )
-        if route.baseline_url is not None and role != "baseline":
+        shadow_url = route.shadow_url
+        baseline_url = route.baseline_url if role != "baseline" else None
+        if mirror.down:
+            if shadow_url is not None and mirror.held(
+                shadow_url, route, "shadow", protocol, request_id, shaped, slices
+            ):
+                shadow_url = None
+            if baseline_url is not None and mirror.held(
+                baseline_url, route, "baseline", protocol, request_id, shaped, slices
+            ):
+                baseline_url = None
+            if shadow_url is None and baseline_url is None:
+                return
+        headers = mirror_headers(forward_headers, self.mirror_strip)
+        if shadow_url is not None:
+            mirror.offer(
+                route, protocol, shadow_url + path, body, headers, request_id, shaped, slices
+            )
+        if baseline_url is not None:
             mirror.offer(
                 route,
                 protocol,
-                route.baseline_url + path,
+                baseline_url + path,
                 body,
                 headers,
                 request_id,

@@ -38,17 +38,19 @@ class Backoff:
         self.first_s = first_s
         self.most_s = most_s
         self._clock = clock
-        self._down: dict[str, _Down] = {}
+        # the targets down; read as a plain dict by the request path, which asks nothing
+        # more while it is empty (one truth test per request)
+        self.down: dict[str, _Down] = {}
 
     def __bool__(self) -> bool:
-        """Whether any target is down (the mirror asks nothing more while none is)."""
-        return bool(self._down)
+        """Whether any target is down."""
+        return bool(self.down)
 
     def held(self, target: str, *, probe: bool = True) -> str | None:
         """None when a call to `target` may go out now (a probe, if it is down: with
         `probe` False, one that may become it later, so no probe starts); else the error
         class of the connect that put it down, and the copy is counted as held."""
-        down = self._down.get(target)
+        down = self.down.get(target)
         if down is None:
             return None
         if down.probing or self._clock() < down.until:
@@ -63,9 +65,9 @@ class Backoff:
         down, else None (a probe failed: the wait doubles; or a call sent before it went
         down failed too: nothing changes)."""
         now = self._clock()
-        down = self._down.get(target)
+        down = self.down.get(target)
         if down is None:
-            self._down[target] = _Down(now + self.first_s, self.first_s, error_class)
+            self.down[target] = _Down(now + self.first_s, self.first_s, error_class)
             return self.first_s
         if down.probing:
             down.probing = False
@@ -77,5 +79,5 @@ class Backoff:
     def reached(self, target: str) -> int | None:
         """A call reached `target`: None when it was not down, else how many copies were
         held back while it was."""
-        down = self._down.pop(target, None)
+        down = self.down.pop(target, None)
         return None if down is None else down.held

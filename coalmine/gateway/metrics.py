@@ -27,13 +27,33 @@ __all__ = ["LATENCY_BUCKETS", "RoleMetrics", "exposition", "role_metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+
+class PlainCounter(Collector):
+    """A labelled counter kept as plain integers on the event loop, `counts[label values]`,
+    and turned into its family only when scraped: for events that may come once per request
+    (a dict update, ~0.1 µs, against ~0.6 µs for a prometheus-client child's locked `inc`)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.counts: dict[tuple[str, ...], int] = {}
+        REGISTRY.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, n in list(self.counts.items()):
+            family.add_metric(list(values), n)
+        yield family
+
+
 REJECTED = Counter(
     "coalmine_gateway_rejected", "Requests answered by the gateway itself", ["reason"]
 )
 SHADOW_DROPS = Counter(
     "coalmine_gateway_shadow_drops", "Mirror copies dropped because the queue was full", ["model"]
 )
-SHADOW_UNREACHABLE = Counter(
+SHADOW_UNREACHABLE = PlainCounter(
     "coalmine_gateway_shadow_unreachable",
     "Mirror copies not sent because their target had refused or not answered a connect "
     "moments before (one every 0.1 s per target is logged as that failure)",

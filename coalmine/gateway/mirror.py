@@ -142,8 +142,10 @@ class ShadowMirror:
         self._counters: dict[str, _Serving] = {}
         self._copies: dict[tuple[str, str], int] = {}  # copies in flight per (model, role)
         self.backoff = Backoff()  # targets down after a failed connect
+        # the same dict: truthy while a target is down, when the request path asks `held`
+        self.down = self.backoff.down
         self._targets: dict[str, str] = {}  # url -> "host:port"
-        self._unreachable: dict[tuple[str, str], Any] = {}
+        self._unreachable = SHADOW_UNREACHABLE.counts  # (model, role) -> copies held
         self.unreachable = 0  # copies not sent to a down target
         self.unlogged = 0  # of those, not logged (the others are logged as failed)
         self.held_row_s = 0.1  # per target, a held copy logged at most this often
@@ -170,25 +172,44 @@ class ShadowMirror:
         slices: dict[str, Any],
         role: str = "shadow",
     ) -> bool:
-        """Queue a copy without waiting; False (and counted) when the queue is full."""
+        """Queue a copy without waiting; False (and counted) when the queue is full. (A copy
+        to a target that is down is held when its turn comes; the request path asks `held`
+        first, so that such a copy costs no headers, no job and no turn in the queue.)"""
         if self._queued >= self._queue_size or self._stopped:
             self._count_drop(route.model)
             return False
         # production's calls in flight now, and the one this request is about to make
         cap = self._serving.get(route.model, 0) + 1
         job = (route, protocol, url, body, headers, request_id, input, slices, role, cap)
-        if self.backoff:  # a target held back now is held here, without the queue's round
-            target = self._target(url)
-            error_class = self.backoff.held(target, probe=False)
-            if error_class is not None:
-                self._hold(job, (route.model, role), target, error_class)
-                return True
         self._queue.append(job)
         self._queued += 1
         if not self._pump_due and self._started:
             # after the request path yields: its own upstream call is written first
             self._pump_due = True
             asyncio.get_running_loop().call_soon(self._pump)
+        return True
+
+    def held(
+        self,
+        base_url: str,
+        route: Any,  # CompiledRoute
+        role: str,
+        protocol: Protocol,
+        request_id: str,
+        input: str | bytes | None,
+        slices: dict[str, Any],
+    ) -> bool:
+        """Whether a copy of this request to `base_url` (the version's URL, without the
+        request's path) is held back, its target being down: then it is counted, and logged
+        as the failure that put the target down when its last such row is `held_row_s` old,
+        and the caller offers nothing. Asked by the request path while `down` is not empty,
+        before it builds anything for the copy (a dead shadow then costs a few dict lookups
+        per request)."""
+        target = self._targets.get(base_url) or self._target(base_url)
+        error_class = self.backoff.held(target, probe=False)
+        if error_class is None or self._stopped:
+            return False
+        self._held(route, role, protocol, request_id, input, slices, target, error_class)
         return True
 
     def _count_drop(self, model: str) -> None:
@@ -285,7 +306,10 @@ class ShadowMirror:
             error_class = self.backoff.held(target)
             if error_class is not None:
                 self._queued -= 1
-                self._hold(job, key, target, error_class)
+                route, protocol, _, _, _, request_id, input, slices, role, _ = job
+                self._held(route, role, protocol, request_id, input, slices, target, error_class)
+                if self._idle is not None:
+                    self._drained()
                 return
         self._queued -= 1
         self._copies[key] = self._copies.get(key, 0) + 1
@@ -300,27 +324,34 @@ class ShadowMirror:
             self._copies[key] -= 1
             self._in_flight -= 1
 
-    def _hold(self, job: ShadowJob, key: tuple[str, str], target: str, error_class: str) -> None:
-        """Not sent (its target is down): counted; logged as the failure that put it down
-        when the target's last such row is `held_row_s` old."""
+    def _held(
+        self,
+        route: Any,
+        role: str,
+        protocol: Protocol,
+        request_id: str,
+        input: str | bytes | None,
+        slices: dict[str, Any],
+        target: str,
+        error_class: str,
+    ) -> None:
+        """A copy not sent (its target is down): counted; logged as the failure that put
+        the target down when the target's last such row is `held_row_s` old."""
         self.unreachable += 1
-        child = self._unreachable.get(key)
-        if child is None:
-            child = self._unreachable[key] = SHADOW_UNREACHABLE.labels(*key)
-        child.inc()
+        key = (route.model, role)
+        counts = self._unreachable
+        counts[key] = counts.get(key, 0) + 1
         now = time.monotonic()
         if now < self._row_due.get(target, 0.0):
             self.unlogged += 1
-        else:
-            self._row_due[target] = now + self.held_row_s
-            error = _HELD.get(error_class) or _HELD["connection"]
-            try:
-                self._log(job, time.time(), 0.0, None, error)
-            except Exception:
-                log.exception("shadow call for %s failed unexpectedly", job[5])
-        idle = self._idle
-        if idle is not None and not self._in_flight and not self._queued and not idle.done():
-            idle.set_result(None)
+            return
+        self._row_due[target] = now + self.held_row_s
+        error = _HELD.get(error_class) or _HELD["connection"]
+        job = (route, protocol, "", b"", (), request_id, input, slices, role, 0)
+        try:
+            self._log(job, time.time(), 0.0, None, error)
+        except Exception:
+            log.exception("shadow call for %s failed unexpectedly", request_id)
 
     def _connect_failed(self, job: ShadowJob, error: UpstreamError) -> None:
         target = self._target(job[2])
@@ -374,9 +405,14 @@ class ShadowMirror:
             self._send_parked(key, waiting)
         if self._queue:
             self._pump()
+        if self._idle is not None:
+            self._drained()
+
+    def _drained(self) -> None:
+        """Tells close(), when it waits, that the last copy is done."""
         idle = self._idle
         if idle is not None and not self._in_flight and not self._queued and not idle.done():
-            idle.set_result(None)  # close() drained them all
+            idle.set_result(None)
 
     def _log(
         self,

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from coalmine.gateway.server import seed_routes
+from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
 from tests.gateway.conftest import (
     RunningGateway,
     StartGateway,
@@ -185,3 +188,34 @@ async def test_a_dead_shadow_is_judged_failing_not_passed_on_no_data(
     [errors] = [r for r in ev.evaluate().results if r.slice is None]
     assert errors.n_candidate == len(shadow)
     assert errors.verdict.value == "FAIL", (errors.verdict, errors.n_candidate)
+
+
+async def test_a_dead_shadows_copies_are_held_not_dropped_when_the_queue_is_full(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    """A copy to a target that is down never takes a place in the queue, so a queue full of
+    another target's copies (here a hung baseline's) does not turn the dead shadow's copies
+    into drops: they stay counted as unreachable, and its failure rows keep coming."""
+    upstreams["v2"].mode, upstreams["v2"].delay_s = "slow", 5.0  # the hung baseline
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": f"http://127.0.0.1:{free_port()}"},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"shadow": {"queue_size": 1, "workers": 1, "timeout_s": 5.0}},
+    )
+    seed_routes(config)
+    engine = open_engine(config.store.url)
+    try:  # a baseline with no routed share: it only gets the mirrored copies
+        RouteRepository(engine).set_route("m", baseline_url=upstreams["v2"].url, baseline_bp=0)
+    finally:
+        engine.dispose()
+    gw = await start_gateway(config)
+    mirror = gw.runner.gateway.mirror
+    mirror.backoff.first_s = 60.0  # no probe within the test
+    await _post(gw, "r0")  # its shadow copy is refused; its baseline copy hangs
+    await _shadow_rows(gw, 1)
+    for i in range(1, 6):  # the queue holds one baseline copy; the others are dropped
+        await _post(gw, f"r{i}")
+    assert mirror.unreachable == 5  # every shadow copy after r0's, none dropped
+    assert mirror.dropped == 4  # the baseline's copies of r2..r5
+    await gw.stop()
