@@ -104,8 +104,8 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+# Built once: json.dumps with any option builds a new encoder per call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def _parse(body: bytes) -> Any:
@@ -153,7 +153,16 @@ class InputPolicy:
     def __init__(self, config: LoggingConfig) -> None:
         self.mode = config.inputs
         self.max_bytes = config.max_input_bytes
-        self.redact_names = frozenset(name.lower() for name in config.redact_fields)
+        self.redact_names = names = frozenset(name.lower() for name in config.redact_fields)
+
+        def redact_object(obj: dict[str, Any]) -> dict[str, Any]:
+            for key in obj:  # its inner objects were redacted already (the hook goes up)
+                if key.lower() in names:
+                    obj[key] = REDACTED
+            return obj
+
+        # the body parsed and redacted in one pass: `_redact` walks every list item again
+        self._parse_redacted = json.JSONDecoder(object_hook=redact_object).decode
         # no larger than the text it becomes may be: a buffer of deferred bodies holds no
         # more than one of shaped texts would
         self.defer_bytes = (
@@ -169,6 +178,8 @@ class InputPolicy:
             return None
         if isinstance(body, bytes | bytearray):
             raw = bytes(body)
+            if self.mode == "redacted" and raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+                return self._redacted_bytes(raw)  # too shallow for JsonTooDeep
             parsed = _parse(raw) if self.mode != "full" else _NOT_JSON
             if self.mode == "hashed":
                 return _digest(raw if parsed is _NOT_JSON else parsed)
@@ -182,6 +193,14 @@ class InputPolicy:
         if self.mode == "redacted":
             body = _redact(body, self.redact_names)
         return truncate(_compact_json(body), self.max_bytes)
+
+    def _redacted_bytes(self, raw: bytes) -> str:
+        """What the redacted mode gives for `raw` (as below), parsed and redacted at once."""
+        try:  # decoded as json.loads decodes bytes (UTF-8, -16 or -32)
+            redacted = self._parse_redacted(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        except (ValueError, UnicodeDecodeError):
+            return _digest(raw)
+        return truncate(_compact_json(redacted), self.max_bytes)
 
     def shape_later(self, body: Any) -> str | bytes | None:
         """`shape_input(body)`, or the raw `body` itself for the log's writer to shape.

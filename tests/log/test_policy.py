@@ -97,3 +97,37 @@ def test_extract_slices_from_headers_and_json() -> None:
         "missing": None,
     }
     assert extract_slices(fields[1:2], {}, None) == {"device": None}
+
+
+# bodies the writer shapes from bytes: each must give what the parsed body gives
+ODD_BODIES = [
+    b'{"Email": {"deep": [1, {"email": 2}]}, "x": [{"EMAIL": "a", "y": {"ssn": 3}}]}',
+    b'{"email": 1, "email": 2, "a": {"b": 1, "b": {"ssn": 4}}}',  # duplicate keys: last wins
+    b'[{"email": "x"}, "email", 1.5e-07, 1e16, 123456789012345678901234567890, -0.0, true]',
+    b'{"v": NaN, "w": -Infinity, "t": "tab\\t \\u00e9 \\ud83d\\ude00 \\u2028 \\u0000"}',
+    '{"caf\\u00e9": "é", "émail": "日本", "e\\u006dail": "escaped key"}'.encode(),
+    "\ufeff".encode() + b'{"email": "after a BOM"}',
+    '{"email": "utf-16"}'.encode("utf-16"),
+    '{"ssn": "utf-32-le"}'.encode("utf-32-le"),
+    b'  "just a string"  ',
+    b"42",
+    b"null",
+    b'{"email": ' + b"[" * 60 + b"]" * 60 + b', "x": ' + b'{"ssn":' * 30 + b"1" + b"}" * 30 + b"}",
+    b'{"x": ' + b"[" * 90 + b"]" * 90 + b', "email": [' + b"[]," * 20 + b"[]]}",  # >100: slow path
+]
+NOT_JSON = [b"email=a@b.c", b'{"email": "a"', b'{"email": "\xff"}', b"", b"{'email': 1}"]
+
+
+@pytest.mark.parametrize("max_bytes", [4096, 40, 0])
+def test_redacted_bytes_give_what_the_parsed_body_gives(max_bytes: int) -> None:
+    p = policy(inputs="redacted", redact_fields=["email", "SSN"], max_input_bytes=max_bytes)
+    for raw in ODD_BODIES:
+        assert p.shape_input(raw) == p.shape_input(json.loads(raw)), raw
+        assert p.shape_input(bytearray(raw)) == p.shape_input(raw)
+    for raw in NOT_JSON:  # fails closed: the digest, never the text
+        assert p.shape_input(raw) == hashlib.sha256(raw).hexdigest(), raw
+    shaped = p.shape_input(ODD_BODIES[0])
+    if max_bytes == 0:
+        assert json.loads(shaped or "") == {
+            "Email": REDACTED, "x": [{"EMAIL": REDACTED, "y": {"ssn": REDACTED}}]
+        }  # fmt: skip
