@@ -321,23 +321,7 @@ class Gateway:
                 route, role, protocol, path, body, forward_headers, request_id, shaped, slices
             )
         if role == "canary" and route.paired:
-            # queued before the canary is called, and never awaited: a slow or dead stable
-            # copy cannot delay or change the canary's answer
-            mirror = self.mirror
-            if not mirror.down or not mirror.held(
-                route.stable_url, route, "paired", protocol, request_id, shaped, slices
-            ):
-                mirror.offer(
-                    route,
-                    protocol,
-                    route.stable_url + path,
-                    body,
-                    mirror_headers(forward_headers, self.mirror_strip),
-                    request_id,
-                    shaped,
-                    slices,
-                    "paired",
-                )
+            self._pair(route, protocol, path, body, forward_headers, request_id, shaped, slices)
 
         version, url, metrics = route.targets[role]
         while True:
@@ -475,8 +459,9 @@ class Gateway:
         request the split already sent to the baseline gets no second baseline copy: its
         routed call is the baseline's row for that request id.
 
-        While a target is down (`mirror.down`), its copies are counted and held here, before
-        anything is built for them: a dead shadow costs a lookup, not a copy.
+        While a target is down (`mirror.down`), its copies are counted and held here, and
+        while the queue is full (a slow shadow) they are counted as dropped, before anything
+        is built for them: a dead or slow shadow costs a lookup, not a copy.
         """
         mirror = self.mirror
         shadow_url = route.shadow_url
@@ -492,6 +477,8 @@ class Gateway:
                 baseline_url = None
             if shadow_url is None and baseline_url is None:
                 return
+        if mirror.full(route.model, (shadow_url is not None) + (baseline_url is not None)):
+            return
         headers = mirror_headers(forward_headers, self.mirror_strip)
         if shadow_url is not None:
             mirror.offer(
@@ -509,6 +496,41 @@ class Gateway:
                 slices,
                 "baseline",
             )
+
+    def _pair(
+        self,
+        route: CompiledRoute,
+        protocol: Protocol,
+        path: str,
+        body: bytes,
+        forward_headers: RequestHeaders,
+        request_id: str,
+        shaped: str | bytes | None,
+        slices: dict[str, Any],
+    ) -> None:
+        """Queue the stable version's copy of a request the canary answers (role "paired").
+
+        Queued before the canary is called, and never awaited: a slow or dead stable copy
+        cannot delay or change the canary's answer. Held or dropped as `_mirror`'s copies.
+        """
+        mirror = self.mirror
+        if mirror.down and mirror.held(
+            route.stable_url, route, "paired", protocol, request_id, shaped, slices
+        ):
+            return
+        if mirror.full(route.model):
+            return
+        mirror.offer(
+            route,
+            protocol,
+            route.stable_url + path,
+            body,
+            mirror_headers(forward_headers, self.mirror_strip),
+            request_id,
+            shaped,
+            slices,
+            "paired",
+        )
 
     def _log(
         self,

@@ -50,7 +50,7 @@ class PlainCounter(Collector):
 REJECTED = Counter(
     "coalmine_gateway_rejected", "Requests answered by the gateway itself", ["reason"]
 )
-SHADOW_DROPS = Counter(
+SHADOW_DROPS = PlainCounter(
     "coalmine_gateway_shadow_drops", "Mirror copies dropped because the queue was full", ["model"]
 )
 SHADOW_UNREACHABLE = PlainCounter(

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 from coalmine.binary_tensors import HEADER_LENGTH
 from coalmine.gateway.backoff import Backoff
 from coalmine.gateway.metrics import SHADOW_DROPS, SHADOW_QUEUE, SHADOW_UNREACHABLE
-from coalmine.gateway.protocols import Protocol
+from coalmine.gateway.protocols import V2, Protocol
 from coalmine.gateway.upstream.base import (
     Headers,
     RequestHeaders,
@@ -136,7 +136,7 @@ class ShadowMirror:
         self._started = self._stopped = False
         self._pump_due = False
         self._idle: asyncio.Future[None] | None = None  # close() waits for the last answer
-        self._drops: dict[str, Any] = {}
+        self._drops = SHADOW_DROPS.counts  # (model,) -> copies dropped
         self.dropped = 0
         self._serving: dict[str, int] = {}  # production calls in flight per model
         self._counters: dict[str, _Serving] = {}
@@ -212,12 +212,22 @@ class ShadowMirror:
         self._held(route, role, protocol, request_id, input, slices, target, error_class)
         return True
 
+    def full(self, model: str, copies: int = 1) -> bool:
+        """Whether the queue has no room now (or the mirror has stopped): then the `copies`
+        of a request to `model` are counted as dropped, and the caller builds nothing for
+        them. (`offer` checks again: with one place left for two copies, the second is
+        dropped there.) A slow shadow's full queue then costs a request a test and a count."""
+        if self._queued < self._queue_size and not self._stopped:
+            return False
+        for _ in range(copies):
+            self._count_drop(model)
+        return True
+
     def _count_drop(self, model: str) -> None:
         self.dropped += 1
-        child = self._drops.get(model)
-        if child is None:
-            child = self._drops[model] = SHADOW_DROPS.labels(model)
-        child.inc()
+        key = (model,)
+        drops = self._drops
+        drops[key] = drops.get(key, 0) + 1
 
     def depth(self) -> int:
         return self._queued
@@ -301,7 +311,7 @@ class ShadowMirror:
         return target
 
     def _send(self, job: ShadowJob, key: tuple[str, str]) -> None:
-        if self.backoff:
+        if self.down:
             target = self._target(job[2])
             error_class = self.backoff.held(target)
             if error_class is not None:
@@ -388,16 +398,16 @@ class ShadowMirror:
             return
         self._copies[key] -= 1
         self._in_flight -= 1
-        if isinstance(error, UpstreamError) and error.unreachable:
-            self._connect_failed(job, error)
-        elif self.backoff and (response is not None or isinstance(error, UpstreamError)):
-            self._reached(job)
-        if response is not None or isinstance(error, UpstreamError):
+        if error is None or isinstance(error, UpstreamError):
+            if error is not None and error.unreachable:
+                self._connect_failed(job, error)
+            elif self.down:
+                self._reached(job)
             try:
                 self._log(job, ts, elapsed, response, error)
             except Exception:
                 log.exception("shadow call for %s failed unexpectedly", job[5])
-        elif error is not None:
+        else:
             log.error("shadow call for %s failed unexpectedly", job[5], exc_info=error)
         # the next copy of this model and role whose turn it is, then any other
         waiting = self._parked.get(key)
@@ -435,7 +445,9 @@ class ShadowMirror:
                 error_class = "http_5xx"
             elif status >= 400:
                 error_class = "http_4xx"
-            answer, header_length = response.body, response.header(HEADER_LENGTH)
+            answer = response.body
+            if protocol is V2:  # the binary extension's header, read as production reads it
+                header_length = response.header(HEADER_LENGTH)
         if role == "baseline":
             metrics, version = route.baseline_metrics, route.stable
         elif role == "paired":

@@ -67,6 +67,8 @@ ANSWERS: dict[str, tuple[Protocol, int, bytes, dict[str, str]]] = {
         ({"name": "embedding", "datatype": "FP32", "shape": [len(_EMBEDDING) // 4]},
          _EMBEDDING)])),
     "v2 binary, malformed header length": (V2, 200, b"{}", {HEADER_LENGTH: "abc"}),
+    # the binary extension's header is V2's: a V1 answer carrying it is read as JSON
+    "v1 with a stray header length": (V1, 200, _json({"predictions": ["b"]}), {HEADER_LENGTH: "4"}),
     "plain, scores by class": (PLAIN, 200, _json(
         {"prediction": "b", "probabilities": {"a": 0.3, "b": 0.7}}), {}),
     "plain, an OpenAI-style answer": (PLAIN, 200, _json({"id": "c1", "object": "chat.completion",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -140,3 +141,32 @@ async def test_copies_still_queued_at_shutdown_are_counted_in_the_log(
     assert mirror.dropped == 6  # five queued, one cancelled mid-call
     lines = [r.getMessage() for r in caplog.records if r.name == "coalmine.gateway.mirror"]
     assert any("mirror stopped with 5 copies still queued" in line for line in lines), lines
+
+
+async def test_copies_dropped_by_a_full_queue_are_counted_on_metrics(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway
+) -> None:
+    upstreams["v3"].mode, upstreams["v3"].delay_s = "slow", 5.0  # a hung shadow
+    config = make_config(
+        tmp_path,
+        {"v1": upstreams["v1"].url, "v3": upstreams["v3"].url},
+        routing={"shadow": "v3", "mirror_share": 100},
+        gateway={"shadow": {"queue_size": 2, "workers": 1, "timeout_s": 5.0}},
+    )
+    gw = await start_gateway(config)
+    pattern = re.compile(r'^coalmine_gateway_shadow_drops_total\{model="m"\} (\S+)$', re.M)
+
+    async def drops() -> float:
+        async with gw.session.get(gw.url + "/metrics") as resp:
+            found = pattern.search(await resp.text())
+        return float(found.group(1)) if found else 0.0
+
+    before = await drops()
+    for i in range(6):
+        status, _, _ = await gw.post(V1, headers={"X-User-Id": f"u{i}"})
+        assert status == 200
+    # the first copy in flight, the next two queued, the other three dropped and counted
+    mirror = gw.runner.gateway.mirror
+    assert mirror.dropped == 3
+    assert await drops() - before == 3
+    await gw.stop()
