@@ -4,11 +4,12 @@
 gateway's process: `submit()` keeps the record as a plain tuple; every few milliseconds the
 tuples go down a pipe to `python -m coalmine.log.writer_child` in one pickled frame, and the
 child decodes (a `RawRecord`'s answer and deferred input), encodes and writes them in batches
-with a `BatchWriter` of its own (COPY on PostgreSQL, retries, row by row for a rejected
-batch). A tuple's length tells the child which kind of record it is. Measured, this is
-cheaper per request than the writer thread: the thread's batches held the GIL, and every
-hand-off of it (each `to_thread`, each syscall that releases it) stalled the event loop for
-up to a switch interval; the pipe costs one pickle and one write per frame.
+as `BatchWriter` does (`coalmine.log.batches`: COPY on PostgreSQL, retries, row by row for a
+rejected batch), in one plain loop. A tuple's length tells the child which kind of record
+it is. Measured, this is cheaper per request than the writer thread: the thread's batches
+held the GIL, and every hand-off of it (each `to_thread`, each syscall that releases it)
+stalled the event loop for up to a switch interval; the pipe costs one pickle and one write
+per frame.
 
 What it keeps of `BatchWriter`'s contract:
 - never blocks, never raises; past `buffer_size` rows not yet written (here and in the

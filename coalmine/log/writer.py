@@ -12,7 +12,8 @@ the worker thread before its insert (`answers.finish_all`), not on the request p
 `close()` writes everything still buffered: the gateway calls it on SIGTERM/SIGINT, which is
 what makes a graceful stop lose nothing. A failed write is retried with backoff; a batch the
 database rejects for its content (not a lost connection) is written row by row so one bad
-row cannot block the log.
+row cannot block the log. The sampling and the writing of a batch are `coalmine.log.batches`'s,
+shared with the writer process (`writer_child`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
 
 from coalmine.config import LoggingConfig
 from coalmine.log import metrics
 from coalmine.log.answers import finish_all
+from coalmine.log.batches import Finisher, Insert, StableSampling, write_steps
 from coalmine.log.policy import InputPolicy
 from coalmine.log.record import LogRecord, PredictionRecord, RawRecord
 from coalmine.store.predictions import write_batch
@@ -40,21 +41,6 @@ __all__ = ["BatchWriter"]
 log = logging.getLogger(__name__)
 
 Inserter = Callable[[Engine, Sequence[PredictionRecord]], int]
-_BACKOFF_FIRST_S = 0.05
-_BACKOFF_MAX_S = 2.0
-# request ids whose shaped input is remembered: a request's production row and its mirror
-# copies' rows, shaped once, may land in different batches
-_SHAPED_KEPT = 4096
-
-
-def _transient(error: BaseException) -> bool:
-    """True when retrying the same batch can succeed (the database, not the data, failed)."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(
-        error,
-        sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError,
-    )
 
 
 class BatchWriter:
@@ -67,12 +53,11 @@ class BatchWriter:
         self.batch_size = config.batch_size
         self.buffer_size = config.buffer_size
         self.flush_interval_s = config.flush_interval_s
-        self.stable_rate = config.stable_sample_rate
-        self.stable_rate_in_rollouts = config.stable_sample_rate_during_rollouts
+        self.sampling = StableSampling(config)
         self._rng = random.Random()
         self._insert = inserter
         self.policy = InputPolicy(config)  # shapes the inputs the gateway deferred
-        self._shaped: dict[str, tuple[bytes, str | None]] = {}  # of the last requests
+        self._finish = Finisher(self.policy)
         self._buffer: collections.deque[LogRecord] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -92,14 +77,11 @@ class BatchWriter:
         """Queue one record; False when it was dropped. Never blocks, never raises."""
         try:
             if self._closed or len(self._buffer) >= self.buffer_size:
-                self._drop(1)
+                self.count_dropped(1)
                 return False
-            rate = self._stable_rate_for(record)
-            if rate < 1.0:
-                if self._rng.random() >= rate:
-                    self.sampled_out += 1
-                    return True
-                record.sample_weight = 1.0 / rate
+            if not self.sampling.keep(record, self._rng):
+                self.sampled_out += 1
+                return True
             self._buffer.append(record)
             if len(self._buffer) >= self.batch_size and self._wake is not None:
                 self._wake.set()
@@ -133,7 +115,7 @@ class BatchWriter:
         if self._buffer:
             lost = len(self._buffer)
             self._buffer.clear()
-            self._drop(lost)
+            self.count_dropped(lost)
             log.error("prediction log closed with %d rows unwritten (store unavailable)", lost)
 
     async def _run(self) -> None:
@@ -152,66 +134,37 @@ class BatchWriter:
             taken = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
             # answers decoded once, before any retry; in the worker thread when there are any
             if any(type(r) is RawRecord for r in taken):
-                if len(self._shaped) > _SHAPED_KEPT:
-                    self._shaped = {}
-                batch = await asyncio.to_thread(finish_all, taken, self.policy, self._shaped)
+                batch = await asyncio.to_thread(self._finish, taken)
             else:
                 batch = finish_all(taken, self.policy)
             await self._write(batch)
 
     async def _write(self, batch: list[PredictionRecord]) -> None:
-        """Write one batch, retrying transient failures until written or past the deadline."""
-        delay = _BACKOFF_FIRST_S
+        """Write one batch (`batches.write_steps`): inserts in a worker thread."""
+        steps = write_steps(batch, self, lambda: self._deadline)
+        answer: int | BaseException | None = None
         while True:
             try:
-                self._count_written(await asyncio.to_thread(self._insert, self.engine, batch))
+                step = steps.send(answer)
+            except StopIteration:
                 return
-            except Exception as error:
-                self.write_errors += 1
-                metrics.WRITE_ERRORS.inc()
-                if not _transient(error):
-                    log.warning("prediction log batch rejected (%s); writing row by row", error)
-                    await self._write_each(batch)
-                    return
-                if time.monotonic() + delay >= self._deadline:
-                    self._drop(len(batch))
-                    log.error("prediction log dropped %d rows: %s", len(batch), error)
-                    return
-                log.warning("prediction log write failed (%s); retrying in %.2fs", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX_S)
+            if isinstance(step, Insert):
+                try:
+                    answer = await asyncio.to_thread(self._insert, self.engine, step.rows)
+                except Exception as error:
+                    answer = error
+            else:
+                await asyncio.sleep(step.seconds)
+                answer = None
 
-    async def _write_each(self, batch: list[PredictionRecord]) -> None:
-        for record in batch:
-            try:
-                self._count_written(await asyncio.to_thread(self._insert, self.engine, [record]))
-            except Exception as error:
-                self.write_errors += 1
-                metrics.WRITE_ERRORS.inc()
-                if _transient(error):  # the database went away mid-way: retry this row
-                    await self._write([record])
-                    continue
-                self._drop(1)
-                log.error("prediction log dropped a row it cannot store: %s", error)
-
-    def _count_written(self, n: int) -> None:
+    def count_written(self, n: int) -> None:
         self.written += n
         metrics.WRITTEN.inc(n)
 
-    def _stable_rate_for(self, record: LogRecord) -> float:
-        """The probability of keeping this row: 1 but for stable calls (module doc).
+    def count_error(self) -> None:
+        self.write_errors += 1
+        metrics.WRITE_ERRORS.inc()
 
-        During a rollout only while a canary split is in force: the analysis then compares
-        the candidate with a uniform subsample of production's calls and conditions its
-        count tests on the share of logged rows (analysis/sampling.py). At 0% canary (a
-        shadow step) each stable row is half of a shadow pair and is kept.
-        """
-        if record.role != "stable":
-            return 1.0
-        if record.rollout_id is None:
-            return self.stable_rate
-        return self.stable_rate_in_rollouts if record.canary_weight_bp > 0 else 1.0
-
-    def _drop(self, n: int) -> None:
+    def count_dropped(self, n: int) -> None:
         self.dropped += n
         metrics.DROPPED.inc(n)

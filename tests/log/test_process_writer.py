@@ -120,3 +120,52 @@ def test_rows_are_written_when_the_gateway_died_before_the_childs_last_report(
     child.stderr.close()
     assert "Traceback" not in err, err
     assert count(engine) == 120
+
+
+async def test_a_store_that_is_not_there_yet_is_retried_while_rows_keep_coming(
+    tmp_path: Path,
+) -> None:
+    """The child backs off from a store it cannot open and keeps reading the pipe meanwhile:
+    rows sent during the outage are all written once the store is there, none dropped, and
+    a flush asked for during the outage is answered after they are."""
+    import asyncio
+
+    url = f"sqlite:///{tmp_path / 'later' / 'log.db'}"  # its directory does not exist yet
+    writer = ProcessWriter(url, config(batch_size=20))
+    await writer.start()
+    for i in range(50):
+        writer.submit(record(i))
+    while writer.write_errors < 2:  # failing, and saying so while it backs off
+        await asyncio.sleep(0.02)
+    for i in range(50, 300):  # received while it waits to retry
+        writer.submit(record(i))
+    flushed = asyncio.ensure_future(writer.flush())
+    await asyncio.sleep(0.2)
+    assert not flushed.done()  # the rows before it are not written yet
+    (tmp_path / "later").mkdir()
+    open_engine(url).dispose()
+    await flushed
+    assert (writer.written, writer.dropped, writer.buffered()) == (300, 0, 0)
+    await writer.close()
+    assert count(open_engine(url)) == 300
+
+
+async def test_rows_are_written_within_the_flush_interval_without_a_flush(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = open_engine(url)
+    writer = ProcessWriter(url, config(batch_size=10_000, flush_interval_s=0.05))
+    await writer.start()
+    for round_ in range(3):  # a partial batch each time, written once it waited the interval
+        for i in range(7):
+            writer.submit(record(round_ * 10 + i))
+        for _ in range(500):
+            if count(engine) == 7 * (round_ + 1):
+                break
+            await asyncio.sleep(0.01)
+        assert count(engine) == 7 * (round_ + 1)
+    assert writer.written == 21  # reported without a flush too
+    await writer.close()
