@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from coalmine.config import CoalmineConfig
 from coalmine.gateway.app import Gateway
 from coalmine.gateway.connections import ConnectionLimits, GatewayServer
-from coalmine.gateway.upstream.base import UpstreamClient
+from coalmine.gateway.upstream.base import UpstreamClient, split_head
 from coalmine.gateway.wire import Answer, Request
 from coalmine.log.writer import BatchWriter
 
@@ -33,7 +33,10 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def response(answer: Answer) -> web.Response:
-    out = web.Response(body=answer.body, status=answer.status, headers=CIMultiDict(answer.headers))
+    headers = CIMultiDict(answer.headers)
+    if answer.head:  # aiohttp writes str headers: the upstream's lines decoded (latin-1)
+        headers = CIMultiDict([*split_head(answer.head), *answer.headers])
+    out = web.Response(body=answer.body, status=answer.status, headers=headers)
     if answer.close:
         out.force_close()
     return out

@@ -44,12 +44,15 @@ from coalmine.gateway.protocols import (
 from coalmine.gateway.table import CompiledRoute, RouteTable
 from coalmine.gateway.upstream.base import (
     HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
     RESPONSE_NOT_FORWARDED,
     RequestHeaders,
     UpstreamClient,
     UpstreamError,
     UpstreamResponse,
     end_to_end,
+    end_to_end_lines,
+    end_to_end_raw,
 )
 from coalmine.gateway.upstream.registry import make_client
 from coalmine.gateway.wire import Answer, Request, json_answer
@@ -80,6 +83,7 @@ MAX_REQUEST_ID = 128  # characters: the prediction log's column and the feedback
 # the gateway's own answer headers: an upstream's value of these is replaced, not repeated
 _OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
 _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
+_NOT_PASSED_BACK_BYTES = frozenset(h.encode() for h in _NOT_PASSED_BACK)
 
 
 Endpoint = Callable[[Request, bytes], Awaitable[Answer]]
@@ -261,7 +265,7 @@ class Gateway:
 
     def _sticky_key(self, route: CompiledRoute, request: Request, parsed: Any) -> str | None:
         if route.sticky_header is not None:
-            return request.headers.get(route.sticky_header)
+            return request.header(route.sticky_header)
         if route.sticky_cookie is not None:
             return request.cookies.get(route.sticky_cookie)
         if route.sticky_json is not None:
@@ -270,8 +274,8 @@ class Gateway:
         return None
 
     async def forward(self, request: Request, body: bytes, protocol: Protocol, name: str) -> Answer:
-        headers = request.headers
-        request_id = headers.get("X-Request-ID") or self._new_request_id()
+        client_id = request.header("X-Request-ID")
+        request_id = client_id or self._new_request_id()
         if len(request_id) > MAX_REQUEST_ID:
             return _long_request_id()
         route = self.table.routes.get(name)
@@ -280,7 +284,7 @@ class Gateway:
             return _error(404, f"unknown model {name!r}", request_id)
 
         parsed: Any = _NOT_PARSED
-        binary = headers.get(HEADER_LENGTH) if protocol is V2 else None
+        binary = request.header(HEADER_LENGTH) if protocol is V2 else None
         try:
             if binary is not None:  # the body is forwarded as it came; this is only read
                 if route.needs_json or self.policy.mode != "none":
@@ -301,14 +305,14 @@ class Gateway:
             return _error(400, f"request body: {exc}", request_id)
         key = self._sticky_key(route, request, parsed)
         slices = (
-            extract_slices(route.slice_fields, headers, None if parsed is _NOT_PARSED else parsed)
+            extract_slices(
+                route.slice_fields, request.headers, None if parsed is _NOT_PARSED else parsed
+            )
             if route.slice_fields
             else _NO_SLICES
         )
-        kept = end_to_end(headers.items(), HOP_BY_HOP)
-        if "X-Request-ID" not in headers:
-            kept.append(("X-Request-ID", request_id))
-        forward_headers = RequestHeaders(kept)  # encoded once for the call and its copies
+        # encoded once for the call and its copies
+        forward_headers = _forward_headers(request, None if client_id is not None else request_id)
         path = request.raw_path
 
         role = (
@@ -406,7 +410,8 @@ class Gateway:
         answer is passed back as is; with several, 200 when all of them answer 200, else 503,
         with each model's status in the body.
         """
-        request_id = request.headers.get("X-Request-ID") or self._new_request_id()
+        client_id = request.header("X-Request-ID")
+        request_id = client_id or self._new_request_id()
         if len(request_id) > MAX_REQUEST_ID:
             return _long_request_id()
         if name is not None:
@@ -428,9 +433,8 @@ class Gateway:
 
     async def _get_stable(self, request: Request, route: CompiledRoute, request_id: str) -> Answer:
         version, url, _ = route.targets["stable"]
-        headers = end_to_end(request.headers.items(), HOP_BY_HOP)
-        if "X-Request-ID" not in request.headers:
-            headers.append(("X-Request-ID", request_id))
+        sent = request.header("X-Request-ID") is not None
+        headers = _forward_headers(request, None if sent else request_id)
         try:
             response = await self.client.get(url + request.raw_path, headers, self.timeout)
         except UpstreamError as exc:
@@ -618,21 +622,43 @@ class Gateway:
         return Answer(200, [("Content-Type", content_type)], payload)
 
     async def feedback(self, request: Request, body: bytes) -> Answer:
-        reply = self._feedback.refused(request.headers.get("Authorization"))
+        reply = self._feedback.refused(request.header("Authorization"))
         status, payload, headers = reply or await self._feedback.answer(body)
         return json_answer(payload, status, headers)
 
 
+def _forward_headers(request: Request, request_id: str | None) -> RequestHeaders:
+    """The request's end-to-end headers for its upstream calls, with `request_id` added
+    as X-Request-ID when given (the client sent none). Header bytes as the client sent
+    them are passed on as they are (`Request.from_raw`), not decoded and re-encoded."""
+    raw = request.raw_headers
+    if raw is not None:
+        kept_raw = end_to_end_raw(raw, HOP_BY_HOP_BYTES)
+        if request_id is not None:
+            kept_raw.append((b"X-Request-ID", request_id.encode()))  # (made here: ASCII)
+        return RequestHeaders.from_raw(kept_raw)
+    kept = end_to_end(request.headers.items(), HOP_BY_HOP)
+    if request_id is not None:
+        kept.append(("X-Request-ID", request_id))
+    return RequestHeaders(kept)
+
+
 def _echoed_id(request: Request) -> str | None:
     """The client's X-Request-ID, when it is one the gateway would accept."""
-    request_id = request.headers.get("X-Request-ID")
+    request_id = request.header("X-Request-ID")
     return request_id if request_id and len(request_id) <= MAX_REQUEST_ID else None
 
 
 def _respond(response: UpstreamResponse, request_id: str, version: str) -> Answer:
     """The upstream's answer as the client gets it: its status, body and end-to-end headers
     (e.g. `Inference-Header-Content-Length`, which a V2 client needs to read a binary
-    answer), plus the gateway's X-Request-ID and X-Model-Version."""
-    headers = end_to_end(response.headers, _NOT_PASSED_BACK)
-    headers += (("X-Request-ID", request_id), ("X-Model-Version", version))
-    return Answer(response.status, headers, response.body)
+    answer), plus the gateway's X-Request-ID and X-Model-Version. A raw head's lines are
+    passed on as the upstream sent them (not decoded and re-encoded)."""
+    own = [("X-Request-ID", request_id), ("X-Model-Version", version)]
+    head = response.raw_head
+    if head is not None:
+        lines = end_to_end_lines(head, _NOT_PASSED_BACK_BYTES)
+        return Answer(response.status, own, response.body, head=lines)
+    return Answer(
+        response.status, end_to_end(response.headers, _NOT_PASSED_BACK) + own, response.body
+    )

@@ -35,7 +35,6 @@ from collections import deque
 from typing import Any
 
 import httptools
-from multidict import CIMultiDict
 from sqlalchemy import Engine
 
 from coalmine.gateway.app import Gateway
@@ -237,15 +236,11 @@ class _Connection(asyncio.Protocol):
             self._refuse(_head_too_large())
             return
         parser = self._parser
-        # decoded as aiohttp's server does (the upstream client re-encodes them so)
-        headers = CIMultiDict(
-            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-            for n, v in self._headers
-        )
-        request = Request(
+        # the header bytes as received: decoded only where the gateway reads them
+        request = Request.from_raw(
             parser.get_method().decode("ascii"),
             self._url.decode("utf-8", "surrogateescape"),
-            headers,
+            fields,
             _VERSIONS.get(parser.get_http_version(), (1, 1)),
             parser.should_keep_alive(),
         )

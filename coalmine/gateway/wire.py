@@ -25,13 +25,42 @@ __all__ = ["JSON", "Answer", "Request", "encode_head", "json_answer", "status_li
 JSON = "application/json; charset=utf-8"
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 _NO_COOKIES: Mapping[str, str] = {}
+_NO_HEADERS: Headers = CIMultiDictProxy(CIMultiDict())
+_LOWER_KEYS: dict[str, bytes] = {}  # header names the gateway looks up, lower-cased bytes
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _lower_key(name: str) -> bytes:
+    key = _LOWER_KEYS.get(name)
+    if key is None:
+        key = name.lower().encode("utf-8", "surrogateescape")
+        if len(_LOWER_KEYS) < 1024:  # names come from code and config: a small set
+            _LOWER_KEYS[name] = key
+    return key
 
 
 class Request:
     """A request's head: method, path as sent (query included), headers (case-insensitive,
-    repeated ones kept), HTTP version and whether the connection may be kept alive."""
+    repeated ones kept), HTTP version and whether the connection may be kept alive.
 
-    __slots__ = ("_cookies", "headers", "keep_alive", "method", "raw_path", "version")
+    A server that has the header bytes (`from_raw`) hands them over as received: `header`
+    finds the few the gateway reads without decoding the rest, `raw_headers` lets them be
+    forwarded as they came, and `headers` (a multidict of decoded strings) is made only
+    when something asks for it."""
+
+    __slots__ = (
+        "_cookies",
+        "_headers",
+        "_index",
+        "keep_alive",
+        "method",
+        "raw_headers",
+        "raw_path",
+        "version",
+    )
 
     def __init__(
         self,
@@ -43,10 +72,49 @@ class Request:
     ) -> None:
         self.method = method
         self.raw_path = raw_path
-        self.headers = headers
+        self._headers: Headers | None = headers
+        self.raw_headers: list[tuple[bytes, bytes]] | None = None
+        self._index: dict[bytes, bytes] | None = None
         self.version = version
         self.keep_alive = keep_alive
         self._cookies: Mapping[str, str] | None = None
+
+    @classmethod
+    def from_raw(
+        cls,
+        method: str,
+        raw_path: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        version: tuple[int, int] = (1, 1),
+        keep_alive: bool = True,
+    ) -> Request:
+        """With the (name, value) byte pairs as the parser gave them."""
+        request = cls(method, raw_path, _NO_HEADERS, version, keep_alive)
+        request._headers = None
+        request.raw_headers = raw_headers
+        return request
+
+    @property
+    def headers(self) -> Headers:
+        """Every header, decoded as aiohttp's server decodes them (UTF-8, undecodable
+        bytes kept as surrogates, so re-encoding them gives the bytes received)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict(
+                [(_decode(n), _decode(v)) for n, v in self.raw_headers or ()]
+            )
+        return headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), None when absent."""
+        if self._headers is not None:
+            return self._headers.get(name)
+        index = self._index
+        if index is None:  # lower-cased names, the first value of each
+            assert self.raw_headers is not None
+            index = self._index = {n.lower(): v for n, v in reversed(self.raw_headers)}
+        value = index.get(_lower_key(name))
+        return None if value is None else _decode(value)
 
     @property
     def path(self) -> str:
@@ -57,7 +125,7 @@ class Request:
     def content_length(self) -> int | None:
         """The declared body length; None when absent or not a number (chunked, or a
         server that has already refused it)."""
-        value = self.headers.get("Content-Length")
+        value = self.header("Content-Length")
         if value is None or not (value.isascii() and value.isdigit()):
             return None
         return int(value)
@@ -65,7 +133,7 @@ class Request:
     @property
     def expects_continue(self) -> bool:
         """The client waits for `100 Continue` before sending its body (HTTP/1.1 only)."""
-        expect = self.headers.get("Expect")
+        expect = self.header("Expect")
         return expect is not None and self.version >= (1, 1) and expect.lower() == "100-continue"
 
     @property
@@ -93,12 +161,15 @@ class Request:
 @dataclass(slots=True)
 class Answer:
     """A response: status, headers (without Content-Length, Date or Connection: the server
-    sets those), body. `close`: the connection is closed once it is sent."""
+    sets those), body. `close`: the connection is closed once it is sent. `head`: header
+    lines already encoded (each CRLF-terminated), sent before `headers`: an upstream's own
+    headers passed on as they came, never decoded."""
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     close: bool = False
+    head: bytes = b""
 
 
 def json_answer(payload: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Answer:
@@ -163,7 +234,7 @@ def encode_head(
 ) -> bytes:
     """The response head for `answer`: status line, its headers, Content-Length, Date, and
     a Connection header where the default for `version` does not say it already."""
-    parts = [status_line(answer.status)]
+    parts = [status_line(answer.status), answer.head]
     if answer.headers:
         parts.append(_encode_headers(answer.headers))
     parts.append(b"Content-Length: %d\r\n" % len(answer.body))

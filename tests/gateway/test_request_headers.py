@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from coalmine.gateway.mirror import mirror_headers
-from coalmine.gateway.upstream.base import RequestHeaders, encode_headers
+from coalmine.gateway.upstream.base import (
+    HOP_BY_HOP_BYTES,
+    RequestHeaders,
+    encode_headers,
+    end_to_end_lines,
+    end_to_end_raw,
+)
 
 STRIP = frozenset({"authorization", "cookie", "x-api-key"})
 
@@ -43,3 +49,42 @@ def test_plain_pairs_are_accepted_too() -> None:
     # the Router and tests pass lists; they get the same copy headers
     copy = mirror_headers([("Authorization", "x"), ("X-A", "1")], STRIP)
     assert list(copy) == [("X-A", "1"), ("X-Shadow", "1")]
+
+
+def test_end_to_end_lines_keep_the_lines_as_received_less_hop_by_hop_and_named_ones() -> None:
+    dropped = frozenset({b"connection", b"content-length", b"keep-alive"})
+    head = (
+        b"Content-Type: application/json\r\ncontent-length: 3\r\nCONNECTION: close, X-Hop\r\n"
+        b"X-Hop: 1\r\nSet-Cookie: a=1\r\nx-hop: 2\r\nSet-Cookie:  b=2 "
+    )
+    assert end_to_end_lines(head, dropped) == (
+        b"Content-Type: application/json\r\nSet-Cookie: a=1\r\nSet-Cookie:  b=2 \r\n"
+    )
+    assert end_to_end_lines(b"Connection: keep-alive", dropped) == b""
+    assert end_to_end_lines(b"", dropped) == b""
+
+
+def test_raw_headers_are_sent_as_received_and_their_mirror_variant_filtered_as_bytes() -> None:
+    # the protocol server's header bytes: never decoded on the way to the upstreams
+    production = RequestHeaders.from_raw(
+        [(b"X-User-Id", b"caf\xe9"), (b"AUTHORIZATION", b"Bearer s3cret"), (b"X-A", b"1")]
+    )
+    assert production.encoded() == (
+        b"X-User-Id: caf\xe9\r\nAUTHORIZATION: Bearer s3cret\r\nX-A: 1\r\n"
+    )
+    copy = mirror_headers(production, STRIP)
+    assert copy.encoded() == b"X-User-Id: caf\xe9\r\nX-A: 1\r\nX-Shadow: 1\r\n"
+    assert mirror_headers(production, STRIP) is copy
+    # a client that takes pairs gets them decoded as aiohttp's server decodes them
+    assert list(copy) == [("X-User-Id", "caf\udce9"), ("X-A", "1"), ("X-Shadow", "1")]
+    assert encode_headers(list(copy)) == copy.encoded()
+    kept = RequestHeaders.from_raw([(b"X-A", b"1")])
+    assert mirror_headers(kept, STRIP).encoded() == kept.encoded() + b"X-Shadow: 1\r\n"
+
+
+def test_raw_end_to_end_drops_hop_by_hop_and_connection_named_headers() -> None:
+    raw = [
+        (b"Host", b"gw"), (b"connection", b"keep-alive, X-Hop"), (b"x-hop", b"1"),
+        (b"Content-Length", b"3"), (b"X-User-Id", b"u1"), (b"TE", b"trailers"),
+    ]  # fmt: skip
+    assert end_to_end_raw(raw, HOP_BY_HOP_BYTES) == [(b"X-User-Id", b"u1")]

@@ -86,3 +86,16 @@ def test_json_answer() -> None:
     assert answer.headers == [("Content-Type", JSON), ("X-Request-ID", "r")]
     assert json.loads(answer.body) == {"error": "x"}
     assert not answer.close
+
+
+def test_a_request_from_raw_header_bytes_reads_them_case_insensitively() -> None:
+    raw = [(b"x-request-id", b"r1"), (b"Content-Length", b"12"), (b"X-Request-Id", b"r2")]
+    raw.append((b"X-Note", b"caf\xe9"))
+    request = Request.from_raw("POST", "/v1/models/m:predict", raw)
+    assert request.header("X-Request-ID") == "r1"  # the first one, as a multidict's get
+    assert request.header("x-note") == "caf\udce9"  # decoded as aiohttp's server does
+    assert request.header("Expect") is None
+    assert request.content_length == 12
+    assert request.raw_headers is raw
+    assert request.headers.getall("X-Request-ID") == ["r1", "r2"]
+    assert request.headers["X-Note"] == "caf\udce9"

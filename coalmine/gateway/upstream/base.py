@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "HOP_BY_HOP",
+    "HOP_BY_HOP_BYTES",
     "RESPONSE_NOT_FORWARDED",
     "Answered",
     "RequestHeaders",
@@ -26,6 +27,9 @@ __all__ = [
     "UpstreamTooLarge",
     "UpstreamUnreachable",
     "UpstreamUnreachableTimeout",
+    "end_to_end_lines",
+    "end_to_end_raw",
+    "split_head",
 ]
 
 # A model server's answer is read whole (to log and judge it); past this many bytes, decoded,
@@ -44,6 +48,8 @@ CONNECTION_HEADERS = frozenset(
 # so the upstream answers in identity encoding: the gateway must be able to read the
 # prediction it logs.
 HOP_BY_HOP = CONNECTION_HEADERS | {"host", "content-length", "accept-encoding", "expect"}
+
+HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
 
 # Of a response, besides those: Content-Length (the gateway's server sets it for the body
 # it sends) and Content-Encoding (both clients hand over the decoded body).
@@ -73,35 +79,129 @@ def end_to_end(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str
     return [(k, v) for k, v in kept if k.lower() not in also]
 
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
+
+def end_to_end_lines(head: bytes, dropped: frozenset[bytes]) -> bytes:
+    """The header lines of a raw response `head` (CRLF apart, as `UpstreamResponse.raw_head`)
+    without those named in `dropped` (lower case, including b"connection") and those the
+    Connection header names: each kept line as received, CRLF-terminated. What `end_to_end`
+    does for pairs, without decoding a header the gateway only passes on (the parser that
+    delimited the head refused bare CR or LF and folded lines, so each line is one header)."""
+    kept: list[bytes] = []
+    named: list[bytes] = []
+    for line in head.split(b"\r\n"):
+        colon = line.find(b":")
+        if colon < 0:
+            continue  # (an empty head)
+        lower = line[:colon].lower()
+        if lower in dropped:
+            if lower == b"connection":
+                value = line[colon + 1 :].strip().lower()
+                if value not in _PLAIN_CONNECTION:  # (the usual value names no header)
+                    named.append(value)
+            continue
+        kept.append(line)
+    if named:
+        also = {t.strip() for v in named for t in v.split(b",")}
+        kept = [line for line in kept if line[: line.find(b":")].lower() not in also]
+    if not kept:
+        return b""
+    kept.append(b"")
+    return b"\r\n".join(kept)
+
+
+_RAW_NAMES: dict[frozenset[str], frozenset[bytes]] = {}
+
+
+def _raw_names(names: frozenset[str]) -> frozenset[bytes]:
+    """`names` as bytes, for filtering raw pairs (the sets come from config: a few)."""
+    raw = _RAW_NAMES.get(names)
+    if raw is None:
+        raw = frozenset(n.encode("utf-8", "surrogateescape") for n in names)
+        if len(_RAW_NAMES) < 64:
+            _RAW_NAMES[names] = raw
+    return raw
+
+
+def end_to_end_raw(
+    headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """`end_to_end` for (name, value) byte pairs, as a server's parser gives them."""
+    kept: list[tuple[bytes, bytes]] = []
+    named: list[bytes] = []
+    for k, v in headers:
+        lower = k.lower()
+        if lower in dropped:
+            if lower == b"connection":
+                named.append(v)
+        else:
+            kept.append((k, v))
+    if not named:
+        return kept
+    also = {t.strip().lower() for v in named for t in v.split(b",")}
+    return [(k, v) for k, v in kept if k.lower() not in also]
+
+
 class RequestHeaders:
     """One request's end-to-end headers, encoded once for every upstream call that sends
     them: the production call, a failover's retry and the mirror copies (whose own variant,
     `without`, is also made once). Iterating yields the (name, value) pairs, so it is
     `Headers` to any client; a client that writes HTTP/1.1 itself takes `encoded()`."""
 
-    __slots__ = ("_encoded", "_pairs", "_parent", "_suffix", "_variant", "_variant_of")
+    __slots__ = ("_encoded", "_pairs", "_parent", "_raw", "_suffix", "_variant", "_variant_of")
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self._pairs = pairs
+        self._pairs: list[tuple[str, str]] | None = pairs
+        self._raw: list[tuple[bytes, bytes]] | None = None
         self._encoded: bytes | None = None
         self._parent: RequestHeaders | None = None  # encoded as the parent's block + suffix
         self._suffix = b""
         self._variant: RequestHeaders | None = None
         self._variant_of: tuple[frozenset[str], RequestHeaders | None] | None = None
 
+    @classmethod
+    def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> RequestHeaders:
+        """From (name, value) byte pairs as the client sent them: encoded as they are, and
+        decoded (as aiohttp's server decodes them) only for a client that takes pairs."""
+        headers = cls([])
+        headers._pairs = None
+        headers._raw = raw
+        return headers
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        if self._pairs is None:
+            assert self._raw is not None
+            self._pairs = [
+                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self._raw
+            ]
+        return self._pairs
+
+    def _as_raw(self) -> list[tuple[bytes, bytes]]:
+        if self._raw is not None:
+            return self._raw
+        return [
+            (k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+            for k, v in self.pairs
+        ]
+
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._pairs)
+        return iter(self.pairs)
 
     def __len__(self) -> int:
-        return len(self._pairs)
+        return len(self._raw) if self._raw is not None else len(self.pairs)
 
     def encoded(self) -> bytes:
         """The header lines, `Name: value\r\n` each, as the upstream receives them."""
         if self._encoded is None:
-            if self._parent is not None:
+            if self._raw is not None:
+                self._encoded = b"".join([b"%s: %s\r\n" % pair for pair in self._raw])
+            elif self._parent is not None:
                 self._encoded = self._parent.encoded() + self._suffix
             else:
-                self._encoded = encode_headers(self._pairs)
+                self._encoded = encode_headers(self.pairs)
         return self._encoded
 
     def without(
@@ -114,11 +214,21 @@ class RequestHeaders:
         of = (dropped, added)
         variant = self._variant
         if variant is None or self._variant_of != of:
-            kept = [(k, v) for k, v in self._pairs if k.lower() not in dropped]
-            dropped_none = len(kept) == len(self._pairs)
-            if added is not None:
-                kept += added._pairs
-            variant = RequestHeaders(kept)
+            raw = self._raw
+            if raw is not None:  # filtered as bytes: nothing decoded
+                dropped_raw = _raw_names(dropped)
+                kept_raw = [(k, v) for k, v in raw if k.lower() not in dropped_raw]
+                dropped_none = len(kept_raw) == len(raw)
+                if added is not None:
+                    kept_raw += added._as_raw()
+                variant = RequestHeaders.from_raw(kept_raw)
+            else:
+                pairs = self.pairs
+                kept = [(k, v) for k, v in pairs if k.lower() not in dropped]
+                dropped_none = len(kept) == len(pairs)
+                if added is not None:
+                    kept += added.pairs
+                variant = RequestHeaders(kept)
             if dropped_none:
                 variant._parent = self
                 variant._suffix = b"" if added is None else added.encoded()
@@ -159,10 +269,16 @@ class UpstreamResponse:
         return response
 
     @property
+    def raw_head(self) -> bytes | None:
+        """The header lines as received (see `from_head`); None from a client that hands
+        over parsed headers."""
+        return self._head
+
+    @property
     def headers(self) -> list[tuple[str, str]]:
         """Every header of the response, as received, in order."""
         if self._headers is None:
-            self._headers = _split_head(self._head or b"")
+            self._headers = split_head(self._head or b"")
         return self._headers
 
     @property
@@ -184,7 +300,7 @@ class UpstreamResponse:
         return f"UpstreamResponse({self.status}, {len(self.body)} bytes)"
 
 
-def _split_head(head: bytes) -> list[tuple[str, str]]:
+def split_head(head: bytes) -> list[tuple[str, str]]:
     """CRLF-separated header lines to (name, value) pairs, values without surrounding
     whitespace (the parser that delimited the head refused folded lines)."""
     pairs = []
