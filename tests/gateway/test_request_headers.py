@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+
+import pytest
+
 from coalmine.gateway.mirror import mirror_headers
 from coalmine.gateway.upstream.base import (
     HOP_BY_HOP_BYTES,
@@ -88,3 +92,25 @@ def test_raw_end_to_end_drops_hop_by_hop_and_connection_named_headers() -> None:
         (b"Content-Length", b"3"), (b"X-User-Id", b"u1"), (b"TE", b"trailers"),
     ]  # fmt: skip
     assert end_to_end_raw(raw, HOP_BY_HOP_BYTES) == [(b"X-User-Id", b"u1")]
+
+
+@pytest.mark.parametrize("made_from", ["pairs", "raw"])
+def test_a_sent_copy_leaves_no_cycle_for_the_collector(made_from: str) -> None:
+    # the production headers keep their copies' variant, which is encoded from theirs: once
+    # the copy's block is made (it is sent), dropping both frees them by reference counting
+    pairs = [("X-User-Id", "u1"), ("Authorization", "Bearer s3cret")]
+    gc.collect()
+    gc.disable()
+    try:
+        production = (
+            RequestHeaders(list(pairs))
+            if made_from == "pairs"
+            else RequestHeaders.from_raw([(k.encode(), v.encode()) for k, v in pairs])
+        )
+        copy = mirror_headers(production, frozenset({"x-other"}))  # drops none: a suffix
+        assert copy.encoded() == b"X-User-Id: u1\r\nAuthorization: Bearer s3cret\r\nX-Shadow: 1\r\n"
+        production.encoded()
+        del production, copy
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -451,13 +451,12 @@ class HttptoolsClient(UpstreamClient):
         """On an idle keep-alive connection (the usual case) the request is written now and
         the connection reports its outcome: no task and no future. Else (a connection to
         open, a stale one to replace) a task does what `post` does."""
-        loop = asyncio.get_running_loop()
         try:
             if self._closed:
                 raise UpstreamConnectionError("client is closed")
             key, message = self._message("POST", url, body, headers)
         except UpstreamError as exc:
-            loop.call_soon(answered, context, None, exc)
+            asyncio.get_running_loop().call_soon(answered, context, None, exc)
             return
         conn = self._idle_connection(key)
         if conn is None:
