@@ -6,16 +6,18 @@ fresh SQLite file and hands it the records of `--requests` requests shaped like
 redacted`; a stable row and, unless --no-mirror, a shadow row sharing its request id), at
 `--rate` requests/s (0: as fast as the loop goes), then flushes. It reports the child's CPU
 per row over that window (utime + stime from /proc, its start-up excluded), the gateway
-side's (this process: submit, tuples, pickled frames, pipe writes, the loop), and the rows
-written. Then, for the tree this runs on, what each stage of the child's work costs in
-process (pickle.loads, record_of, finish_all, the row encoding, write_batch).
+side's (this process: submit, tuples, pickled frames, pipe writes; the records' building
+and the pacing loop's ticks measured alone and taken out), and the rows written. Then, for
+the tree this runs on, what each stage of the child's work costs in process (pickle.loads,
+record_of, finish_all, the row encoding, write_batch).
 
     PYTHONPATH=. .venv/bin/python benchmarks/log_writer.py [--requests 20000] [--rate 6000]
         [--no-mirror] [--tree BEFORE_DIR --tree AFTER_DIR] [--rounds 3]
 
 With --tree (a directory holding the `coalmine` package, e.g. `git archive REV | tar -x -C
-DIR`), each tree is measured in a process of its own with PYTHONPATH=tree (so its child runs
-that tree's code too), alternating A B, B A, ... for --rounds rounds; medians last.
+DIR`), each tree is measured in a process of its own with PYTHONPATH=tree, run from the
+tree's directory (so its writer process runs that tree's code too), alternating A B, B A,
+... for --rounds rounds; medians last.
 The machine is shared: compare trees within one run, and read the load average printed.
 """
 
@@ -75,28 +77,37 @@ async def run_once(requests: int, rate: float, mirror: bool) -> dict[str, Any]:
         pid = writer._process.pid
         loop = asyncio.get_running_loop()
         child0, own0, wall0 = child_cpu_s(pid), time.process_time(), loop.time()
-        sent = 0
-        while sent < requests:
-            due = requests if rate <= 0 else min(requests, int((loop.time() - wall0) * rate) + 1)
-            for i in range(sent, due):
-                for record in records(policy, i, mirror):
-                    writer.submit(record)
-            sent = due
-            await asyncio.sleep(0 if rate <= 0 else 0.001)
+        await _pace(
+            requests, rate, lambda i: [writer.submit(r) for r in records(policy, i, mirror)]
+        )
         await writer.flush()
         child1, own1, wall1 = child_cpu_s(pid), time.process_time(), loop.time()
         await writer.close()
         rows = requests * (2 if mirror else 1)
-        # the records' own building is the gateway's request path, not the log's: take it out
-        build = min(
-            _timed(lambda: [records(policy, i, mirror) for i in range(2_000)]) for _ in range(3)
-        ) * (requests / 2_000)  # fmt: skip
+        # what is not the log's: building the records (the request path's) and the pacing
+        # loop's own ticks, measured alone on a tenth of the requests and scaled
+        tenth = max(1, requests // 10)
+        start = time.process_time()
+        await _pace(tenth, rate, lambda i: records(policy, i, mirror))
+        other = (time.process_time() - start) * requests / tenth
         return {
             "rows": rows, "written": writer.written, "dropped": writer.dropped,
             "child_us": (child1 - child0) / rows * 1e6,
-            "gateway_us": max(0.0, own1 - own0 - build) / rows * 1e6,
+            "gateway_us": max(0.0, own1 - own0 - other) / rows * 1e6,
             "wall_s": wall1 - wall0,
         }  # fmt: skip
+
+
+async def _pace(requests: int, rate: float, one: Any) -> None:
+    """`one(i)` for each request, at `rate` a second (0: flat out, yielding to the loop)."""
+    loop = asyncio.get_running_loop()
+    start, sent = loop.time(), 0
+    while sent < requests:
+        due = requests if rate <= 0 else min(requests, int((loop.time() - start) * rate) + 1)
+        for i in range(sent, due):
+            one(i)
+        sent = due
+        await asyncio.sleep(0 if rate <= 0 else 0.001)
 
 
 def _timed(fn: Any) -> float:
@@ -146,7 +157,7 @@ def _load() -> str:
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
-    return (f"{name:34} {r['rows']:>7} {r['written']:>7} {r['dropped']:>7} "
+    return (f"{name:34} {r['rows']:>7.0f} {r['written']:>7.0f} {r['dropped']:>7.0f} "
             f"{r['child_us']:>9.1f} {r['gateway_us']:>10.1f} {r['wall_s']:>7.2f}")  # fmt: skip
 
 
@@ -179,7 +190,11 @@ def main() -> None:
                 command = [sys.executable, __file__, "--one", "--requests", str(args.requests)]
                 command += ["--rate", str(args.rate), *([] if args.mirror else ["--no-mirror"])]
                 env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
-                out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                # run from the tree: the writer process is `python -m`, whose path starts at
+                # the working directory (from this checkout it would run this checkout's code)
+                out = subprocess.run(
+                    command, env=env, cwd=tree, capture_output=True, text=True, check=True
+                )
                 result = json.loads(out.stdout.splitlines()[-1])
                 results[tree].append(result)
                 print(_row(f"{Path(tree).name} (round {round_ + 1})", result), flush=True)
