@@ -28,7 +28,10 @@ def scores_field(obj: dict[str, Any], field: str | None) -> Any:
     """The value of the scores field of a V1 or plain JSON response; None when absent."""
     if field is not None:
         return obj.get(field)
-    return next((obj[name] for name in SCORE_NAMES if name in obj), None)
+    for name in SCORE_NAMES:  # a loop, not next(genexpr): the log's writer reads every answer
+        if name in obj:
+            return obj[name]
+    return None
 
 
 def scores_tensor(tensors: list[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
