@@ -99,13 +99,36 @@ def loads_bounded(data: bytes | str) -> Any:
     return value
 
 
+def _utf8(text: str) -> bool:
+    """False when `text` holds a lone surrogate, which JSON's "\\ud800" escape reads as:
+    such text can be neither stored nor hashed as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: the same value always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if _utf8(text):
+        return text
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))  # lone surrogates escaped
 
 
 # Built once: json.dumps with any option builds a new encoder per call.
-_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_compact_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_compact_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _compact_json(value: Any) -> str:
+    """Compact JSON text, non-ASCII as it is; all escaped (the same value) when it holds a
+    lone surrogate, so that it can be stored and cut as UTF-8."""
+    text = _compact_utf8(value)
+    return text if _utf8(text) else _compact_ascii(value)
 
 
 def _parse(body: bytes) -> Any:

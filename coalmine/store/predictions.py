@@ -50,7 +50,21 @@ _COPY = f"COPY {predictions.name} ({', '.join(COLUMNS)}) FROM STDIN"
 # default=str: a prediction holding a non-JSON type is logged as its text, not lost. Built
 # once: json.dumps with any option builds a new encoder per call, which tripled the cost of
 # encoding a row's prediction and slices (the log writer encodes two per served request).
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_json_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_json_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _json(value: Any) -> str:
+    """Compact JSON text; all non-ASCII escaped (the same value) when it holds a lone
+    surrogate (JSON's "\\ud800" reads as one), which no store takes as UTF-8 text."""
+    text = _json_utf8(value)
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _json_ascii(value)
+    return text
 
 
 def _cut(value: str | None, width: int) -> str | None:

@@ -79,6 +79,7 @@ ANSWERS: dict[str, tuple[Protocol, int, bytes, dict[str, str]]] = {
     "client error": (PLAIN, 422, _json({"error": "missing instances"}), {}),
     "not json": (V1, 200, b"<html>ok</html>", {}),
     "not utf-8": (PLAIN, 200, b"\xff\xfe{", {}),
+    "plain, a lone surrogate": (PLAIN, 200, b'{"prediction": "\\ud800"}', {}),
     "empty body": (V1, 200, b"", {}),
     "nested too deep to read": (V1, 200, b"[" * 5000 + b"]" * 5000, {}),
 }  # fmt: skip
@@ -90,6 +91,10 @@ REQUESTS: dict[str, bytes] = {
     "not json": b"a=1&user_id=u-1",
     "many brackets": _json({"instances": [[i] for i in range(150)], "user_id": "u-2"}),
     "large": _json({"instances": [{"user_id": "u-3", "f": "x" * (70 << 10)}]}),
+    # JSON's "\ud800" escape reads as a lone surrogate, which UTF-8 cannot hold: deferred to
+    # the writer, and (past max_input_bytes) shaped on the request path
+    "lone surrogates": b'{"instances": [{"user_id": "u-5", "t": "\\ud800"}]}',
+    "lone surrogates, large": b'{"instances": [{"t": "' + b"\\udfff" * 200 + b'"}]}',
 }
 
 

@@ -131,3 +131,24 @@ def test_redacted_bytes_give_what_the_parsed_body_gives(max_bytes: int) -> None:
         assert json.loads(shaped or "") == {
             "Email": REDACTED, "x": [{"EMAIL": REDACTED, "y": {"ssn": REDACTED}}]
         }  # fmt: skip
+
+
+@pytest.mark.parametrize("inputs", ["redacted", "hashed", "full"])
+@pytest.mark.parametrize("size", [1, 2_000])  # within the cap, and cut by it
+def test_a_lone_surrogate_escape_gives_utf8_text_of_the_same_value(inputs: str, size: int) -> None:
+    """JSON may escape half a surrogate pair ("\\ud800"); it reads as a lone surrogate that
+    UTF-8 cannot hold. The logged text escapes it (and the rest) instead of failing to be
+    cut, hashed or stored."""
+    raw = b'{"t": "' + b"\\ud800 \xc3\xa9 " * size + b'", "user_id": "\\udfff"}'
+    p = policy(inputs=inputs, redact_fields=["user_id"], max_input_bytes=4096)
+    for body in (raw, json.loads(raw)):
+        shaped = p.shape_input(body) or ""
+        shaped.encode()  # valid UTF-8: no lone surrogate left
+        if inputs == "hashed":
+            assert shaped == hashlib.sha256(canonical_json(json.loads(raw)).encode()).hexdigest()
+        elif inputs == "redacted" and size == 1:
+            assert json.loads(shaped) == {"t": "\ud800 é ", "user_id": REDACTED}
+        elif inputs == "redacted":
+            assert shaped.endswith(TRUNCATION_MARKER)
+    # text without a lone surrogate keeps its characters unescaped
+    assert canonical_json({"t": "é"}) == '{"t":"é"}'

@@ -5,6 +5,7 @@ dicts wrote it, odd values included."""
 from __future__ import annotations
 
 import datetime
+import json
 import math
 
 from sqlalchemy import Engine, insert
@@ -28,6 +29,8 @@ ODD = [
     ),
     record(14, sample_weight=4.0, ts=True, latency_ms=3, status=True, canary_weight_bp=False),
     record(15, slices={"device": None, "n": 3, "s": "日本"}, input="\x7f and \u2028 \\N"),
+    # JSON's "\ud800" escape reads as a lone surrogate, which no store takes as UTF-8
+    record(16, prediction={"p": "\ud800 é"}, slices={"s": "\udfff"}, scores=["\udbff"]),
 ]
 
 
@@ -50,6 +53,10 @@ def test_odd_values_encode_as_json_text_cut_to_their_columns() -> None:
     assert numbers == [1.0, 3.0, 1, 0]
     assert [type(n) for n in numbers] == [float, float, int, int]
     assert rows["r15"][column["slices"]] == '{"device":null,"n":3,"s":"日本"}'
+    lone = rows["r16"]  # escaped, the same values
+    assert lone[column["prediction"]] == '{"p":"\\ud800 \\u00e9"}'
+    assert json.loads(lone[column["prediction"]]) == ODD[-1].prediction
+    assert json.loads(lone[column["slices"]]) == {"s": "\udfff"}
     for r in ODD:  # the dict form is the same row by name
         assert encode_record(r) == dict(zip(COLUMNS, encode_row(r), strict=True))
 
