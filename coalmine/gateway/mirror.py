@@ -221,15 +221,14 @@ class ShadowMirror:
         dropped there.) A slow shadow's full queue then costs a request a test and a count."""
         if self._queued < self._queue_size and not self._stopped:
             return False
-        for _ in range(copies):
-            self._count_drop(model)
+        self._count_drop(model, copies)
         return True
 
-    def _count_drop(self, model: str) -> None:
-        self.dropped += 1
+    def _count_drop(self, model: str, copies: int = 1) -> None:
+        self.dropped += copies
         key = (model,)
         drops = self._drops
-        drops[key] = drops.get(key, 0) + 1
+        drops[key] = drops.get(key, 0) + copies
 
     def depth(self) -> int:
         return self._queued
@@ -253,8 +252,8 @@ class ShadowMirror:
                     await self._idle
         self._stopped = True
         for (model, _), n in self._copies.items():  # stopped mid-call: no answer to log
-            for _ in range(n):
-                self._count_drop(model)
+            if n:
+                self._count_drop(model, n)
         self._copies.clear()
         self._in_flight = 0
         unsent = 0
