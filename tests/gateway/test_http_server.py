@@ -231,6 +231,38 @@ async def test_a_stop_lets_requests_in_flight_finish_and_closes_idle_connections
     assert [row.request_id for row in gw.rows()] == ["in-flight"]  # flushed by the stop
 
 
+def _connection_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if "_Connection._serve" in repr(t.get_coro())]
+
+
+async def test_a_keep_alive_connection_has_one_task_which_ends_with_the_connection(
+    tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway, server: str
+) -> None:
+    # the protocol server's task per connection waits between requests (one made per
+    # request cost more); a client that goes away, idle or mid-request, leaves none behind
+    if server == "aiohttp":
+        pytest.skip("aiohttp's server has its own tasks")
+    upstreams["v1"].mode, upstreams["v1"].delay_s = "slow", 0.3
+    gw = await start_gateway(make_config(tmp_path, {"v1": upstreams["v1"].url}))
+    reader, writer = await _connect(gw.url)
+    for i in range(3):
+        writer.write(_post(f"r-{i}"))
+        status, headers, _ = await _answer(reader)
+        assert (status, headers["x-request-id"]) == (200, f"r-{i}")
+        assert len(_connection_tasks()) == 1  # the same task, waiting for the next request
+    writer.close()
+    _, gone_writer = await _connect(gw.url)
+    gone_writer.write(_post("gone"))
+    await gone_writer.drain()
+    await asyncio.sleep(0.1)  # with the model now
+    gone_writer.close()
+    async with asyncio.timeout(BOUND_S):
+        while _connection_tasks():
+            await asyncio.sleep(0.02)
+    status, _, _ = await gw.post(V1)  # and the gateway serves on
+    assert status == 200
+
+
 async def test_a_head_past_its_bound_is_refused_by_the_gateway(
     tmp_path: Path, upstreams: dict[str, Upstream], start_gateway: StartGateway, server: str
 ) -> None:

@@ -355,11 +355,24 @@ class HttptoolsClient(UpstreamClient):
     async def post(
         self, url: str, body: bytes, headers: Headers, timeout: float
     ) -> UpstreamResponse:
-        # not through _request: a coroutine less to start and resume on the request path
+        # not through _request or _exchange: no coroutine to start and resume on the
+        # request path, where an idle keep-alive connection is the usual case
         if self._closed:
             raise UpstreamConnectionError("client is closed")
         key, message = self._message("POST", url, body, headers)
-        return await self._exchange(key, message, timeout)
+        conn = self._idle_connection(key)
+        if conn is None:
+            return await self._exchange(key, message, timeout)
+        try:
+            response = await conn.send(message, timeout)
+        except _StaleConnection:
+            # the upstream closed it while idle, so it never saw the request: another
+            return await self._exchange(key, message, timeout)
+        except BaseException:
+            conn.abort()  # cancelled or failed mid-request: the connection is unusable
+            raise
+        self._release(conn)
+        return response
 
     async def get(self, url: str, headers: Headers, timeout: float) -> UpstreamResponse:
         return await self._request("GET", url, b"", headers, timeout)
