@@ -11,8 +11,12 @@ from the prediction log — and this is the whole rule:
 - a window BREACHES when the candidate's value is above `max` or below `min`, or above
   `max_ratio` × the stable version's value;
 - it has NO DATA when a needed value is missing: an empty vector, NaN (e.g. 0/0 with no
-  requests), or a query that failed. The stable version's value is the latest it gave:
-  at 100% it serves no request, and CPU per request has nothing to divide by;
+  requests), or a query that failed. The stable version's value is the latest it gave;
+- at 100% the stable version serves no request: it is not read at all (`reads_stable`), and
+  the windows are judged against its latest reading from an earlier step. A window read
+  after the switch still covers the stable's last few requests before it, and a value of a
+  handful of requests is noise (CPU per request even reads 0 when the process's CPU counter,
+  10 ms a tick, did not move): a good candidate was rolled back on that 0;
 - `failures` consecutive breaching windows (default 2) FAIL the criterion, which rolls the
   rollout back (a window with no data neither breaks nor extends the run);
 - a step is HELD while the latest window breached (fewer than `failures` in a row) and
@@ -31,7 +35,7 @@ from coalmine.analysis.promql import PromQLCriterion, promql_duration
 from coalmine.analysis.result import CriterionResult
 from coalmine.analysis.sequential import Verdict
 
-__all__ = ["GuardRail", "Status", "Window", "breaches"]
+__all__ = ["GuardRail", "Status", "Window", "breaches", "reads_stable"]
 
 Status = Literal["fail", "breaching", "no_data", "ok"]
 
@@ -47,6 +51,16 @@ class Window:
 
 def _value(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+# the canary weight (basis points) at which the stable version serves nothing
+_ALL_TRAFFIC_BP = 10_000
+
+
+def reads_stable(criterion: PromQLCriterion, canary_weight_bp: int) -> bool:
+    """Whether a window reads the stable version's value: for a ratio, while it serves part
+    of the traffic (module doc)."""
+    return criterion.max_ratio is not None and canary_weight_bp < _ALL_TRAFFIC_BP
 
 
 def breaches(criterion: PromQLCriterion, window: Window) -> bool | None:
@@ -83,10 +97,6 @@ class GuardRail:
     def due(self, now: float) -> bool:
         start = self.opened_at if self.last_at is None else self.last_at
         return now - start >= self.criterion.window
-
-    @property
-    def needs_stable(self) -> bool:
-        return self.criterion.max_ratio is not None
 
     def observe(self, now: float, window: Window) -> None:
         self.last_at = now

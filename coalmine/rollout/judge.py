@@ -343,7 +343,7 @@ class EngineJudge:
 
     def _guard_rails(self, record: RolloutRecord, mode: str, now: float) -> list[Any]:
         """(result, status) per PromQL criterion, each queried when its window is due."""
-        from coalmine.analysis.guard_rail import GuardRail, Window
+        from coalmine.analysis.guard_rail import GuardRail, Window, reads_stable
         from coalmine.analysis.promql import render
         from coalmine.analysis.sources.promql import QueryError
 
@@ -360,7 +360,9 @@ class EngineJudge:
                 client = self.metric_sources.get(k.source)
                 values: dict[str, float | None] = {}
                 error = None
-                versions = [s.candidate, *([s.previous_stable] if rail.needs_stable else [])]
+                # at 100% the stable's latest reading from an earlier step (guard_rail.py)
+                stable = reads_stable(k, s.canary_weight_bp)
+                versions = [s.candidate, *([s.previous_stable] if stable else [])]
                 shared = {"model": s.model, "candidate": s.candidate, "window": k.window,
                           "stable": s.previous_stable, "rollout": s.id}  # fmt: skip
                 at = time.time()  # both versions read at the same instant
