@@ -297,8 +297,9 @@ class _Connection(asyncio.Protocol):
         if waiter is not None:  # the connection's task waits for its next request
             self._idle = None
             waiter.set_result(None)
-        else:
+        elif self._task is None:
             self._task = self._loop.create_task(self._serve())
+        # else the task is between two requests: it finds this one queued before it waits
 
     async def _serve(self) -> None:
         """The connection's one task: answers what is queued, in order, then waits for the
@@ -329,6 +330,8 @@ class _Connection(asyncio.Protocol):
                 self._served()
                 if self._closed:
                     return
+                if queue:  # queued while _served() ran
+                    continue
                 self._idle = idle = self._loop.create_future()
                 try:
                     await idle  # until _enqueue sets it
