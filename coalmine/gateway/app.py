@@ -81,7 +81,8 @@ _NO_SLICES: dict[str, Any] = {}
 _NOT_PARSED = object()
 MAX_REQUEST_ID = 128  # characters: the prediction log's column and the feedback API's limit
 # the gateway's own answer headers: an upstream's value of these is replaced, not repeated
-_OWN_HEADERS = frozenset({"x-request-id", "x-model-version"})
+# (Date: the server writes its own, as nginx does; RFC 9110 6.6.1 allows one per message)
+_OWN_HEADERS = frozenset({"x-request-id", "x-model-version", "date"})
 _NOT_PASSED_BACK = RESPONSE_NOT_FORWARDED | _OWN_HEADERS
 _NOT_PASSED_BACK_BYTES = frozenset(h.encode() for h in _NOT_PASSED_BACK)
 

@@ -351,6 +351,37 @@ async def test_an_upstream_header_is_passed_back_byte_for_byte(
     assert b"Connection: keep-alive" not in lines  # still hop-by-hop: not passed back
 
 
+async def test_an_answer_carries_one_date_header_the_gateways_own(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    # RFC 9110 6.6.1: one Date per message. The server writes its own; the upstream's was
+    # passed back beside it on the protocol server (two Date lines); as nginx does, the
+    # gateway's replaces it. The upstream's Server header is an end-to-end one: passed back.
+    body = json.dumps({"predictions": ["cat"]}).encode()
+    response = (
+        b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nServer: model-x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    async with _RawUpstream(response) as upstream:
+        config = make_config(tmp_path, {"v1": upstream.url})
+        gw = await start_gateway(config)
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        payload = json.dumps(BODY).encode()
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+            % (PATHS["v1"].encode(), len(payload))
+            + payload
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        await asyncio.wait_for(reader.readexactly(len(body)), 10)
+        writer.close()
+    dates = [line for line in head.split(b"\r\n") if line.lower().startswith(b"date:")]
+    assert len(dates) == 1, dates
+    assert b"2001" not in dates[0]
+    assert b"Server: model-x" in head.split(b"\r\n")
+
+
 async def test_a_binary_request_is_forwarded_byte_for_byte(
     tmp_path: Path, start_gateway: StartGateway
 ) -> None:
