@@ -317,6 +317,22 @@ async def test_end_to_end_response_headers_pass_back_and_hop_by_hop_ones_do_not(
     assert len(headers.getall("X-Request-ID")) == 1
 
 
+async def _raw_post(url: str, answer_length: int) -> tuple[list[bytes], bytes]:
+    """POST BODY over a raw socket: the answer's head lines as they came, and its body."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps(BODY).encode()
+    writer.write(
+        b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+        % (PATHS["v1"].encode(), len(payload))
+        + payload
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    answer = await asyncio.wait_for(reader.readexactly(answer_length), 10)
+    writer.close()
+    return head.split(b"\r\n"), answer
+
+
 async def test_an_upstream_header_is_passed_back_byte_for_byte(
     tmp_path: Path, start_gateway: StartGateway, server: str
 ) -> None:
@@ -334,18 +350,7 @@ async def test_an_upstream_header_is_passed_back_byte_for_byte(
     async with _RawUpstream(response) as upstream:
         config = make_config(tmp_path, {"v1": upstream.url})
         gw = await start_gateway(config)
-        host, port = gw.url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        payload = json.dumps(BODY).encode()
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
-            % (PATHS["v1"].encode(), len(payload))
-            + payload
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        answer = await asyncio.wait_for(reader.readexactly(len(body)), 10)
-        writer.close()
-    lines = head.split(b"\r\n")
+        lines, answer = await _raw_post(gw.url, len(body))
     assert note in lines
     assert answer == body
     assert b"Connection: keep-alive" not in lines  # still hop-by-hop: not passed back
@@ -365,21 +370,11 @@ async def test_an_answer_carries_one_date_header_the_gateways_own(
     async with _RawUpstream(response) as upstream:
         config = make_config(tmp_path, {"v1": upstream.url})
         gw = await start_gateway(config)
-        host, port = gw.url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        payload = json.dumps(BODY).encode()
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
-            % (PATHS["v1"].encode(), len(payload))
-            + payload
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        await asyncio.wait_for(reader.readexactly(len(body)), 10)
-        writer.close()
-    dates = [line for line in head.split(b"\r\n") if line.lower().startswith(b"date:")]
+        lines, _ = await _raw_post(gw.url, len(body))
+    dates = [line for line in lines if line.lower().startswith(b"date:")]
     assert len(dates) == 1, dates
     assert b"2001" not in dates[0]
-    assert b"Server: model-x" in head.split(b"\r\n")
+    assert b"Server: model-x" in lines
 
 
 async def test_a_binary_request_is_forwarded_byte_for_byte(
