@@ -254,6 +254,11 @@ class ShadowConfig(Strict):
     queue_size: int = Field(default=2048, ge=1)
     workers: int = Field(default=16, ge=1)
     timeout_s: float = Field(default=5.0, gt=0)
+    max_age_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="a copy still queued this long after its request is dropped (counted)",
+    )
     strip_headers: list[str] = Field(
         default_factory=lambda: ["Authorization", "Cookie", "X-Api-Key"],
         description="request headers left out of mirror copies (the end user's credentials)",

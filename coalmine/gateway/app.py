@@ -167,6 +167,7 @@ class Gateway:
             queue_size=gateway.shadow.queue_size,
             workers=gateway.shadow.workers,
             timeout_s=gateway.shadow.timeout_s,
+            max_age_s=gateway.shadow.max_age_s,
         )
         self.mirror_strip = frozenset(h.lower() for h in gateway.shadow.strip_headers)
         self.policy = InputPolicy(config.logging)

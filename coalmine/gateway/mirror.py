@@ -26,6 +26,14 @@ few calls in flight: measured in a live shadow of an identical model on a loaded
 machine (3 client threads), the shadow's p99 was 3.5× production's with 16 workers and 1.2×
 with 3. A copy waiting for its turn waits in the queue, which is not timed.
 
+Fresh copies: a copy still queued `max_age_s` (1 s) after it was offered is dropped when its
+turn comes, and counted as a drop. A shadow slower than production fills the queue and keeps
+it full (the like-for-like cap lets only so many copies out): without the bound every copy
+sent was queue_size / sent-per-second old (~6 s at 2,048 copies and a 50 ms shadow, measured),
+a replay of the past rather than a mirror. Dropping the stale head (rather than the oldest
+copy at each offer, which still sends copies queue_size / rate old) keeps the request path's
+full-queue test a test and a count, and the order of each model and role's copies.
+
 A target that is down is left alone a while: after a copy's connect to a host:port is refused
 or times out, copies to it are not sent for a backoff (0.1 s, doubling to 5 s while probes
 still fail, ended by the first call that reaches it; gateway/backoff.py). Such copies are
@@ -91,11 +99,12 @@ def mirror_headers(forward_headers: Headers, strip: frozenset[str]) -> RequestHe
     return forward_headers.without(strip, _MARK)
 
 
-# A queued copy: (route, protocol, url, body, headers, request_id, input, slices, role, cap),
-# route being the CompiledRoute at the time of the production request, role "shadow",
+# A queued copy: (route, protocol, url, body, headers, request_id, input, slices, role, cap,
+# due), route being the CompiledRoute at the time of the production request, role "shadow",
 # "baseline" (the stable version's fresh instance) or "paired" (the stable version's copy of
-# a canary request), and cap the copies of its model and role that may be in flight.
-ShadowJob = tuple[Any, Protocol, str, bytes, Headers, str, Any, dict[str, Any], str, int]
+# a canary request), cap the copies of its model and role that may be in flight, and due the
+# monotonic time after which it is too old to send (dropped when its turn comes).
+ShadowJob = tuple[Any, Protocol, str, bytes, Headers, str, Any, dict[str, Any], str, int, float]
 
 
 class _Serving:
@@ -124,6 +133,7 @@ class ShadowMirror:
         queue_size: int,
         workers: int,
         timeout_s: float,
+        max_age_s: float = 1.0,
     ) -> None:
         self._client = client
         self._sink = sink
@@ -134,6 +144,8 @@ class ShadowMirror:
         self._queue_size = queue_size
         self._workers = workers  # copies in flight at most
         self._timeout = timeout_s
+        self._max_age = max_age_s  # a copy queued longer is dropped when its turn comes
+        self.clock = time.monotonic  # the queue's clock (a test sets it)
         self._in_flight = 0
         self._started = self._stopped = False
         self._pump_due = False
@@ -182,7 +194,8 @@ class ShadowMirror:
             return False
         # production's calls in flight now, and the one this request is about to make
         cap = self._serving.get(route.model, 0) + 1
-        job = (route, protocol, url, body, headers, request_id, input, slices, role, cap)
+        due = self.clock() + self._max_age
+        job = (route, protocol, url, body, headers, request_id, input, slices, role, cap, due)
         self._queue.append(job)
         self._queued += 1
         if not self._pump_due and self._started:
@@ -278,8 +291,12 @@ class ShadowMirror:
         model and role are under its cap (else it waits, parked in order, for a turn)."""
         self._pump_due = False
         queue, parked, copies = self._queue, self._parked, self._copies
+        now = self.clock()
         while queue and self._in_flight < self._workers and not self._stopped:
             job = queue.popleft()
+            if job[10] < now:  # too old: a turn for a fresher copy
+                self._stale(job)
+                continue
             key = (job[0].model, job[8])
             waiting = parked.get(key)
             if waiting:  # behind its model and role's earlier copies
@@ -291,12 +308,24 @@ class ShadowMirror:
                 waiting.append(job)
             else:
                 self._send(job, key)
+        if self._idle is not None:
+            self._drained()
+
+    def _stale(self, job: ShadowJob) -> None:
+        """A copy that waited too long: dropped, and counted as such."""
+        self._queued -= 1
+        self._count_drop(job[0].model)
 
     def _send_parked(self, key: tuple[str, str], waiting: deque[ShadowJob]) -> None:
         """Send `key`'s parked copies, in order, while each is under its cap."""
         copies = self._copies
+        now = self.clock()
         while waiting and self._in_flight < self._workers and copies.get(key, 0) < waiting[0][9]:
-            self._send(waiting.popleft(), key)
+            job = waiting.popleft()
+            if job[10] < now:
+                self._stale(job)
+            else:
+                self._send(job, key)
 
     def _target(self, url: str) -> str:
         target = self._targets.get(url)
@@ -317,7 +346,7 @@ class ShadowMirror:
             error_class = self.backoff.held(target)
             if error_class is not None:
                 self._queued -= 1
-                route, protocol, _, _, _, request_id, input, slices, role, _ = job
+                route, protocol, _, _, _, request_id, input, slices, role, _, _ = job
                 self._held(route, role, protocol, request_id, input, slices, target, error_class)
                 if self._idle is not None:
                     self._drained()
@@ -358,7 +387,7 @@ class ShadowMirror:
             return
         self._row_due[target] = now + self.held_row_s
         error = _HELD.get(error_class) or _HELD["connection"]
-        job = (route, protocol, "", b"", (), request_id, input, slices, role, 0)
+        job = (route, protocol, "", b"", (), request_id, input, slices, role, 0, 0.0)
         try:
             self._log(job, time.time(), 0.0, None, error)
         except Exception:
@@ -433,7 +462,7 @@ class ShadowMirror:
         response: UpstreamResponse | None,
         error: BaseException | None,
     ) -> None:
-        route, protocol, _, _, _, request_id, input, slices, role, _ = job
+        route, protocol, _, _, _, request_id, input, slices, role, _, _ = job
         status = 0
         error_class: str | None = None
         answer: bytes | None = None

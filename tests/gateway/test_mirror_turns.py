@@ -88,3 +88,61 @@ async def test_each_model_and_role_waits_for_its_own_turn(
     finally:
         await mirror.close()
         await client.close()
+
+
+@pytest.fixture
+async def gated() -> AsyncIterator[tuple[str, list[str], asyncio.Event]]:
+    """Holds each call until the test sets the gate; records the request ids received."""
+    received: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(request.path.rsplit("/", 1)[1])
+        await request.read()
+        await gate.wait()
+        return web.json_response({"predictions": [1]})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner, url = await serve_app(app)
+    yield url, received, gate
+    await runner.cleanup()
+
+
+async def test_a_full_queue_sends_fresh_copies_and_drops_the_stale_ones(
+    gated: tuple[str, list[str], asyncio.Event],
+) -> None:
+    """A shadow slower than production keeps the queue full: the copies sent must be of
+    recent requests, not of requests queued long before (which are dropped and counted)."""
+    url, received, gate = gated
+    client, sink = HttptoolsClient(), Sink()
+    mirror = ShadowMirror(client, sink, queue_size=3, workers=1, timeout_s=5.0, max_age_s=1.0)  # type: ignore[arg-type]
+    now = [100.0]
+    mirror.clock = lambda: now[0]  # the queue's time, moved by the test
+    mirror.start()
+    offered = 0
+
+    def offer(request_id: str) -> bool:
+        nonlocal offered
+        offered += 1
+        return mirror.offer(ROUTE, V1, f"{url}/{request_id}", b"{}", [], request_id, None, {})
+
+    try:
+        with mirror.serving("m"):  # production busy: the cap lets one copy out at a time
+            assert offer("r0")
+            async with asyncio.timeout(10):
+                while not received:  # r0 is at the shadow, which holds it
+                    await asyncio.sleep(0.01)
+            assert [offer(f"r{i}") for i in (1, 2, 3, 4)] == [True, True, True, False]
+            now[0] += 5.0  # r1..r3 have waited 5 s for the slow shadow
+            gate.set()  # r0 answered: its turn goes to the stale copies, which are dropped
+            await _until(sink, 1)  # its turn passed on in the same callback
+            assert mirror.depth() == 0 and mirror.dropped == 4  # r4 at the offer, r1..r3 stale
+            assert offer("r5") and offer("r6")
+            await _until(sink, 3)
+        assert received == ["r0", "r5", "r6"]  # the latest requests', in order
+        assert [r.request_id for r in sink.records] == ["r0", "r5", "r6"]
+        assert len(sink.records) + mirror.dropped == offered  # every copy sent or counted
+    finally:
+        await mirror.close()
+        await client.close()
