@@ -480,3 +480,59 @@ async def test_answer_delimited_by_the_close_of_the_connection(client: UpstreamC
         assert response.headers[0] == ("Content-Type", "text/plain")
     finally:
         server.close()
+
+
+@pytest.fixture
+async def answers_together() -> AsyncIterator[str]:
+    """An upstream that answers at once, except `/prod` and `/copy`: those wait for each
+    other, then both answers are written in one go, production's first (as a mirror copy's
+    answer often comes in the same poll as production's). Yields its URL."""
+    held: dict[bytes, asyncio.StreamWriter] = {}
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head, _ = await read_request(reader)
+                path = head.split(b" ", 2)[1]
+                if path not in (b"/prod", b"/copy"):
+                    writer.write(ok)
+                    continue
+                held[path] = writer
+                if len(held) == 2:
+                    held.pop(b"/prod").write(ok)
+                    held.pop(b"/copy").write(ok)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+
+
+async def test_a_copys_answer_is_handled_after_the_production_answer_beside_it(
+    httptools_client: UpstreamClient, answers_together: str
+) -> None:
+    """At one connection the client's answer is on the critical path: a mirror copy's
+    answer read in the same poll must not be handled (its record, the next copy) before
+    production's request resumes and writes it."""
+    client, url = httptools_client, answers_together
+    # two pooled keep-alive connections, so that the copy takes post_soon's usual path
+    await asyncio.gather(*(client.post(url + "/warm", b"", [], 5) for _ in range(2)))
+    resumed: list[bool] = []
+    seen: list[bool] = []
+    done = asyncio.Event()
+
+    def answered(context: object, response: object, error: object) -> None:
+        seen.append(bool(resumed))
+        done.set()
+
+    client.post_soon(url + "/copy", b"c", [], 5, answered, "copy")
+    response = await client.post(url + "/prod", b"p", [], 5)
+    resumed.append(True)
+    async with asyncio.timeout(5):
+        await done.wait()
+    assert response.body == b"ok"
+    assert seen == [True]  # production's request had resumed when the copy's was handled

@@ -494,7 +494,10 @@ class HttptoolsClient(UpstreamClient):
             return
         else:
             conn.abort()
-        answered(context, response, error)
+        # handled after what is already ready, not now: when a production answer came in
+        # the same poll (a mirror copy's often does), its request resumes and its client's
+        # answer is written first; the copy's outcome (its record, the next copy) can wait
+        conn._loop.call_soon(answered, context, response, error)
 
     def _exchange_soon(
         self,
