@@ -33,6 +33,12 @@ sent was queue_size / sent-per-second old (~6 s at 2,048 copies and a 50 ms shad
 a replay of the past rather than a mirror. Dropping the stale head (rather than the oldest
 copy at each offer, which still sends copies queue_size / rate old) keeps the request path's
 full-queue test a test and a count, and the order of each model and role's copies.
+The queue then takes in only what the shadow takes out in time: its room shrinks by one
+per stale copy (down to `workers`) and grows by one per copy sent within half its age bound
+(up to `queue_size`). Without that, a slow shadow's full queue was emptied of stale copies
+about once per `max_age_s` and refilled at once: ~2,000 copies/s built by the request path
+to be dropped unsent, +8 µs per request in the gateway against dropping them at the offer
+(measured, benchmarks/gateway.py's 50 ms shadow).
 
 A target that is down is left alone a while: after a copy's connect to a host:port is refused
 or times out, copies to it are not sent for a backoff (0.1 s, doubling to 5 s while probes
@@ -142,9 +148,11 @@ class ShadowMirror:
         self._parked: dict[tuple[str, str], deque[ShadowJob]] = {}
         self._queued = 0  # in both
         self._queue_size = queue_size
+        self._room = queue_size  # copies queued at most now: fewer while copies go stale
         self._workers = workers  # copies in flight at most
         self._timeout = timeout_s
         self._max_age = max_age_s  # a copy queued longer is dropped when its turn comes
+        self._half_age = max_age_s / 2
         self.clock = time.monotonic  # the queue's clock (a test sets it)
         self._in_flight = 0
         self._started = self._stopped = False
@@ -189,7 +197,7 @@ class ShadowMirror:
         """Queue a copy without waiting; False (and counted) when the queue is full. (A copy
         to a target that is down is held when its turn comes; the request path asks `held`
         first, so that such a copy costs no headers, no job and no turn in the queue.)"""
-        if self._queued >= self._queue_size or self._stopped:
+        if self._queued >= self._room or self._stopped:
             self._count_drop(route.model)
             return False
         # production's calls in flight now, and the one this request is about to make
@@ -232,7 +240,7 @@ class ShadowMirror:
         of a request to `model` are counted as dropped, and the caller builds nothing for
         them. (`offer` checks again: with one place left for two copies, the second is
         dropped there.) A slow shadow's full queue then costs a request a test and a count."""
-        if self._queued < self._queue_size and not self._stopped:
+        if self._queued < self._room and not self._stopped:
             return False
         self._count_drop(model, copies)
         return True
@@ -307,13 +315,16 @@ class ShadowMirror:
                     waiting = parked[key] = deque()
                 waiting.append(job)
             else:
-                self._send(job, key)
+                self._send(job, key, now)
         if self._idle is not None:
             self._drained()
 
     def _stale(self, job: ShadowJob) -> None:
-        """A copy that waited too long: dropped, and counted as such."""
+        """A copy that waited too long: dropped, and counted as such; the queue holds one
+        fewer (the shadow does not take in time what it holds)."""
         self._queued -= 1
+        if self._room > self._workers:
+            self._room -= 1
         self._count_drop(job[0].model)
 
     def _send_parked(self, key: tuple[str, str], waiting: deque[ShadowJob]) -> None:
@@ -325,7 +336,7 @@ class ShadowMirror:
             if job[10] < now:
                 self._stale(job)
             else:
-                self._send(job, key)
+                self._send(job, key, now)
 
     def _target(self, url: str) -> str:
         target = self._targets.get(url)
@@ -340,7 +351,9 @@ class ShadowMirror:
                 self._targets[url] = target
         return target
 
-    def _send(self, job: ShadowJob, key: tuple[str, str]) -> None:
+    def _send(self, job: ShadowJob, key: tuple[str, str], now: float) -> None:
+        if job[10] - now > self._half_age and self._room < self._queue_size:
+            self._room += 1  # sent well within its bound: the queue may hold one more
         if self.down:
             target = self._target(job[2])
             error_class = self.backoff.held(target)

@@ -138,10 +138,14 @@ async def test_a_full_queue_sends_fresh_copies_and_drops_the_stale_ones(
             gate.set()  # r0 answered: its turn goes to the stale copies, which are dropped
             await _until(sink, 1)  # its turn passed on in the same callback
             assert mirror.depth() == 0 and mirror.dropped == 4  # r4 at the offer, r1..r3 stale
-            assert offer("r5") and offer("r6")
-            await _until(sink, 3)
-        assert received == ["r0", "r5", "r6"]  # the latest requests', in order
-        assert [r.request_id for r in sink.records] == ["r0", "r5", "r6"]
+            assert offer("r5")
+            await _until(sink, 2)
+            # its room shrank by one per stale copy (3 -> 1) and grew by one as r5 went out
+            # fresh: the queue holds 2 of its 3 places, what the shadow takes out in time
+            assert [offer(f"r{i}") for i in (6, 7, 8)] == [True, True, False]
+            await _until(sink, 4)
+        assert received == ["r0", "r5", "r6", "r7"]  # the latest requests', in order
+        assert [r.request_id for r in sink.records] == ["r0", "r5", "r6", "r7"]
         assert len(sink.records) + mirror.dropped == offered  # every copy sent or counted
     finally:
         await mirror.close()
