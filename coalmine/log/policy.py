@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from coalmine.config import LoggingConfig, SliceField
+from coalmine.json_text import compact_json, is_utf8
 
 __all__ = [
     "MAX_DEFERRED_INPUT_BYTES",
@@ -99,36 +100,12 @@ def loads_bounded(data: bytes | str) -> Any:
     return value
 
 
-def _utf8(text: str) -> bool:
-    """False when `text` holds a lone surrogate, which JSON's "\\ud800" escape reads as:
-    such text can be neither stored nor hashed as UTF-8."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: the same value always gives the same text."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if _utf8(text):
+    if is_utf8(text):
         return text
     return json.dumps(value, sort_keys=True, separators=(",", ":"))  # lone surrogates escaped
-
-
-# Built once: json.dumps with any option builds a new encoder per call.
-_compact_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-_compact_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-def _compact_json(value: Any) -> str:
-    """Compact JSON text, non-ASCII as it is; all escaped (the same value) when it holds a
-    lone surrogate, so that it can be stored and cut as UTF-8."""
-    text = _compact_utf8(value)
-    return text if _utf8(text) else _compact_ascii(value)
 
 
 def _parse(body: bytes) -> Any:
@@ -209,13 +186,13 @@ class InputPolicy:
             if self.mode == "redacted":
                 if parsed is _NOT_JSON:
                     return _digest(raw)
-                return truncate(_compact_json(_redact(parsed, self.redact_names)), self.max_bytes)
+                return truncate(compact_json(_redact(parsed, self.redact_names)), self.max_bytes)
             return _truncate_bytes(raw, self.max_bytes)
         if self.mode == "hashed":
             return _digest(body)
         if self.mode == "redacted":
             body = _redact(body, self.redact_names)
-        return truncate(_compact_json(body), self.max_bytes)
+        return truncate(compact_json(body), self.max_bytes)
 
     def _redacted_bytes(self, raw: bytes) -> str:
         """What the redacted mode gives for `raw` (as below), parsed and redacted at once."""
@@ -223,7 +200,7 @@ class InputPolicy:
             redacted = self._parse_redacted(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except (ValueError, UnicodeDecodeError):
             return _digest(raw)
-        return truncate(_compact_json(redacted), self.max_bytes)
+        return truncate(compact_json(redacted), self.max_bytes)
 
     def shape_later(self, body: Any) -> str | bytes | None:
         """`shape_input(body)`, or the raw `body` itself for the log's writer to shape.

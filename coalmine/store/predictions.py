@@ -11,13 +11,13 @@ as SQLAlchemy's), about half the cost of a Core insert of dicts (benchmarks/log_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, text
 from sqlalchemy import exc as sa_exc
 
+from coalmine.json_text import compact_json
 from coalmine.log.record import PredictionRecord
 from coalmine.store.schema import predictions
 
@@ -47,26 +47,6 @@ _SQLITE_INSERT = "INSERT INTO {} ({}) VALUES ({})".format(
 _COPY = f"COPY {predictions.name} ({', '.join(COLUMNS)}) FROM STDIN"
 
 
-# default=str: a prediction holding a non-JSON type is logged as its text, not lost. Built
-# once: json.dumps with any option builds a new encoder per call, which tripled the cost of
-# encoding a row's prediction and slices (the log writer encodes two per served request).
-_json_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-_json_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-def _json(value: Any) -> str:
-    """Compact JSON text; all non-ASCII escaped (the same value) when it holds a lone
-    surrogate (JSON's "\\ud800" reads as one), which no store takes as UTF-8 text."""
-    text = _json_utf8(value)
-    if text.isascii():
-        return text
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return _json_ascii(value)
-    return text
-
-
 def _cut(value: str | None, width: int) -> str | None:
     return value if value is None or len(value) <= width else value[:width]
 
@@ -85,12 +65,12 @@ def encode_row(record: PredictionRecord) -> tuple[Any, ...]:
         float(record.latency_ms),
         int(record.status),
         _cut(record.error_class, _W_ERROR),
-        None if prediction is None else _json(prediction),
+        None if prediction is None else compact_json(prediction),
         record.input,
-        _json(slices) if slices else "{}",
+        compact_json(slices) if slices else "{}",
         int(record.canary_weight_bp),
         record.rollout_id,
-        None if scores is None else _json(scores),
+        None if scores is None else compact_json(scores),
         None if weight == 1.0 else float(weight),
     )
 
