@@ -327,7 +327,13 @@ class Gateway:
                 route, role, protocol, path, body, forward_headers, request_id, shaped, slices
             )
         if role == "canary" and route.paired:
-            self._pair(route, protocol, path, body, forward_headers, request_id, shaped, slices)
+            # the stable version's copy of a request the canary answers: queued before the
+            # canary is called and never awaited, so a slow or dead stable copy cannot delay
+            # or change the canary's answer
+            paired = ((route.stable_url, "paired"),)
+            self._copy(
+                route, paired, protocol, path, body, forward_headers, request_id, shaped, slices
+            )
 
         version, url, metrics = route.targets[role]
         while True:
@@ -463,49 +469,21 @@ class Gateway:
 
         Both copies are of the same request, so the analysis pairs them by request id. A
         request the split already sent to the baseline gets no second baseline copy: its
-        routed call is the baseline's row for that request id.
-
-        While a target is down (`mirror.down`), its copies are counted and held here, and
-        while the queue is full (a slow shadow) they are counted as dropped, before anything
-        is built for them: a dead or slow shadow costs a lookup, not a copy.
+        routed call is the baseline's row for that request id. Held or dropped by `_copy`.
         """
-        mirror = self.mirror
-        shadow_url = route.shadow_url
-        baseline_url = route.baseline_url if role != "baseline" else None
-        if mirror.down:
-            if shadow_url is not None and mirror.held(
-                shadow_url, route, "shadow", protocol, request_id, shaped, slices
-            ):
-                shadow_url = None
-            if baseline_url is not None and mirror.held(
-                baseline_url, route, "baseline", protocol, request_id, shaped, slices
-            ):
-                baseline_url = None
-            if shadow_url is None and baseline_url is None:
-                return
-        if mirror.full(route.model, (shadow_url is not None) + (baseline_url is not None)):
-            return
-        headers = mirror_headers(forward_headers, self.mirror_strip)
-        if shadow_url is not None:
-            mirror.offer(
-                route, protocol, shadow_url + path, body, headers, request_id, shaped, slices
-            )
-        if baseline_url is not None:
-            mirror.offer(
-                route,
-                protocol,
-                baseline_url + path,
-                body,
-                headers,
-                request_id,
-                shaped,
-                slices,
-                "baseline",
-            )
+        targets: tuple[tuple[str, str], ...] = ()
+        if route.shadow_url is not None:
+            targets = ((route.shadow_url, "shadow"),)
+        if route.baseline_url is not None and role != "baseline":
+            targets += ((route.baseline_url, "baseline"),)
+        self._copy(
+            route, targets, protocol, path, body, forward_headers, request_id, shaped, slices
+        )
 
-    def _pair(
+    def _copy(
         self,
         route: CompiledRoute,
+        targets: tuple[tuple[str, str], ...],  # (the version's URL, the copy's role)
         protocol: Protocol,
         path: str,
         body: bytes,
@@ -514,29 +492,26 @@ class Gateway:
         shaped: str | bytes | None,
         slices: dict[str, Any],
     ) -> None:
-        """Queue the stable version's copy of a request the canary answers (role "paired").
+        """Queue a copy of the request to each of `targets`, one set of headers for all.
 
-        Queued before the canary is called, and never awaited: a slow or dead stable copy
-        cannot delay or change the canary's answer. Held or dropped as `_mirror`'s copies.
+        While a target is down (`mirror.down`), its copies are counted and held here, and
+        while the queue is full (a slow shadow) they are counted as dropped, before anything
+        is built for them: a dead or slow shadow costs a lookup, not a copy.
         """
         mirror = self.mirror
-        if mirror.down and mirror.held(
-            route.stable_url, route, "paired", protocol, request_id, shaped, slices
-        ):
+        if mirror.down:
+            targets = tuple(
+                (url, role)
+                for url, role in targets
+                if not mirror.held(url, route, role, protocol, request_id, shaped, slices)
+            )
+        if not targets or mirror.full(route.model, len(targets)):
             return
-        if mirror.full(route.model):
-            return
-        mirror.offer(
-            route,
-            protocol,
-            route.stable_url + path,
-            body,
-            mirror_headers(forward_headers, self.mirror_strip),
-            request_id,
-            shaped,
-            slices,
-            "paired",
-        )
+        headers = mirror_headers(forward_headers, self.mirror_strip)
+        for url, role in targets:
+            mirror.offer(
+                route, protocol, url + path, body, headers, request_id, shaped, slices, role
+            )
 
     def _log(
         self,
