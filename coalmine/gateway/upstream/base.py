@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, AnyStr
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -64,18 +64,28 @@ def end_to_end(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str
     """`headers` without those in `dropped` (lower-case, including "connection") and those
     the Connection header names (RFC 9110 7.6.1: they are hop-by-hop too). One pass: this
     runs twice per request."""
-    kept: list[tuple[str, str]] = []
-    named: list[str] = []
+    return _end_to_end(headers, dropped, "connection", ",")
+
+
+def _end_to_end(
+    headers: Iterable[tuple[AnyStr, AnyStr]],
+    dropped: frozenset[AnyStr],
+    connection: AnyStr,
+    comma: AnyStr,
+) -> list[tuple[AnyStr, AnyStr]]:
+    """`end_to_end` for str or byte pairs (`connection` and `comma` of the same type)."""
+    kept: list[tuple[AnyStr, AnyStr]] = []
+    named: list[AnyStr] = []
     for k, v in headers:
         lower = k.lower()
         if lower in dropped:
-            if lower == "connection":
+            if lower == connection:
                 named.append(v)
         else:
             kept.append((k, v))
     if not named:
         return kept
-    also = {t.strip().lower() for v in named for t in v.split(",")}
+    also = {t.strip().lower() for v in named for t in v.split(comma)}
     return [(k, v) for k, v in kept if k.lower() not in also]
 
 
@@ -128,19 +138,7 @@ def end_to_end_raw(
     headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes]
 ) -> list[tuple[bytes, bytes]]:
     """`end_to_end` for (name, value) byte pairs, as a server's parser gives them."""
-    kept: list[tuple[bytes, bytes]] = []
-    named: list[bytes] = []
-    for k, v in headers:
-        lower = k.lower()
-        if lower in dropped:
-            if lower == b"connection":
-                named.append(v)
-        else:
-            kept.append((k, v))
-    if not named:
-        return kept
-    also = {t.strip().lower() for v in named for t in v.split(b",")}
-    return [(k, v) for k, v in kept if k.lower() not in also]
+    return _end_to_end(headers, dropped, b"connection", b",")
 
 
 class RequestHeaders:
