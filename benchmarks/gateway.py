@@ -10,6 +10,18 @@ shadow (its URL a loopback port nothing listens on), each compared with the mirr
 
     .venv/bin/python benchmarks/gateway.py [--duration 10] [--connections 32]
         [--processes 2] [--json FILE] [--inputs redacted] [--servers protocol,aiohttp]
+        [--with-sidecars]
+
+`--with-sidecars` adds the like-for-like row for nginx: the same work with nginx as the data
+plane, done Coalmine's supported way (README "Collecting predictions without the gateway"):
+nginx carrying the `nginx` provider's file (sticky 90/10 `split_clients`, 100% mirror) and
+locations, each version's URL a `python -m coalmine.collect.sidecar` in front of the same
+upstream, the sidecars reporting through the batch ingest to a control API (`coalmine serve
+--no-gateway --no-controller`) that writes the prediction log to SQLite with the same
+`--inputs`. nginx, the three sidecars and the API run on the gateway's core; their CPU per
+request is taken after the log has caught up (rows stop growing), and the rows written are
+counted and printed beside the figure: a run that logged nothing prints no figure. Opt-in:
+with its drain and one-connection run it adds about 2 x --duration + 10 s.
 
 `--processes N` (N > 1) adds two rows: Coalmine with `gateway.processes: N` against nginx
 with N workers, both spread over cores 0-1 (with wrk and the upstreams, on a 2-core machine).
@@ -32,16 +44,18 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -52,6 +66,24 @@ PYTHON = sys.executable
 GATEWAY_CORE, LOAD_CORE, ALL_CORES = "0", "1", "0-1"
 MIRROR_OFF = "Coalmine (httptools), mirror off"
 DEAD_SHADOW = "Coalmine (httptools), dead shadow"
+SIDECARS = "nginx split+mirror + Coalmine sidecars (log on)"
+ONE_PROCESS = "Coalmine (httptools client)"
+REDACT_FIELDS = ["email", "user_id"]
+# the sidecar run's nginx: the baseline's gateway-nginx.conf settings around the provider's
+# include and location snippet
+SIDECAR_NGINX = """worker_processes 1;
+pid {pid};
+error_log ./logs/gw-sidecars.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  include {include};
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+{locations}  }}
+}}
+"""
 
 
 def free_port() -> int:
@@ -83,6 +115,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     cpu_us: float | None = None  # the gateway's CPU time per request
+    requests: int = 0  # completed in the run
 
 
 def process_cpu_s(pid: int) -> float:
@@ -125,11 +158,11 @@ def run_wrk(
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
         print(f"  warning: {name}: {non2xx.group(1)} non-2xx responses", file=sys.stderr)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     cpu_us = None
     if gateway_pid is not None:
-        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         cpu_us = (process_cpu_s(gateway_pid) - cpu_before) / max(requests, 1) * 1e6
-    return Result(name, rps, p50, p99, cpu_us)
+    return Result(name, rps, p50, p99, cpu_us, requests)
 
 
 class Stack:
@@ -140,11 +173,13 @@ class Stack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.ports = {name: free_port() for name in ("stable", "canary", "shadow", "slow")}
 
-    def start(self, args: list[str], core: str, log_name: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, args: list[str], core: str, log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{log_name}.log", "wb")  # noqa: SIM115 - lives with the process
         process = subprocess.Popen(
             ["taskset", "-c", core, *args], stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.workdir,
+            cwd=self.workdir, env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.processes.append(process)
         return process
@@ -226,7 +261,7 @@ class Stack:
         config = {
             "gateway": {"host": "127.0.0.1", "port": port, "processes": processes,
                         "upstream_client": client, "server": server},
-            "logging": {"inputs": inputs, "redact_fields": ["email", "user_id"]},
+            "logging": {"inputs": inputs, "redact_fields": REDACT_FIELDS},
             "store": {"url": f"sqlite:///{self.workdir / (name + '.db')}"},
             "models": [{
                 "name": "m",
@@ -250,6 +285,162 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/readyz")
         return process, url
+
+    def start_nginx_sidecars(
+        self, *, inputs: str
+    ) -> tuple[dict[str, subprocess.Popen[bytes]], str, Path]:
+        """nginx routing as the `nginx` provider writes it, a logging sidecar in front of each
+        upstream, and the control API they report to, all on the gateway's core; returns the
+        processes by name (in start order), nginx's URL and the store's SQLite file.
+
+        The controller is not run: the provider's file is rendered once from the stored route
+        (what the controller would write), so no reload happens during the run."""
+        from coalmine.config import NginxTraffic, parse_config
+        from coalmine.providers.nginx import NginxProvider
+        from coalmine.store.engine import open_engine
+        from coalmine.store.routes import RouteRepository
+
+        p, name = self.ports, "gw-sidecars"
+        port, api_port = free_port(), free_port()
+        sidecars = {"v1": free_port(), "v2": free_port(), "v3": free_port()}
+        upstreams = {"v1": p["stable"], "v2": p["canary"], "v3": p["shadow"]}
+        db, include = self.workdir / f"{name}.db", self.workdir / f"{name}-m.conf"
+        main_conf, pid_file = self.workdir / f"{name}.conf", self.workdir / "run" / f"{name}.pid"
+        token = secrets.token_urlsafe(24)
+        config = {
+            "api": {"host": "127.0.0.1", "port": api_port, "token": token},
+            "logging": {"inputs": inputs, "redact_fields": REDACT_FIELDS},
+            "store": {"url": f"sqlite:///{db}"},
+            "models": [{
+                "name": "m",
+                "versions": [{"name": v, "url": f"http://127.0.0.1:{sidecars[v]}"}
+                             for v in ("v1", "v2", "v3")],
+                "routing": {"stable": "v1", "canary": "v2", "canary_weight": 10,
+                            "shadow": "v3", "mirror_share": 100,
+                            "sticky": {"header": "X-User-Id"}},
+                "traffic": {"provider": "nginx", "config_path": str(include),
+                            "main_config": str(main_conf), "pid_file": str(pid_file),
+                            "prefix": str(self.workdir)},
+            }],
+        }  # fmt: skip
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        loaded = parse_config(config)
+        model = loaded.model("m")
+        assert isinstance(model.traffic, NginxTraffic)
+        engine = open_engine(loaded.store.url)
+        try:
+            RouteRepository(engine).seed_from_config(loaded)  # as `coalmine serve` does
+            route = RouteRepository(engine).get("m")
+        finally:
+            engine.dispose()
+        assert route is not None
+        provider = NginxProvider("m", model.routing.sticky, model.traffic)
+        include.write_text(provider.render(route))
+        locations = "".join(f"    {line}\n" for line in provider.location_snippet().splitlines())
+        main_conf.write_text(
+            SIDECAR_NGINX.format(pid=pid_file, include=include, port=port, locations=locations)
+        )
+        coalmine = str(Path(PYTHON).parent / "coalmine")
+        processes = {"API": self.start(
+            [coalmine, "serve", "--config", str(path), "--no-gateway", "--no-controller"],
+            GATEWAY_CORE, f"{name}-api",
+        )}  # fmt: skip
+        api = f"http://127.0.0.1:{api_port}"
+        wait_http(api + "/api/v1/healthz")
+        for version, listen in sidecars.items():
+            processes[f"sidecar {version}"] = self.start(
+                [PYTHON, "-m", "coalmine.collect.sidecar", "--listen", f"127.0.0.1:{listen}",
+                 "--upstream", f"http://127.0.0.1:{upstreams[version]}", "--model", "m",
+                 "--version", version, "--api", api],
+                GATEWAY_CORE, f"{name}-{version}", env={"COALMINE_TOKEN": token},
+            )  # fmt: skip
+        for listen in sidecars.values():
+            wait_http(f"http://127.0.0.1:{listen}/", method="POST")
+        processes["nginx"] = self.start(
+            ["nginx", "-p", str(self.workdir), "-c", str(main_conf), "-g", "daemon off;"],
+            GATEWAY_CORE, name,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/", method="POST")  # not an inference path: reported by no sidecar
+        time.sleep(1.0)  # the sidecars' first route refresh (every 0.5 s) names their roles
+        return processes, url, db
+
+
+@dataclass
+class Logged:
+    """What the sidecar run wrote to the prediction log (and what each process spent)."""
+
+    rows: int
+    by_role: dict[str, int]
+    paired: int  # shadow rows whose request id has a production row
+    expected: int  # two rows a completed request: production and the shadow's copy
+    drained_s: float  # from the end of the load until the rows stopped growing
+    error: str | None = None  # the run did not complete
+    cpu_us_by_process: dict[str, float] = field(default_factory=dict)  # per request
+
+
+def count_rows(db: Path) -> dict[str, int]:
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return dict(conn.execute("SELECT role, count(*) FROM predictions GROUP BY role"))
+    except sqlite3.OperationalError:
+        return {}  # no table yet
+
+
+def wait_logged(db: Path, expected: int, settle_s: float = 2.0, limit_s: float = 300.0) -> Logged:
+    """Wait until the sidecars' reports stop adding rows (their reporters flush every 0.5 s),
+    then count what was written."""
+    start = time.monotonic()
+    last, since = -1, start
+    while time.monotonic() - start < limit_s:
+        rows = sum(count_rows(db).values())
+        if rows != last:
+            last, since = rows, time.monotonic()
+        elif time.monotonic() - since >= settle_s:
+            break
+        time.sleep(0.25)
+    drained = since - start
+    with sqlite3.connect(db, timeout=30) as conn:
+        paired = conn.execute(
+            "SELECT count(*) FROM predictions s WHERE s.role = 'shadow' AND EXISTS (SELECT 1 "
+            "FROM predictions p WHERE p.request_id = s.request_id AND p.role != 'shadow')"
+        ).fetchone()[0]
+    by_role = count_rows(db)
+    return Logged(sum(by_role.values()), by_role, paired, expected, drained)
+
+
+def run_sidecars(
+    stack: Stack, connections: int, duration: int, inputs: str
+) -> tuple[Result, Result, Logged]:
+    """The nginx + sidecars run: its figures at `connections` (CPU per request counting nginx,
+    the sidecars and the API, up to the log caught up), at one connection, and what it logged."""
+    processes, url, db = stack.start_nginx_sidecars(inputs=inputs)
+    try:
+        before = {name: process_cpu_s(process.pid) for name, process in processes.items()}
+        result = run_wrk(SIDECARS, url + "/v1/models/m:predict", connections, duration)
+        logged = wait_logged(db, 2 * result.requests)
+        per_request = 1e6 / max(result.requests, 1)
+        logged.cpu_us_by_process = {
+            name: (process_cpu_s(process.pid) - before[name]) * per_request
+            for name, process in processes.items()
+        }
+        result.cpu_us = sum(logged.cpu_us_by_process.values())
+        one = run_wrk(SIDECARS + " c1", url + "/v1/models/m:predict", 1, duration)
+    finally:
+        for process in reversed(processes.values()):  # nginx, the sidecars (they flush), API
+            stack.stop(process)
+    return result, one, logged
+
+
+def describe_logged(logged: Logged) -> str:
+    roles = ", ".join(f"{role} {n:,}" for role, n in sorted(logged.by_role.items()))
+    cpu = ", ".join(f"{name} {us:.0f}" for name, us in logged.cpu_us_by_process.items())
+    return (
+        f"{logged.rows:,} rows logged ({roles}; {logged.paired:,} shadow rows paired with "
+        f"production's) of {logged.expected:,} expected (2 a request); the log caught up "
+        f"{logged.drained_s:.1f} s after the load; CPU us/req by process: {cpu}"
+    )
 
 
 def slow_shadow_server(port: int) -> None:
@@ -289,7 +480,8 @@ def table(rows: list[tuple[str, Result]], direct: Result, results: dict[str, Res
     lines = [head, "-" * len(head)]
     for label, r in rows:
         reference = results[reference_for(label)]
-        ratio_nginx = f"{r.rps / reference.rps:8.2f}" if label.startswith("Coalmine") else f"{'':8}"
+        compared = label.startswith("Coalmine") or label == SIDECARS
+        ratio_nginx = f"{r.rps / reference.rps:8.2f}" if compared else f"{'':8}"
         ratio_direct = f"{r.rps / direct.rps:8.2f}" if r is not direct else f"{'':8}"
         cpu = f"{r.cpu_us:10.1f}" if r.cpu_us is not None else f"{'':10}"
         lines.append(
@@ -326,6 +518,11 @@ def main() -> int:
         default="protocol,aiohttp",
         help="gateway.server of the Coalmine rows, then of extra rows to compare (comma list)",
     )
+    parser.add_argument(
+        "--with-sidecars",
+        action="store_true",
+        help="add nginx split+mirror with Coalmine's logging sidecars and control API",
+    )
     parser.add_argument("--slow-shadow", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.slow_shadow:
@@ -346,6 +543,7 @@ def main() -> int:
     stack = Stack(workdir)
     rows: list[tuple[str, Result]] = []
     unloaded: list[tuple[str, Result]] = []
+    logged: Logged | None = None
     try:
         stack.start_upstreams()
         direct_url = f"http://127.0.0.1:{stack.ports['stable']}"
@@ -402,10 +600,18 @@ def main() -> int:
             if not slow and workers == 1:
                 unloaded.append((label, run_wrk(label + " c1", url + "/v1/models/m:predict", 1, d)))
             stack.stop(process)
+        if args.with_sidecars:
+            try:
+                sidecar_run, sidecar_c1, logged = run_sidecars(stack, c, d, args.inputs)
+            except (RuntimeError, subprocess.CalledProcessError) as exc:  # keep the other rows
+                logged = Logged(0, {}, 0, 0, 0.0, error=str(exc))
+            if logged.rows > 0:  # a run that logged nothing gives no figure
+                results[SIDECARS] = sidecar_run
+                unloaded.append((SIDECARS, sidecar_c1))
     finally:
         stack.stop_all()
     order = [
-        "nginx split+mirror", "Coalmine (aiohttp client)", "Coalmine (httptools client)",
+        "nginx split+mirror", "Coalmine (aiohttp client)", "Coalmine (httptools client)", SIDECARS,
         *(f"Coalmine (httptools), {other} server" for other in servers[1:]),
         "nginx, 50 ms shadow", "Coalmine (httptools), 50 ms shadow", MIRROR_OFF, DEAD_SHADOW,
         f"nginx, {n} workers", f"Coalmine (httptools), {n} processes",
@@ -437,6 +643,8 @@ def main() -> int:
                             ("50 ms shadow", "Coalmine (httptools), 50 ms shadow"),
                             ("dead shadow", DEAD_SHADOW))
     ))  # fmt: skip
+    if logged is not None:
+        print(sidecar_summary(logged, results))
     if n > 1:
         one, many = (
             results["Coalmine (httptools client)"],
@@ -447,18 +655,22 @@ def main() -> int:
     if args.json is not None:
         args.json.write_text(
             json.dumps(
-                report(rows, unloaded, results, direct, args, load_before, load_after), indent=2
+                report(rows, unloaded, results, direct, args, load_before, load_after, logged),
+                indent=2,
             )
             + "\n"
         )
-    shutil.rmtree(workdir, ignore_errors=True)
+    if logged is not None and logged.rows == 0:
+        print(f"kept {workdir} for its gw-sidecars*.log files", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
 def report(
     rows: list[tuple[str, Result]], unloaded: list[tuple[str, Result]],
     results: dict[str, Result], direct: Result, args: argparse.Namespace,
-    load_before: str, load_after: str,
+    load_before: str, load_after: str, logged: Logged | None = None,
 ) -> dict[str, object]:  # fmt: skip
     """The figures of one benchmark run, for --json."""
     runs = []
@@ -471,6 +683,9 @@ def report(
             entry["ratio_nginx"] = r.rps / reference.rps
             if r.cpu_us is not None and reference.cpu_us:
                 entry["cpu_ratio_nginx"] = r.cpu_us / reference.cpu_us
+        if label == SIDECARS:
+            entry.update(sidecar_ratios(results))
+        if label.startswith("Coalmine"):
             off = results.get(MIRROR_OFF)
             if off is not None and r is not off:
                 entry["ratio_mirror_off"] = r.rps / off.rps
@@ -478,6 +693,7 @@ def report(
                     entry["cpu_ratio_mirror_off"] = r.cpu_us / off.cpu_us
         runs.append(entry)
     base = unloaded[0][1].p50_ms
+    extra: dict[str, object] = {} if logged is None else {"sidecars_logged": asdict(logged)}
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": args.duration, "connections": args.connections,
@@ -488,7 +704,38 @@ def report(
             {"run": label, "p50_ms": r.p50_ms, "added_p50_ms": r.p50_ms - base}
             for label, r in unloaded
         ],
+        **extra,
     }  # fmt: skip
+
+
+def sidecar_ratios(results: dict[str, Result]) -> dict[str, float]:
+    """The nginx + sidecars run against nginx alone and Coalmine's one process."""
+    run, out = results[SIDECARS], {}
+    for key, label in (("nginx", "nginx split+mirror"), ("coalmine_1_process", ONE_PROCESS)):
+        other = results.get(label)
+        if other is None:
+            continue
+        out[f"ratio_{key}"] = run.rps / other.rps
+        if run.cpu_us is not None and other.cpu_us:
+            out[f"cpu_ratio_{key}"] = run.cpu_us / other.cpu_us
+    return out
+
+
+def sidecar_summary(logged: Logged, results: dict[str, Result]) -> str:
+    if SIDECARS not in results:
+        why = logged.error or f"0 rows of {logged.expected:,} expected"
+        return f"nginx + Coalmine sidecars: NOTHING LOGGED ({why}): no figure"
+    run, ratios = results[SIDECARS], sidecar_ratios(results)
+    lost = 1 - logged.rows / max(logged.expected, 1)
+    warning = f" LOSSY: {lost:.1%} of the rows missing;" if lost > 0.001 else ""
+    return (
+        f"nginx + Coalmine sidecars (log on):{warning} {describe_logged(logged)}.\n"
+        f"  req/s {ratios.get('ratio_nginx', 0):.2f}x nginx alone, "
+        f"{ratios.get('ratio_coalmine_1_process', 0):.2f}x Coalmine's 1 process; "
+        f"CPU {run.cpu_us or 0:.0f} us/req (nginx + 3 sidecars + API) = "
+        f"{ratios.get('cpu_ratio_nginx', 0):.2f}x nginx alone, "
+        f"{ratios.get('cpu_ratio_coalmine_1_process', 0):.2f}x Coalmine's 1 process"
+    )
 
 
 if __name__ == "__main__":
