@@ -42,7 +42,7 @@ from coalmine.log.batches import Finisher, Insert, StableSampling, write_steps
 from coalmine.log.policy import InputPolicy
 from coalmine.log.process_writer import CONFIG, END, FLUSH, ROWS, record_of
 from coalmine.log.record import LogRecord, PredictionRecord
-from coalmine.store.predictions import write_batch
+from coalmine.store.held import HeldConnection
 
 log = logging.getLogger("coalmine.log.writer")
 
@@ -111,7 +111,9 @@ class ChildWriter:
         self.sampling = StableSampling(config)
         self.rng = random.Random()
         self.finish = Finisher(InputPolicy(config))
-        self.insert: Callable[[Engine, Sequence[PredictionRecord]], int] = write_batch
+        # one connection for the writer's life: no pool checkout and return per batch
+        self.connection = HeldConnection(engine)
+        self.insert: Callable[[Sequence[PredictionRecord]], int] = self.connection.write_batch
         self.buffer: collections.deque[LogRecord] = collections.deque()
         # when the buffer last went from empty to not: none of its rows is older
         self.oldest = 0.0
@@ -201,7 +203,7 @@ class ChildWriter:
                 return
             if isinstance(step, Insert):
                 try:
-                    answer = self.insert(self.engine, step.rows)
+                    answer = self.insert(step.rows)
                 except Exception as error:
                     answer = error
             else:
@@ -265,6 +267,7 @@ def main() -> None:
     try:
         writer.run()
     finally:
+        writer.connection.close()
         engine.dispose()
 
 
