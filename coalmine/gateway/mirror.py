@@ -157,6 +157,7 @@ class ShadowMirror:
         self._in_flight = 0
         self._started = self._stopped = False
         self._pump_due = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self._idle: asyncio.Future[None] | None = None  # close() waits for the last answer
         self._drops = SHADOW_DROPS.counts  # (model,) -> copies dropped
         self.dropped = 0
@@ -193,23 +194,31 @@ class ShadowMirror:
         input: str | bytes | None,  # bytes: for the log's writer to shape
         slices: dict[str, Any],
         role: str = "shadow",
+        *,
+        started: bool = False,
     ) -> bool:
         """Queue a copy without waiting; False (and counted) when the queue is full. (A copy
         to a target that is down is held when its turn comes; the request path asks `held`
-        first, so that such a copy costs no headers, no job and no turn in the queue.)"""
+        first, so that such a copy costs no headers, no job and no turn in the queue.)
+        `started`: the request's own production call is under way, counted by `serving`
+        (the gateway queues its copies once that call is written); else it is about to be."""
         if self._queued >= self._room or self._stopped:
             self._count_drop(route.model)
             return False
-        # production's calls in flight now, and the one this request is about to make
-        cap = self._serving.get(route.model, 0) + 1
+        # production's calls in flight now, its own included (at least that one: a call
+        # that failed at once has left the count by the time its copies are queued)
+        serving = self._serving.get(route.model, 0)
+        cap = serving if started and serving else serving + 1
         due = self.clock() + self._max_age
         job = (route, protocol, url, body, headers, request_id, input, slices, role, cap, due)
         self._queue.append(job)
         self._queued += 1
-        if not self._pump_due and self._started:
-            # after the request path yields: its own upstream call is written first
+        loop = self._loop  # set once started
+        if not self._pump_due and loop is not None:
+            # after what is ready now: the request path, which the gateway has let write its
+            # production request first, and production answers already read
             self._pump_due = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            loop.call_soon(self._pump)
         return True
 
     def held(
@@ -257,6 +266,8 @@ class ShadowMirror:
     def start(self) -> None:
         SHADOW_QUEUE.set_function(self.depth)
         self._started = True
+        # kept: asyncio.get_running_loop() makes a getpid() system call (Python 3.11)
+        self._loop = asyncio.get_running_loop()
         if self._queue:
             self._pump_due = True
             asyncio.get_running_loop().call_soon(self._pump)
