@@ -272,7 +272,8 @@ class Client:
 
         Each item: `request_id`, `model`, `version`, `latency_ms`, and optionally `role`
         (default: the live route's role of that version), `ts`, `status` (200),
-        `error_class`, `prediction`, `scores`, `input`, `slices`. Returns how many rows
+        `error_class`, `prediction`, `scores`, `input`, `slices`, or the request's
+        `headers` and `body` for the API to read slices and input from. Returns how many rows
         were `written` and how many were `duplicates` (already logged: the endpoint is
         idempotent on model, request id and role, which is why a batch that could not be
         sent is retried `retries` times). Raises CoalmineAPIError (422, naming the item

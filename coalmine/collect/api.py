@@ -7,12 +7,15 @@ are bounded by `api.max_body_bytes` (413) and batches by `MAX_ITEMS` items (422)
 item is checked before any is written: one bad item refuses the batch, with the item and
 field named (`items.3.version`), so a reporter fixes and resends it whole. Writing is
 idempotent on (model, request id, role): a batch retried after a lost answer is counted
-once. A 200 means the rows are in the store.
+once. A 200 means the rows are in the store. An item may carry the request's `headers`
+and `body` instead of `slices` and `input`: the slices the model's config names and the
+input are then read from them here, as the gateway reads them (the logging sidecar does).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -21,10 +24,10 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from coalmine.api.openapi import AUTH, BODY, NOT_FOUND
-from coalmine.collect.items import IngestBatch, ItemError, resolve_role, to_record
+from coalmine.collect.items import IngestBatch, ItemError, from_request, resolve_role, to_record
 from coalmine.collect.store import insert_new
-from coalmine.config import CoalmineConfig, LoggingConfig
-from coalmine.log.policy import InputPolicy, JsonTooDeep
+from coalmine.config import CoalmineConfig, LoggingConfig, ModelConfig
+from coalmine.log.policy import InputPolicy
 from coalmine.log.record import PredictionRecord
 from coalmine.store.routes import RouteRepository
 
@@ -46,11 +49,19 @@ def _refuse(errors: list[ItemError]) -> Response:
     )
 
 
-def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1") -> APIRouter:
+def ingest_router(
+    engine: Engine,
+    policy: InputPolicy,
+    *,
+    prefix: str = "/api/v1",
+    models: Mapping[str, ModelConfig] | None = None,
+) -> APIRouter:
     """The ingest routes over `engine`; `policy` shapes reported inputs as the gateway's
-    logging policy does (full, redacted, hashed or none)."""
+    logging policy does (full, redacted, hashed or none); `models` (the config's) say
+    which slices an item's request headers and body give."""
     router = APIRouter(prefix=prefix, tags=["collect"], responses=AUTH)
     routes = RouteRepository(engine)
+    configs = dict(models or {})
 
     @router.post("/predictions", responses=BODY, response_model=IngestResult)
     def ingest(batch: IngestBatch) -> Any:
@@ -72,11 +83,8 @@ def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1
                         f"{item.version!r} is not a version of {item.model!r} (known: {known})",
                     )
                 role = resolve_role(item.version, item.role, route, where)
-                try:
-                    shaped = None if item.input is None else policy.shape_input(item.input)
-                except JsonTooDeep as exc:
-                    raise ItemError(f"{where}.input", str(exc)) from None
-                records.append(to_record(item, route, role, shaped, now))
+                slices, shaped = from_request(item, configs.get(item.model), policy, where)
+                records.append(to_record(item, route, role, shaped, now, slices))
             except ItemError as exc:
                 errors.append(exc)
         if errors:
@@ -87,10 +95,14 @@ def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1
     @router.get("/routes/{model}", responses=NOT_FOUND)
     def live_route(model: str) -> Any:
         """What an in-process router needs to split as the gateway does (coalmine.Router):
-        versions, weights in basis points and the rollout's bucketing salt."""
+        versions, weights in basis points and the rollout's bucketing salt; and what a
+        reporter should send with each item for the log to read slices and input from it
+        (`slice_headers`: the headers the model's slices name; `wants_body`)."""
         route = routes.get(model)
         if route is None:
             return JSONResponse({"error": f"unknown model {model!r}"}, status_code=404)
+        config = configs.get(model)
+        fields = config.slices if config is not None else []
         return {
             "model": route.model,
             "stable": route.stable,
@@ -102,6 +114,8 @@ def ingest_router(engine: Engine, policy: InputPolicy, *, prefix: str = "/api/v1
             "rollout_id": route.rollout_id,
             "revision": route.revision,
             "urls": dict(route.urls),
+            "slice_headers": [f.header for f in fields if f.header],
+            "wants_body": policy.mode != "none" or any(f.json_field for f in fields),
         }
 
     return router
@@ -111,7 +125,8 @@ def install_collectors(app: FastAPI, engine: Engine, config: CoalmineConfig | No
     """The batch ingest routes (behind the app's token) and, when `collect.kserve` has a
     secret, the KServe logger endpoint at /collect/kserve/<secret> (see kserve_http)."""
     policy = InputPolicy(config.logging if config is not None else LoggingConfig())
-    app.include_router(ingest_router(engine, policy))
+    models = {m.name: m for m in config.models} if config is not None else {}
+    app.include_router(ingest_router(engine, policy, models=models))
     if config is None:
         return
     secret = config.collect.kserve.resolved_secret()

@@ -8,27 +8,33 @@ role (the version is the route's stable, canary or shadow).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coalmine.config import NAME_PATTERN
+from coalmine.config import NAME_PATTERN, ModelConfig
+from coalmine.log.policy import InputPolicy, JsonTooDeep, extract_slices, loads_bounded
 from coalmine.log.record import ROLES, PredictionRecord
 from coalmine.routing.state import RouteState
 
 __all__ = [
-    "MAX_ITEMS", "MAX_SLICES", "IngestBatch", "IngestItem", "ItemError", "error_class_of",
-    "resolve_role", "to_record",
+    "MAX_HEADERS", "MAX_ITEMS", "MAX_SLICES", "IngestBatch", "IngestItem", "ItemError",
+    "error_class_of", "from_request", "resolve_role", "to_record",
 ]  # fmt: skip
 
 MAX_ITEMS = 1000  # items per batch: one transaction each, so a batch stays short
 MAX_SLICES = 32
+MAX_HEADERS = 32
 MAX_FUTURE_S = 300.0  # a call stamped further ahead than this is a clock or unit mistake
 Role = Literal["stable", "canary", "shadow", "baseline", "paired"]
 ErrorClass = Literal["timeout", "connection", "http_5xx", "http_4xx"]
 SliceValue = Annotated[str, Field(max_length=256)] | int | float | bool | None
+HeaderName = Annotated[str, Field(min_length=1, max_length=128)]
+HeaderValue = Annotated[str, Field(max_length=8192)]
 
 
 class ItemError(ValueError):
@@ -66,6 +72,18 @@ class IngestItem(BaseModel):
     slices: dict[Annotated[str, Field(min_length=1, max_length=64)], SliceValue] = Field(
         default_factory=dict, max_length=MAX_SLICES
     )
+    headers: dict[HeaderName, HeaderValue] | None = Field(
+        default=None,
+        max_length=MAX_HEADERS,
+        description="request headers: the server reads the model's slices from them (and "
+        "from `body`) as the gateway does; given `slices` win",
+    )
+    body: str | None = Field(
+        default=None,
+        description="the request body as sent (text, or base64 with body_encoding): read "
+        "for the model's JSON slices and logged as the gateway logs inputs; not with `input`",
+    )
+    body_encoding: Literal["utf-8", "base64"] = "utf-8"
 
     @field_validator("ts", "latency_ms")
     @classmethod
@@ -80,6 +98,12 @@ class IngestItem(BaseModel):
         if value is not None and not 0 < value <= time.time() + MAX_FUTURE_S:
             raise ValueError("must be epoch seconds, not in the future (milliseconds given?)")
         return value
+
+    @model_validator(mode="after")
+    def _input_or_body(self) -> IngestItem:
+        if self.input is not None and self.body is not None:
+            raise ValueError("give input (already read) or body (as sent), not both")
+        return self
 
 
 class IngestBatch(BaseModel):
@@ -115,8 +139,62 @@ def resolve_role(version: str, role: str | None, route: RouteState, where: str) 
     )
 
 
+def _raw_body(item: IngestItem, where: str) -> bytes | None:
+    if item.body is None:
+        return None
+    if item.body_encoding == "utf-8":
+        try:
+            return item.body.encode()
+        except UnicodeEncodeError:  # a lone surrogate: not text a request could carry
+            raise ItemError(f"{where}.body", "not UTF-8 text: send it as base64") from None
+    try:
+        return base64.b64decode(item.body, validate=True)
+    except binascii.Error:
+        raise ItemError(f"{where}.body", "not base64 (body_encoding is base64)") from None
+
+
+def from_request(
+    item: IngestItem, model: ModelConfig | None, policy: InputPolicy, where: str
+) -> tuple[dict[str, Any], str | None]:
+    """The slices and shaped input of `item`, as the gateway reads them from a request.
+
+    An item with `headers` or `body` gets the model's configured slices read from them
+    (None where absent, as the gateway logs them), its given `slices` winning, and its body
+    shaped by `policy` like the gateway's (a body that is not JSON, or too deep to walk,
+    gives no JSON slices and is logged as the policy logs raw bytes). Otherwise its own
+    slices and `input`, shaped by `policy` (ItemError when too deep)."""
+    raw = _raw_body(item, where)
+    if raw is None and item.headers is None:
+        try:
+            shaped = None if item.input is None else policy.shape_input(item.input)
+        except JsonTooDeep as exc:
+            raise ItemError(f"{where}.input", str(exc)) from None
+        return dict(item.slices), shaped
+    fields = tuple(model.slices) if model is not None else ()
+    sticky = model.routing.sticky if model is not None else None
+    # read as the gateway reads it: parsed only when a JSON slice or sticky key needs it
+    # (then logged from the parsed value, which full mode re-encodes compactly)
+    needs_json = bool(sticky and sticky.json_field) or any(f.json_field for f in fields)
+    parsed: Any = None
+    if raw is not None and needs_json:
+        try:
+            parsed = loads_bounded(raw)
+        except (ValueError, UnicodeDecodeError, JsonTooDeep):
+            parsed = None  # the model judged the body; the gateway reads no slices from it
+    try:
+        shaped = None if raw is None else policy.shape_input(raw if parsed is None else parsed)
+    except JsonTooDeep:
+        shaped = None  # forwarded and answered already: the row is kept, without input
+    return {**extract_slices(fields, item.headers or {}, parsed), **item.slices}, shaped
+
+
 def to_record(
-    item: IngestItem, route: RouteState, role: str, shaped_input: str | None, now: float
+    item: IngestItem,
+    route: RouteState,
+    role: str,
+    shaped_input: str | None,
+    now: float,
+    slices: dict[str, Any] | None = None,
 ) -> PredictionRecord:
     """The prediction-log record of `item`, stamped with the route's rollout and weight."""
     return PredictionRecord(
@@ -130,7 +208,7 @@ def to_record(
         error_class=item.error_class or error_class_of(item.status),
         prediction=item.prediction,
         input=shaped_input,
-        slices=dict(item.slices),
+        slices=dict(item.slices) if slices is None else slices,
         canary_weight_bp=route.canary_weight_bp,
         rollout_id=route.rollout_id,
         scores=item.scores,

@@ -13,6 +13,12 @@ baseline instance), else the version's role in the live route, which the sidecar
 from the control API every `refresh_s` (a call of a version the route no longer names is
 not reported, and counted). Nothing the reporting does can delay or fail the answer.
 
+Slices and input are read where the config is, by the ingest, as the gateway reads them:
+each item carries the request's headers that the model's slices name and its body (the
+live route says which headers, and whether the log wants the body). A body larger than
+`max_report_body` is not sent (the row is, without input or JSON slices; counted in
+`oversized`), so one large request neither costs its row nor gets a batch refused.
+
     python -m coalmine.collect.sidecar --listen 127.0.0.1:9101 --upstream http://127.0.0.1:9001 \\
         --model iris --version v1 --api http://127.0.0.1:8900    # token: $COALMINE_TOKEN
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import time
@@ -39,6 +46,9 @@ from coalmine.gateway.upstream.base import HOP_BY_HOP, RESPONSE_NOT_FORWARDED, e
 __all__ = ["Sidecar", "main"]
 
 MAX_BODY = 32 << 20
+# bodies reported with their calls, at most: with JSON's escaping (6x at worst) a single
+# item stays under the API's default 1 MiB bound, and the reporter halves a larger batch
+MAX_REPORT_BODY = 64 << 10
 _ID = 128
 
 
@@ -54,6 +64,7 @@ class Sidecar:
         scores_field: str | None = None,
         role: str | None = None,
         refresh_s: float = 0.5,
+        max_report_body: int = MAX_REPORT_BODY,
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.model = model
@@ -65,13 +76,18 @@ class Sidecar:
         self.refresh_s = refresh_s
         self.route: dict[str, Any] | None = None
         self.unrouted = 0  # calls not reported: the route named no role for this version
+        self.max_report_body = max_report_body
+        self.oversized = 0  # calls reported without their body: larger than max_report_body
+        # from the live route: what the ingest reads slices and input from (until the first
+        # answer: the body, no headers)
+        self.slice_headers: tuple[str, ...] = ()
+        self.wants_body = True
         self.session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, _: web.Application) -> None:
         self.session = aiohttp.ClientSession(timeout=self.timeout, auto_decompress=False)
-        if self.role is None:
-            self._refresher = asyncio.create_task(self._refresh())
+        self._refresher = asyncio.create_task(self._refresh())
 
     async def stop(self, _: web.Application) -> None:
         if self._refresher is not None:
@@ -83,7 +99,11 @@ class Sidecar:
     async def _refresh(self) -> None:
         while True:
             with contextlib.suppress(Exception):  # the API is away: keep the last route
-                self.route = await asyncio.to_thread(self.reporter.client.route, self.model)
+                route = await asyncio.to_thread(self.reporter.client.route, self.model)
+                headers = route.get("slice_headers") or []  # absent from an older API
+                self.slice_headers = tuple(h for h in headers if isinstance(h, str))
+                self.wants_body = route.get("wants_body", True) is not False
+                self.route = route
             await asyncio.sleep(self.refresh_s)
 
     def _role_now(self, request: web.Request) -> str | None:
@@ -114,7 +134,7 @@ class Sidecar:
         except (aiohttp.ClientError, TimeoutError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
             if inference is not None:
-                self._report(request, request_id, ts, start, 0, kind, None)
+                self._report(request, body, request_id, ts, start, 0, kind, None)
             return web.json_response(
                 {"error": f"upstream {self.version} {kind}"},
                 status=504 if kind == "timeout" else 502,
@@ -124,14 +144,14 @@ class Sidecar:
             length = dict(answer_headers).get(HEADER_LENGTH) if protocol is V2 else None
             answer_of = parse_response(protocol, content, status, length, self.scores_field)
             error = "http_5xx" if status >= 500 else "http_4xx" if status >= 400 else None
-            self._report(request, request_id, ts, start, status, error, answer_of)
+            self._report(request, body, request_id, ts, start, status, error, answer_of)
         out = CIMultiDict(end_to_end(answer_headers, RESPONSE_NOT_FORWARDED))
         out["X-Model-Version"] = self.version
         return web.Response(body=content, status=status, headers=out)
 
     def _report(
-        self, request: web.Request, request_id: str, ts: float, start: float, status: int,
-        error_class: str | None, answer: tuple[Any, Any] | None,
+        self, request: web.Request, body: bytes, request_id: str, ts: float, start: float,
+        status: int, error_class: str | None, answer: tuple[Any, Any] | None,
     ) -> None:  # fmt: skip
         item: dict[str, Any] = {
             "request_id": request_id[:_ID], "model": self.model, "version": self.version,
@@ -146,6 +166,20 @@ class Sidecar:
             item["error_class"] = error_class
         if answer is not None:
             item["prediction"], item["scores"] = answer
+        # always sent, even empty: it asks the ingest for the model's slices (None if absent)
+        item["headers"] = {
+            name: value for name in self.slice_headers
+            if (value := request.headers.get(name)) is not None
+        }  # fmt: skip
+        if self.wants_body:
+            if len(body) > self.max_report_body:
+                self.oversized += 1
+            else:
+                try:
+                    item["body"] = body.decode()
+                except UnicodeDecodeError:  # bytes the ingest shapes as the gateway would
+                    item["body"] = base64.b64encode(body).decode()
+                    item["body_encoding"] = "base64"
         self.reporter.add(item)
 
     def app(self) -> web.Application:
@@ -168,6 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scores", default=None, help="the answer's scores field/output")
     parser.add_argument("--flush-s", type=float, default=0.5)
     parser.add_argument(
+        "--max-report-body",
+        type=int,
+        default=MAX_REPORT_BODY,
+        help="larger request bodies are reported without their input",
+    )
+    parser.add_argument(
         "--role",
         default=None,
         choices=["stable", "canary", "baseline"],
@@ -178,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     client = Client(args.api, os.environ.get("COALMINE_TOKEN"))
     reporter = Reporter(client, flush_s=args.flush_s)
     sidecar = Sidecar(args.upstream, args.model, args.version, reporter,
-                      scores_field=args.scores, role=args.role)  # fmt: skip
+                      scores_field=args.scores, role=args.role,
+                      max_report_body=args.max_report_body)  # fmt: skip
 
     def announce(_: Any) -> None:
         print(f"coalmine sidecar listening on http://{host}:{port}", flush=True)
