@@ -72,6 +72,26 @@ def flagger_query(prometheus: str, query: str, variables: dict[str, str]) -> flo
     return value
 
 
+def wait_for_a_good_scrape(prometheus: str, timeout: float = 30) -> None:
+    """Until the judge's target is up: its last scrape answered within `scrape_timeout`.
+
+    A scrape that fails (here: the judge's API busy past the 1 s timeout with the very
+    judgement a webhook just asked for, on a loaded machine) marks every series of the target
+    stale at once, so a query then finds no value although the judgement exists. Flagger's
+    interval (1m in the example) is far longer than a scrape, so a check there reads a
+    settled series; a test reading right after a webhook waits for the next good scrape.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(f"{prometheus}/api/v1/query", params={"query": "up"}, timeout=10)
+        ups = [float(s["value"][1]) for s in r.json()["data"]["result"]]
+        if ups and all(up == 1.0 for up in ups):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the judge's scrape still failing after {timeout} s: {ups}")
+        time.sleep(0.25)
+
+
 def wait_for_value(prometheus: str, query: str, variables: dict[str, str], want: float,
                    timeout: float = 30) -> float:  # fmt: skip
     """The query's value once it is `want` (Prometheus scrapes every second)."""
