@@ -32,8 +32,8 @@ from tests.integrations.conftest import JUDGE_TOKEN, Stack, seed
 from tests.integrations.prometheus import (
     NoValues,
     flagger_query,
-    wait_for_a_good_scrape,
     prometheus_scraping,
+    wait_for_a_good_scrape,
     wait_for_value,
 )
 
