@@ -5,6 +5,8 @@ items (more are dropped, counted). A thread sends a batch every `flush_s`, or as
 `batch_size` items wait, through `Client.ingest` (which retries what it could not send; the
 endpoint is idempotent). A batch still refused is dropped and counted rather than kept
 without bound. `close()` sends what is left. Used by `coalmine.Router` and the sidecar.
+`held_bytes` is what the queued items' `size`s add up to (the sidecar's request bodies), for
+a caller that bounds memory, not just items, while the API is away.
 """
 
 from __future__ import annotations
@@ -35,19 +37,22 @@ class Reporter:
         self.buffer_size = buffer_size
         self.logged = 0  # items the endpoint took (written or already logged)
         self.dropped = 0  # buffer full, or a batch refused
-        self._items: collections.deque[dict[str, Any]] = collections.deque()
+        self.held_bytes = 0  # the sizes given with the items queued now
+        self._items: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="coalmine-reporter", daemon=True)
         self._thread.start()
 
-    def add(self, item: dict[str, Any]) -> bool:
-        """Queue one ingest item; False when it was dropped."""
+    def add(self, item: dict[str, Any], size: int = 0) -> bool:
+        """Queue one ingest item (`size`: what it adds to `held_bytes`); False when it
+        was dropped."""
         with self._wake:
             if self._stop or len(self._items) >= self.buffer_size:
                 self.dropped += 1
                 return False
-            self._items.append(item)
+            self._items.append((item, size))
+            self.held_bytes += size
             if len(self._items) >= self.batch_size:
                 self._wake.notify()
         return True
@@ -58,8 +63,10 @@ class Reporter:
                 if not self._stop and len(self._items) < self.batch_size:
                     self._wake.wait(self.flush_s)
                 n = min(self.batch_size, len(self._items))
-                batch = [self._items.popleft() for _ in range(n)]
+                taken = [self._items.popleft() for _ in range(n)]
+                self.held_bytes -= sum(size for _, size in taken)
                 stopping = self._stop
+            batch = [item for item, _ in taken]
             if batch:
                 self._send(batch)
             elif stopping:

@@ -17,7 +17,9 @@ Slices and input are read where the config is, by the ingest, as the gateway rea
 each item carries the request's headers that the model's slices name and its body (the
 live route says which headers, and whether the log wants the body). A body larger than
 `max_report_body` is not sent (the row is, without input or JSON slices; counted in
-`oversized`), so one large request neither costs its row nor gets a batch refused.
+`oversized`), so one large request neither costs its row nor gets a batch refused; nor is
+one while the reporter's queue holds `max_held_bodies` bytes of bodies already (the API is
+away or slow: counted in `held_back`), so memory stays bounded, not just the item count.
 
     python -m coalmine.collect.sidecar --listen 127.0.0.1:9101 --upstream http://127.0.0.1:9001 \\
         --model iris --version v1 --api http://127.0.0.1:8900    # token: $COALMINE_TOKEN
@@ -49,6 +51,7 @@ MAX_BODY = 32 << 20
 # bodies reported with their calls, at most: with JSON's escaping (6x at worst) a single
 # item stays under the API's default 1 MiB bound, and the reporter halves a larger batch
 MAX_REPORT_BODY = 64 << 10
+MAX_HELD_BODIES = 64 << 20  # bytes of bodies waiting in the reporter's queue, at most
 _ID = 128
 
 
@@ -65,6 +68,7 @@ class Sidecar:
         role: str | None = None,
         refresh_s: float = 0.5,
         max_report_body: int = MAX_REPORT_BODY,
+        max_held_bodies: int = MAX_HELD_BODIES,
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.model = model
@@ -78,6 +82,8 @@ class Sidecar:
         self.unrouted = 0  # calls not reported: the route named no role for this version
         self.max_report_body = max_report_body
         self.oversized = 0  # calls reported without their body: larger than max_report_body
+        self.max_held_bodies = max_held_bodies
+        self.held_back = 0  # ... or the queue held max_held_bodies bytes of bodies already
         # from the live route: what the ingest reads slices and input from (until the first
         # answer: the body, no headers)
         self.slice_headers: tuple[str, ...] = ()
@@ -171,16 +177,20 @@ class Sidecar:
             name: value for name in self.slice_headers
             if (value := request.headers.get(name)) is not None
         }  # fmt: skip
+        size = 0
         if self.wants_body:
             if len(body) > self.max_report_body:
                 self.oversized += 1
+            elif self.reporter.held_bytes + len(body) > self.max_held_bodies:
+                self.held_back += 1
             else:
+                size = len(body)
                 try:
                     item["body"] = body.decode()
                 except UnicodeDecodeError:  # bytes the ingest shapes as the gateway would
                     item["body"] = base64.b64encode(body).decode()
                     item["body_encoding"] = "base64"
-        self.reporter.add(item)
+        self.reporter.add(item, size)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)

@@ -76,8 +76,10 @@ def _rows(engine: Engine, n: int) -> list[Any]:
         time.sleep(0.05)
 
 
-async def _sidecar(upstream: str, api: str, **options: Any) -> tuple[Sidecar, Any, str]:
-    reporter = Reporter(Client(api, TOKEN), flush_s=0.05)
+async def _sidecar(
+    upstream: str, api: str, flush_s: float = 0.05, **options: Any
+) -> tuple[Sidecar, Any, str]:
+    reporter = Reporter(Client(api, TOKEN), flush_s=flush_s)
     sidecar = Sidecar(upstream, "m", "v1", reporter, refresh_s=0.1, **options)
     runner, url = await serve_app(sidecar.app())
     deadline = time.monotonic() + 10
@@ -146,6 +148,36 @@ async def test_an_over_bound_body_lands_its_row_without_input(tmp_path: Path) ->
     assert rows[0].input is not None and json.loads(rows[0].slices)["device"] == "ios"
     assert rows[1].input is None
     assert json.loads(rows[1].slices) == {"device": None, "region": "eu"}
+
+
+async def test_bodies_waiting_to_be_sent_are_bounded_in_bytes(tmp_path: Path) -> None:
+    model = Upstream("v1")
+    await model.start()
+    data = json.dumps(BODY).encode()
+    try:
+        with _api(_config(tmp_path / "api.db", model.url)) as (api, engine):
+            # nothing is sent until flush: the queue holds what the API has not taken yet
+            sidecar, runner, url = await _sidecar(
+                model.url, api, flush_s=60, max_held_bodies=2 * len(data)
+            )
+            try:
+                async with httpx.AsyncClient(timeout=10) as http:
+                    for rid in ("r-1", "r-2", "r-3"):
+                        answer = await http.post(
+                            url + PATH, content=data, headers={**HEADERS, "X-Request-Id": rid}
+                        )
+                        assert answer.status_code == 200
+                held = sidecar.reporter.held_bytes
+                await asyncio.to_thread(sidecar.reporter.flush)
+                rows = await asyncio.to_thread(_rows, engine, 3)
+            finally:
+                await runner.cleanup()
+    finally:
+        await model.stop()
+    assert (held, sidecar.held_back, sidecar.reporter.held_bytes) == (2 * len(data), 1, 0)
+    assert [r.request_id for r in rows] == ["r-1", "r-2", "r-3"]
+    assert [r.input is not None for r in rows] == [True, True, False]
+    assert json.loads(rows[2].slices) == {"device": None, "region": "eu"}
 
 
 def test_explicit_slices_are_kept_beside_request_headers(tmp_path: Path) -> None:
