@@ -3,16 +3,28 @@
 uvicorn and FastAPI read a body whole, however large (a 20 MB POST was read and validated);
 the data plane has had its bound (`gateway.max_body_bytes`) from the start. The body is
 read here, up to the bound, and replayed to the app: a declared Content-Length over the
-bound is refused without reading a byte, a chunked body as soon as it passes the bound.
+bound is refused before the app sees a byte, a chunked body as soon as it passes the bound.
+
+A refused body is still read and dropped (up to DRAIN_BYTES, for at most DRAIN_S) before the
+413 goes out, as nginx's lingering close does: clients such as httpx, requests and curl
+write the whole body before they read, and a server that closes with their bytes unread
+makes the kernel reset the connection, which throws away the 413 on its way (seen: the head
+read, its 41-byte body lost). A client that asked `Expect: 100-continue` has sent nothing
+yet and is answered at once; so is a body declared past DRAIN_BYTES.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["BodyLimit"]
+__all__ = ["DRAIN_BYTES", "DRAIN_S", "BodyLimit"]
+
+DRAIN_BYTES = 16 << 20  # of a refused body, read and dropped before the 413
+DRAIN_S = 5.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,8 +46,15 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            if (
+                declared.isdigit()
+                and int(declared) <= DRAIN_BYTES
+                and headers.get(b"expect", b"").lower() != b"100-continue"
+            ):
+                await _drain(receive)
             await self._refuse(send)
             return
         buffered: list[Message] = []
@@ -47,6 +66,8 @@ class BodyLimit:
                 break  # the client went away: let the app see it
             size += len(message.get("body", b""))
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive, size)
                 await self._refuse(send)
                 return
             if not message.get("more_body", False):
@@ -71,3 +92,14 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, read: int = 0) -> None:
+    """Read and drop the rest of a refused body: up to DRAIN_BYTES in all, for DRAIN_S."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            while read <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                read += len(message.get("body", b""))
