@@ -472,82 +472,45 @@ class Gateway:
         shaped: str | bytes | None,
         slices: dict[str, Any],
     ) -> None:
-        """A request's copies, queued once its production call is under way (a callback:
-        whatever goes wrong here is logged and never reaches production's answer)."""
-        try:
-            if mirrored:
-                self._mirror(
-                    route, role, protocol, path, body, forward_headers, request_id, shaped, slices
-                )
-            if paired:
-                targets = ((route.stable_url, "paired"),)
-                self._copy(
-                    route, targets, protocol, path, body, forward_headers, request_id, shaped,
-                    slices,
-                )  # fmt: skip
-        except Exception:
-            log.exception("the mirror copies of %s failed unexpectedly", request_id)
+        """Queue a request's copies, once its production call is under way (a callback:
+        whatever goes wrong here is logged and never reaches production's answer).
 
-    def _mirror(
-        self,
-        route: CompiledRoute,
-        role: str,
-        protocol: Protocol,
-        path: str,
-        body: bytes,
-        forward_headers: RequestHeaders,
-        request_id: str,
-        shaped: str | bytes | None,
-        slices: dict[str, Any],
-    ) -> None:
-        """Queue the sampled request's copies: the shadow's and, with a baseline, the baseline's.
-
-        Both copies are of the same request, so the analysis pairs them by request id. A
-        request the split already sent to the baseline gets no second baseline copy: its
-        routed call is the baseline's row for that request id. Held or dropped by `_copy`.
-        """
-        targets: tuple[tuple[str, str], ...] = ()
-        if route.shadow_url is not None:
-            targets = ((route.shadow_url, "shadow"),)
-        if route.baseline_url is not None and role != "baseline":
-            targets += ((route.baseline_url, "baseline"),)
-        self._copy(
-            route, targets, protocol, path, body, forward_headers, request_id, shaped, slices
-        )
-
-    def _copy(
-        self,
-        route: CompiledRoute,
-        targets: tuple[tuple[str, str], ...],  # (the version's URL, the copy's role)
-        protocol: Protocol,
-        path: str,
-        body: bytes,
-        forward_headers: RequestHeaders,
-        request_id: str,
-        shaped: str | bytes | None,
-        slices: dict[str, Any],
-    ) -> None:
-        """Queue a copy of the request to each of `targets`, one set of headers for all.
+        `mirrored`: the shadow's copy and, with a baseline, the baseline's. Both are of the
+        same request, so the analysis pairs them by request id; a request the split already
+        sent to the baseline gets no second baseline copy (its routed call is the baseline's
+        row for that request id). `paired`: the stable version's copy of a request the
+        canary answers (role "paired"). One set of headers serves them all.
 
         While a target is down (`mirror.down`), its copies are counted and held here, and
         while the queue is full (a slow shadow) they are counted as dropped, before anything
         is built for them: a dead or slow shadow costs a lookup, not a copy.
         """
+        targets: tuple[tuple[str, str], ...] = ()  # (the version's URL, the copy's role)
+        if mirrored:
+            if route.shadow_url is not None:
+                targets = ((route.shadow_url, "shadow"),)
+            if route.baseline_url is not None and role != "baseline":
+                targets += ((route.baseline_url, "baseline"),)
+        if paired:
+            targets += ((route.stable_url, "paired"),)
         mirror = self.mirror
-        if mirror.down:
-            targets = tuple(
-                (url, role)
-                for url, role in targets
-                if not mirror.held(url, route, role, protocol, request_id, shaped, slices)
-            )
-        if not targets or mirror.full(route.model, len(targets)):
-            return
-        headers = mirror_headers(forward_headers, self.mirror_strip)
-        for url, role in targets:
-            mirror.offer(
-                route, protocol, url + path, body, headers, request_id, shaped, slices, role,
-                started=True,
-            )  # fmt: skip
+        try:
+            if mirror.down:
+                targets = tuple(
+                    (url, as_role)
+                    for url, as_role in targets
+                    if not mirror.held(url, route, as_role, protocol, request_id, shaped, slices)
+                )
+            if not targets or mirror.full(route.model, len(targets)):
+                return
+            headers = mirror_headers(forward_headers, self.mirror_strip)
+            for url, as_role in targets:
+                mirror.offer(
+                    route, protocol, url + path, body, headers, request_id, shaped, slices,
+                    as_role, started=True,
+                )  # fmt: skip
+        except Exception:
+            log.exception("the mirror copies of %s failed unexpectedly", request_id)
 
     def _log(
         self,
