@@ -155,7 +155,7 @@ class ShadowMirror:
         self._half_age = max_age_s / 2
         self.clock = time.monotonic  # the queue's clock (a test sets it)
         self._in_flight = 0
-        self._started = self._stopped = False
+        self._stopped = False
         self._pump_due = False
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self._idle: asyncio.Future[None] | None = None  # close() waits for the last answer
@@ -265,20 +265,20 @@ class ShadowMirror:
 
     def start(self) -> None:
         SHADOW_QUEUE.set_function(self.depth)
-        self._started = True
         # kept: asyncio.get_running_loop() makes a getpid() system call (Python 3.11)
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         if self._queue:
             self._pump_due = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            loop.call_soon(self._pump)
 
     async def close(self, drain_s: float = 2.0) -> None:
         """Let queued copies go out for up to `drain_s` seconds, then stop: copies still in
         flight or queued are dropped, and counted as such. Idempotent."""
-        if not self._started or self._stopped:
+        loop = self._loop  # None: never started
+        if loop is None or self._stopped:
             return
         if self._queued or self._in_flight:
-            self._idle = asyncio.get_running_loop().create_future()
+            self._idle = loop.create_future()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
                     await self._idle
