@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -48,6 +49,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_yaml",
+    "reads_json_body",
     "validate_model",
 ]
 
@@ -128,6 +130,13 @@ class SliceField(Strict):
         if bool(self.header) == bool(self.json_field):
             raise ValueError("set exactly one of header or json_field")
         return self
+
+
+def reads_json_body(sticky: StickyKey | None, slices: Iterable[SliceField]) -> bool:
+    """Whether a model's requests are parsed as JSON to route and log them: its sticky key
+    or one of its slices is a JSON field. The gateway and the batch ingest (reading a
+    sidecar's request as the gateway would) both ask this."""
+    return bool(sticky is not None and sticky.json_field) or any(f.json_field for f in slices)
 
 
 def _percent_in_basis_points(value: float) -> float:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coalmine.config import NAME_PATTERN, ModelConfig
+from coalmine.config import NAME_PATTERN, ModelConfig, reads_json_body
 from coalmine.log.policy import InputPolicy, JsonTooDeep, extract_slices, loads_bounded
 from coalmine.log.record import ROLES, PredictionRecord
 from coalmine.routing.state import RouteState
@@ -174,9 +174,8 @@ def from_request(
     sticky = model.routing.sticky if model is not None else None
     # read as the gateway reads it: parsed only when a JSON slice or sticky key needs it
     # (then logged from the parsed value, which full mode re-encodes compactly)
-    needs_json = bool(sticky and sticky.json_field) or any(f.json_field for f in fields)
     parsed: Any = None
-    if raw is not None and needs_json:
+    if raw is not None and reads_json_body(sticky, fields):
         try:
             parsed = loads_bounded(raw)
         except (ValueError, UnicodeDecodeError, JsonTooDeep):

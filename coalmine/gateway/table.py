@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from coalmine.config import CoalmineConfig, SliceField, StickyKey
+from coalmine.config import CoalmineConfig, SliceField, StickyKey, reads_json_body
 from coalmine.gateway.guard import FastGuard
 from coalmine.gateway.metrics import RoleMetrics, role_metrics
 from coalmine.routing.state import RouteState
@@ -124,7 +124,7 @@ class CompiledRoute:
         self.sticky_cookie = sticky.cookie if sticky else None
         self.sticky_json = sticky.json_field if sticky else None
         self.slice_fields = slice_fields
-        self.needs_json = bool(self.sticky_json) or any(f.json_field for f in slice_fields)
+        self.needs_json = reads_json_body(sticky, slice_fields)
 
 
 class RouteTable:
