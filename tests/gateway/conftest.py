@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select
 from coalmine.config import CoalmineConfig, parse_config
 from coalmine.gateway.server import seed_routes, start_site
 from coalmine.store.engine import open_engine
+from coalmine.store.routes import RouteRepository
 from coalmine.store.schema import predictions
 
 BODY = {"instances": [{"user_id": "u-1", "features": [0.1, 0.2], "device": "ios"}]}
@@ -206,3 +207,17 @@ async def start_gateway(tmp_path: Path, server: str | None) -> AsyncIterator[Sta
         await gw.session.close()
         await gw.runner.cleanup()
         gw.engine.dispose()
+
+
+async def start_on_route(
+    start_gateway: StartGateway, config: CoalmineConfig, **route: Any
+) -> RunningGateway:
+    """Start a gateway on model "m"'s route already carrying `route` in the store (a
+    baseline, a paired canary: what the config alone does not say)."""
+    seed_routes(config)
+    engine = open_engine(config.store.url)
+    try:
+        RouteRepository(engine).set_route("m", **route)
+    finally:
+        engine.dispose()
+    return await start_gateway(config)

@@ -13,14 +13,10 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from coalmine.config import CoalmineConfig
-from coalmine.gateway.server import seed_routes
-from coalmine.store.engine import open_engine
 from coalmine.store.routes import RouteRepository
 from coalmine.store.schema import guard_trips
 from tests.gateway.conftest import (
@@ -29,6 +25,7 @@ from tests.gateway.conftest import (
     Upstream,
     free_port,
     make_config,
+    start_on_route,
 )
 
 V1 = "/v1/models/m:predict"
@@ -40,19 +37,6 @@ async def baseline() -> AsyncIterator[Upstream]:
     await up.start()
     yield up
     await up.stop()
-
-
-async def _start(
-    start_gateway: StartGateway, config: CoalmineConfig, **route: Any
-) -> RunningGateway:
-    """Start the gateway on a route already carrying `route` (the baseline lives in the store)."""
-    seed_routes(config)
-    engine = open_engine(config.store.url)
-    try:
-        RouteRepository(engine).set_route("m", **route)
-    finally:
-        engine.dispose()
-    return await start_gateway(config)
 
 
 async def _send(gw: RunningGateway, users: list[str], tag: str) -> None:
@@ -97,7 +81,7 @@ async def test_baseline_share_is_sticky_leaves_canary_users_alone_and_follows_li
 ) -> None:
     urls = {v: upstreams[v].url for v in ("v1", "v2")}
     config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 20})
-    gw = await _start(
+    gw = await start_on_route(
         start_gateway, config, baseline_url=baseline.url + "/", baseline_bp=2000, rollout_id=7
     )
     users = [f"user-{i}" for i in range(600)]
@@ -161,7 +145,7 @@ async def test_a_failing_baseline_answers_with_production_and_never_trips_the_gu
         # the guard trips after 2 consecutive canary failures: baseline failures are not those
         gateway={"fast_guard_failures": 2, "upstream_timeout_s": 0.3},
     )
-    gw = await _start(start_gateway, config, baseline_url=baseline_url, baseline_bp=5000)
+    gw = await start_on_route(start_gateway, config, baseline_url=baseline_url, baseline_bp=5000)
     served: Counter[str] = Counter()
     for i in range(12):
         status, headers, body = await gw.post(
@@ -197,7 +181,7 @@ async def test_shadow_with_a_baseline_mirrors_the_same_requests_to_both(
 ) -> None:
     urls = {v: upstreams[v].url for v in ("v1", "v3")}
     config = make_config(tmp_path, urls, routing={"shadow": "v3", "mirror_share": 100})
-    gw = await _start(start_gateway, config, baseline_url=baseline.url)  # shadow: no share
+    gw = await start_on_route(start_gateway, config, baseline_url=baseline.url)  # shadow: no share
     n = 60
     await _send(gw, [f"u{i}" for i in range(n)], "s")
     await gw.stop()
@@ -225,7 +209,7 @@ async def test_shadow_canary_and_baseline_together_give_one_baseline_row_per_req
         urls,
         routing={"canary": "v2", "canary_weight": 30, "shadow": "v3", "mirror_share": 100},
     )
-    gw = await _start(start_gateway, config, baseline_url=baseline.url, baseline_bp=3000)
+    gw = await start_on_route(start_gateway, config, baseline_url=baseline.url, baseline_bp=3000)
     n = 120
     await _send(gw, [f"u{i}" for i in range(n)], "t")
     await gw.stop()
@@ -262,7 +246,7 @@ async def test_baseline_copies_share_the_bounded_mirror_and_drops_are_counted(
         routing={"shadow": "v3", "mirror_share": 100},
         gateway={"shadow": {"queue_size": 8, "workers": 2, "timeout_s": 0.5}},
     )
-    gw = await _start(start_gateway, config, baseline_url=baseline.url)
+    gw = await start_on_route(start_gateway, config, baseline_url=baseline.url)
     n = 80
     await _send(gw, [f"u{i}" for i in range(n)], "q")  # all 200: production never waits
     mirror = gw.runner.gateway.mirror
@@ -285,7 +269,7 @@ async def test_no_baseline_traffic_without_a_url_or_a_share(
     urls = {v: upstreams[v].url for v in ("v1", "v2", "v3")}
     config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 50})
     # a baseline URL with no share and no shadow: nothing to send it
-    gw = await _start(start_gateway, config, baseline_url=baseline.url, baseline_bp=0)
+    gw = await start_on_route(start_gateway, config, baseline_url=baseline.url, baseline_bp=0)
     users = [f"u{i}" for i in range(100)]
     await _send(gw, users, "x")
     assert baseline.seen == []

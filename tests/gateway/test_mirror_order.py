@@ -17,8 +17,6 @@ import uvloop
 from aiohttp import web
 
 from coalmine.gateway.server import seed_routes, start_site
-from coalmine.store.engine import open_engine
-from coalmine.store.routes import RouteRepository
 from tests.gateway.conftest import (
     BODY,
     SERVERS,
@@ -26,6 +24,7 @@ from tests.gateway.conftest import (
     Upstream,
     make_config,
     read_request,
+    start_on_route,
 )
 
 V1 = "/v1/models/m:predict"
@@ -73,13 +72,7 @@ async def test_production_request_arrives_before_its_copies(
             routing=routing,
             gateway={"upstream_client": client},
         )
-        seed_routes(config)
-        engine = open_engine(config.store.url)
-        try:
-            RouteRepository(engine).set_route("m", **route)
-        finally:
-            engine.dispose()
-        gw = await start_gateway(config)
+        gw = await start_on_route(start_gateway, config, **route)
 
         async def requests(prefix: str, n: int) -> None:
             for i in range(n):  # one at a time: one connection, as in the p50

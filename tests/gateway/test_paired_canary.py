@@ -13,23 +13,16 @@ from typing import Any
 
 import pytest
 
-from coalmine.store.engine import open_engine
-from coalmine.store.routes import RouteRepository
-from tests.gateway.conftest import RunningGateway, StartGateway, Upstream, free_port, make_config
+from tests.gateway.conftest import (
+    RunningGateway,
+    StartGateway,
+    Upstream,
+    free_port,
+    make_config,
+    start_on_route,
+)
 
 V1 = "/v1/models/m:predict"
-
-
-async def _start(start_gateway: StartGateway, config: Any, **route: Any) -> RunningGateway:
-    from coalmine.gateway.server import seed_routes
-
-    seed_routes(config)
-    engine = open_engine(config.store.url)
-    try:
-        RouteRepository(engine).set_route("m", **route)
-    finally:
-        engine.dispose()
-    return await start_gateway(config)
 
 
 async def _rows_until(gw: RunningGateway, role: str, n: int) -> list[Any]:
@@ -46,7 +39,7 @@ async def test_canary_requests_are_paired_with_stable_and_the_user_gets_the_cana
 ) -> None:
     urls = {v: upstreams[v].url for v in ("v1", "v2")}
     config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 50})
-    gw = await _start(start_gateway, config, paired=True, rollout_id=3)
+    gw = await start_on_route(start_gateway, config, paired=True, rollout_id=3)
     answers = {}
     for i in range(60):
         status, headers, body = await gw.post(
@@ -101,7 +94,7 @@ async def test_a_dead_or_slow_stable_copy_never_touches_the_canary_answer(
         routing={"canary": "v2", "canary_weight": 100},
         gateway={"shadow": {"timeout_s": 0.5}},
     )
-    gw = await _start(start_gateway, config, paired=True)
+    gw = await start_on_route(start_gateway, config, paired=True)
     for i in range(20):
         status, headers, body = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
         assert status == 200
@@ -144,7 +137,7 @@ async def test_accuracy_is_judged_on_the_pairs_and_errors_on_served_calls(
 ) -> None:
     urls = {v: upstreams[v].url for v in ("v1", "v2")}
     config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 30})
-    gw = await _start(start_gateway, config, paired=True)
+    gw = await start_on_route(start_gateway, config, paired=True)
     versions = {}
     for i in range(200):
         _, headers, _ = await gw.post(V1, headers={"X-User-Id": f"u{i}", "X-Request-ID": f"r{i}"})
@@ -177,7 +170,7 @@ async def test_agreement_with_stable_is_judged_in_a_paired_canary(
 
     urls = {v: upstreams[v].url for v in ("v1", "v2")}
     config = make_config(tmp_path, urls, routing={"canary": "v2", "canary_weight": 100})
-    gw = await _start(start_gateway, config, paired=True)
+    gw = await start_on_route(start_gateway, config, paired=True)
     for i in range(40):
         status, _, _ = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
         assert status == 200
@@ -206,7 +199,7 @@ async def test_a_hung_stable_copy_is_not_waited_for(
         tmp_path, urls, routing={"canary": "v2", "canary_weight": 100},
         gateway={"shadow": {"timeout_s": 10, "workers": 2, "queue_size": 4}},
     )  # fmt: skip
-    gw = await _start(start_gateway, config, paired=True)
+    gw = await start_on_route(start_gateway, config, paired=True)
     for i in range(12):
         status, headers, body = await gw.post(V1, headers={"X-Request-ID": f"r{i}"})
         assert status == 200 and headers["X-Model-Version"] == "v2" and b"label-v2" in body
